@@ -1,0 +1,129 @@
+"""The `stepdistill` command: a table from subcommand to the function that does the work.
+
+    stepdistill import-official ROOT --task cqa --out data/cqa
+    stepdistill annotate CONFIG [--section.key value ...]
+    stepdistill train CONFIG [--resume] [--section.key value ...]
+    stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR]
+    stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
+    stepdistill run CONFIG [--section.key value ...]
+    stepdistill report RUN_DIR [RUN_DIR ...] [--out DIR]
+
+No logic lives here: each handler parses its arguments and calls one function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stepdistill.errors import StepDistillError
+
+
+def _config(args: argparse.Namespace):
+    from stepdistill.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_import_official(args: argparse.Namespace) -> None:
+    from stepdistill.data.official import import_official
+
+    import_official(args.root, args.task, args.out)
+
+
+def cmd_annotate(args: argparse.Namespace) -> None:
+    from stepdistill.annotate import annotate_from_config
+
+    annotate_from_config(_config(args))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from stepdistill.training.loop import train
+
+    train(_config(args), resume=args.resume)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from stepdistill.evaluate import evaluate_run
+
+    evaluate_run(args.target, splits=args.split, checkpoint=args.checkpoint, overrides=args.overrides)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from stepdistill.evaluate import predict_file
+
+    predict_file(args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from stepdistill.run import run
+
+    run(_config(args))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from stepdistill.report.build import build_report
+
+    path = build_report(args.run_dirs, out=args.out)
+    print(f"report: {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stepdistill", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("import-official", help="convert the official distilling-step-by-step layout")
+    s.add_argument("root", help="folder holding <task>/<task>_{train,valid,test}.json and <task>/llm/")
+    s.add_argument("--task", required=True, choices=["cqa", "svamp", "esnli", "anli1"])
+    s.add_argument("--out", required=True, help="folder for {train,valid,test}.jsonl")
+    s.set_defaults(func=cmd_import_official)
+
+    for name, func, helptext in [
+        ("annotate", cmd_annotate, "label and explain a dataset with a teacher LLM"),
+        ("train", cmd_train, "train a student"),
+        ("run", cmd_run, "annotate, train, evaluate and report in one go"),
+    ]:
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("config")
+        if name == "train":
+            s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("evaluate", help="score a trained student on one or more splits")
+    s.add_argument("target", help="a run folder (or a config whose run folder exists)")
+    s.add_argument("--split", action="append", help="split to score (repeatable); default: the config's")
+    s.add_argument("--checkpoint", help="checkpoint folder; default: the run's best")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="label new inputs with a trained student")
+    s.add_argument("run_dir")
+    s.add_argument("--input", required=True, help="JSONL/CSV/Parquet of task records")
+    s.add_argument("--out", help="output JSONL; default: <run_dir>/predictions-<input name>.jsonl")
+    s.add_argument("--rationale", action="store_true", help="also generate a rationale")
+    s.add_argument("--checkpoint")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("report", help="build or combine reports from finished runs")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--out", help="report folder; default: <first run>/report")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Everything after the known flags is a `--section.key value` override.
+    args.overrides = rest
+    if rest and args.command in ("import-official", "predict", "report"):
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    try:
+        args.func(args)
+    except StepDistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

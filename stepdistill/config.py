@@ -1,0 +1,121 @@
+"""Typed configuration: load YAML, apply `--section.key value` overrides, validate, save resolved.
+
+Each stage owns its section's schema next to its code (tasks/config.py, data/config.py,
+teachers/config.py, training/config.py, kd/config.py, report/config.py); this module composes them.
+A wrong key or value raises ConfigError naming the dotted field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from stepdistill.data.config import DataConfig
+from stepdistill.errors import ConfigError
+from stepdistill.kd.config import KDConfig
+from stepdistill.report.config import ReportConfig, SweepConfig
+from stepdistill.tasks.config import TaskConfig
+from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
+from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
+
+
+class Config(BaseModel):
+    """A whole job. `train`/`evaluate` use task, data, student, train, eval; `run` uses all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "run"  # the run folder is <out_dir>/<name>
+    out_dir: str = "runs"
+    task: TaskConfig
+    data: DataConfig
+    student: StudentConfig = StudentConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    kd: KDConfig | None = None
+    teacher: TeacherConfig | None = None
+    annotate: AnnotateConfig = AnnotateConfig()
+    sweep: SweepConfig = SweepConfig()
+    report: ReportConfig = ReportConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def _parse_scalar(text: str) -> Any:
+    """Read an override value as YAML so `--train.lr 1e-4`, `--x true`, `--y [1,2]` get their types."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ["--train.lr", "1e-4", "--name=x", ...] to a nested dict (in place) and return it."""
+    i = 0
+    while i < len(overrides):
+        item = overrides[i]
+        if not item.startswith("--"):
+            raise ConfigError(f"override '{item}' must look like --section.key value")
+        key, sep, value = item[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(overrides):
+                raise ConfigError(f"override --{key} has no value")
+            value = overrides[i + 1]
+            i += 1
+        i += 1
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"override --{key}: '{part}' is not a section")
+            node = node[part]
+        node[parts[-1]] = _parse_scalar(value)
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        allowed = (e.get("ctx") or {}).get("expected")
+        lines.append(f"  {loc}: {msg}" + (f" (allowed: {allowed})" if allowed and allowed not in msg else ""))
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file, apply overrides and validate. Relative data paths stay as written."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    apply_overrides(raw, list(overrides or []))
+    return config_from_dict(raw, str(path))
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config (every default filled in) atomically."""
+    from stepdistill.data.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

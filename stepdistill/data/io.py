@@ -1,0 +1,96 @@
+"""Reading and writing data files. Writes are atomic: a temporary file in the same folder, then rename.
+
+Readers for raw records (JSONL, JSON array, CSV, Parquet, HF `datasets` saved to disk) and for the
+annotated-example JSONL of data/schema.py. A malformed line raises DataError naming file, line, field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from stepdistill.data.schema import Annotation
+from stepdistill.errors import DataError
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
+    """Atomically write dicts as JSON lines; returns the number of rows."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; bad JSON raises DataError."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(str(path), lineno, None, f"not valid JSON: {err.msg}") from None
+            if not isinstance(obj, dict):
+                raise DataError(str(path), lineno, None, "expected a JSON object")
+            yield lineno, obj
+
+
+_REQUIRED = {"id": str, "fields": dict}
+_OPTIONAL_STR = ("gold", "teacher_label", "teacher_rationale", "teacher_raw", "teacher_model", "parse_error")
+
+
+def annotation_from_obj(obj: dict[str, Any], path: str, lineno: int) -> Annotation:
+    """Validate one annotated-example object; errors name file, line and field."""
+    for key, typ in _REQUIRED.items():
+        if key not in obj:
+            raise DataError(path, lineno, key, "missing")
+        if not isinstance(obj[key], typ):
+            raise DataError(path, lineno, key, f"expected {typ.__name__}, got {type(obj[key]).__name__}")
+    for key in _OPTIONAL_STR:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise DataError(path, lineno, key, f"expected a string or null, got {type(obj[key]).__name__}")
+    try:
+        return Annotation.from_dict(obj)
+    except KeyError as err:
+        raise DataError(path, lineno, err.args[0], "unknown key in annotated example") from None
+
+
+def read_annotations(path: str | os.PathLike) -> list[Annotation]:
+    """Read an annotated-example JSONL file (data/schema.py); duplicate ids are an error."""
+    out: list[Annotation] = []
+    seen: dict[str, int] = {}
+    for lineno, obj in iter_jsonl(path):
+        ann = annotation_from_obj(obj, str(path), lineno)
+        if ann.id in seen:
+            raise DataError(str(path), lineno, "id", f"duplicate id '{ann.id}' (first on line {seen[ann.id]})")
+        seen[ann.id] = lineno
+        out.append(ann)
+    return out
+
+
+def write_annotations(path: str | os.PathLike, annotations: Iterable[Annotation]) -> int:
+    return write_jsonl(path, (a.to_dict() for a in annotations))

@@ -1,0 +1,62 @@
+"""What a task knows: how to read a record, show it to the student, parse a teacher, score an answer.
+
+Every task family (nli.py, cqa.py, svamp.py, generic.py, arith.py) subclasses `Task`. Tasks are pure:
+values in, values out, no I/O, so parsers and scorers are tested with exact expectations.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from stepdistill.data.schema import Example
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A teacher completion split into rationale and label; `error` says why it did not parse."""
+
+    rationale: str | None
+    label: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Task(ABC):
+    """Base class of a task family. Subclasses set `name`, `labels` and `answer_phrase`."""
+
+    name: str = ""
+    # Closed label space (NLI: entailment/neutral/contradiction) or None for open answers.
+    labels: tuple[str, ...] | None = None
+    # The phrase that ends a chain of thought and introduces the answer, e.g. "So the answer is".
+    answer_phrase: str = "So the answer is"
+
+    @abstractmethod
+    def example_from_record(self, record: dict[str, Any], index: int) -> Example:
+        """Turn one raw data record into an Example; raise KeyError/ValueError naming the field."""
+
+    @abstractmethod
+    def format_input(self, fields: dict[str, Any]) -> str:
+        """The text the student (and the teacher's question) shows for this example."""
+
+    @abstractmethod
+    def parse_completion(self, text: str) -> Parsed:
+        """Split a raw teacher completion into (rationale, label), as the official code does."""
+
+    def normalize(self, answer: str) -> str:
+        """Canonical form of an answer for comparison; default: stripped text."""
+        return answer.strip()
+
+    def is_correct(self, pred: str | None, gold: str | None) -> bool:
+        """Whether a predicted answer matches the gold one under the task's metric."""
+        if pred is None or gold is None:
+            return False
+        return self.normalize(pred) == self.normalize(gold)
+
+    def format_target(self, label: str) -> str:
+        """The label text the student is trained to emit; default: the label itself."""
+        return label.strip()

@@ -1,0 +1,105 @@
+"""Shared fixtures: the real SmolLM2 tokenizer (from the offline GGUF) and tiny models built from configs.
+
+Tiny models share SmolLM2's 49,152-token vocabulary so that tests exercise a real tokenizer; with
+d_model 32 they have ~1.6M parameters and a training step takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_TOKENIZER_CACHE = Path(os.environ.get("STEPDISTILL_TEST_CACHE", Path.home() / ".cache" / "stepdistill-tests"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The reference data with PaLM 540B outputs (../shared/data); tests skip where it is absent."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"reference data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir() -> Path:
+    """A saved copy of the SmolLM2 tokenizer (read from the GGUF once, ~9 s, then cached on disk)."""
+    out = _TOKENIZER_CACHE / "smollm2-tokenizer"
+    if not (out / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        from stepdistill.embedded import GGUF_NAME, smollm2_dir
+
+        tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        tok.save_pretrained(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.exists():
+            os.replace(tmp, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(smol_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+
+
+def _save_tiny(model, tokenizer, path: Path) -> Path:
+    model.save_pretrained(path)  # safetensors
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    """A 2-layer Llama-architecture decoder (SmolLM2's architecture) with random weights, on disk."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=smol_tokenizer.bos_token_id,
+        eos_token_id=smol_tokenizer.eos_token_id,
+        pad_token_id=smol_tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return _save_tiny(LlamaForCausalLM(cfg), smol_tokenizer, tmp_path_factory.mktemp("tiny-causal"))
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    """A 2-layer T5 (v1.1 style, gated-gelu) with random weights, on disk."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = T5Config(
+        vocab_size=len(smol_tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=smol_tokenizer.pad_token_id,
+        eos_token_id=smol_tokenizer.eos_token_id,
+        decoder_start_token_id=smol_tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return _save_tiny(T5ForConditionalGeneration(cfg), smol_tokenizer, tmp_path_factory.mktemp("tiny-t5"))
