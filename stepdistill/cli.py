@@ -28,7 +28,8 @@ def _config(args: argparse.Namespace):
 def cmd_import_official(args: argparse.Namespace) -> None:
     from stepdistill.data.official import import_official
 
-    import_official(args.root, args.task, args.out)
+    counts = import_official(args.root, args.task, args.out)
+    print(", ".join(f"{split}: {n}" for split, n in counts.items()) + f" examples written to {args.out}")
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:

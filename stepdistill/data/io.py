@@ -86,7 +86,9 @@ def read_annotations(path: str | os.PathLike) -> list[Annotation]:
     for lineno, obj in iter_jsonl(path):
         ann = annotation_from_obj(obj, str(path), lineno)
         if ann.id in seen:
-            raise DataError(str(path), lineno, "id", f"duplicate id '{ann.id}' (first on line {seen[ann.id]})")
+            raise DataError(
+                str(path), lineno, "id", f"duplicate id '{ann.id}' (first on line {seen[ann.id]})"
+            )
         seen[ann.id] = lineno
         out.append(ann)
     return out

@@ -1,15 +1,51 @@
-"""Soft-target distillation section of the config."""
+"""Soft-target distillation section of the config (`kd:`); absent means no soft-target term.
+
+The soft-target term combines with every training method: total = (1 - weight) * CE + weight * KD,
+where CE is the method's usual hard-label loss on the chosen targets (for step_by_step: the label
+task's CE; the rationale task keeps its plain CE unless "rationale" is in `tasks`).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class KDConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # forward_kl = KL(teacher || student), mass-covering, the classic Hinton KD;
+    # reverse_kl = KL(student || teacher), mode-seeking; jsd interpolates (see jsd_beta).
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
-    temperature: float = 1.0
-    weight: float = 0.5
+    temperature: float = Field(1.0, gt=0)  # both distributions are softened by it; loss scaled by T^2
+    weight: float = Field(0.5, ge=0, le=1)  # total = (1 - weight) * CE + weight * KD
+    jsd_beta: float = Field(0.5, ge=0, le=1)  # JSD mixing: m = beta*teacher + (1-beta)*student
+    # Which task's target tokens receive the KD term ("label", "rationale", or both).
+    tasks: list[Literal["label", "rationale"]] = Field(default_factory=lambda: ["label"])
+
+    # Where teacher probabilities come from:
+    #   whitebox: a local transformers model sharing the student's tokenizer, run online
+    #   topk_file: precomputed sparse top-k targets (kd/topk.py) next to the annotations
+    source: Literal["whitebox", "topk_file"] = "whitebox"
+    teacher_model: str | None = None  # local directory (or hub id when cached) of the white-box teacher
+    teacher_gguf_file: str | None = None  # load the teacher from this GGUF inside teacher_model
+    teacher_device: str | None = None  # default: the student's device
+    teacher_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    trust_remote_code: bool = False
+    topk_file: str | None = None  # safetensors file written by kd/topk.py (source: topk_file)
+    topk: int = Field(20, ge=1)  # entries kept per target token when sparse targets are used
+    # sparse targets: "rest" keeps the mass outside the top-k as one extra bucket on both sides;
+    # "renormalize" renormalises teacher and student over the top-k ids only.
+    sparse_mode: Literal["rest", "renormalize"] = "rest"
+    # Closed label sets only: also match the teacher's distribution over the label strings.
+    label_distribution: bool = False
+    warn_ratio: float = Field(0.01, ge=0)  # warn once when weight*KD < warn_ratio * (1-weight)*CE
+
+    @model_validator(mode="after")
+    def _source_needs_its_path(self) -> KDConfig:
+        if self.source == "topk_file" and not self.topk_file:
+            raise ValueError("kd.source is 'topk_file' but kd.topk_file is not set")
+        if not self.tasks:
+            raise ValueError("kd.tasks must name at least one of: label, rationale")
+        return self

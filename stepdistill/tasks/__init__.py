@@ -1,0 +1,75 @@
+"""Task families and the registry that builds one from the `task` config section.
+
+from stepdistill.tasks import get_task
+task = get_task(cfg.task)          # CQATask, SVAMPTask, ESNLITask, ANLITask, ArithTask, GenericTask
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from stepdistill.errors import ConfigError
+from stepdistill.tasks.arith import ArithTask
+from stepdistill.tasks.base import Parsed, Task
+from stepdistill.tasks.config import GENERIC_KEYS, TaskConfig
+from stepdistill.tasks.cqa import CQATask
+from stepdistill.tasks.generic import GenericTask
+from stepdistill.tasks.nli import ANLITask, ESNLITask
+from stepdistill.tasks.svamp import SVAMPTask
+
+BUILTIN: dict[str, type[Task]] = {
+    "cqa": CQATask,
+    "svamp": SVAMPTask,
+    "esnli": ESNLITask,
+    "anli": ANLITask,
+    "arith": ArithTask,
+}
+
+__all__ = ["BUILTIN", "GenericTask", "Parsed", "Task", "get_task", "resolve_generic"]
+
+
+def _read_spec(path: str) -> dict[str, Any]:
+    spec_path = Path(path)
+    if not spec_path.is_file():
+        raise ConfigError(f"task.spec: file {spec_path} does not exist")
+    try:
+        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"task.spec: {spec_path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"task.spec: {spec_path} must hold a mapping of task keys")
+    unknown = sorted(set(raw) - set(GENERIC_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"task.spec: {spec_path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(GENERIC_KEYS)})"
+        )
+    return raw
+
+
+def resolve_generic(cfg: TaskConfig) -> TaskConfig:
+    """A TaskConfig whose generic keys are filled from the spec file; inline keys win."""
+    if cfg.spec is None:
+        return cfg
+    merged = _read_spec(cfg.spec)
+    inline = cfg.model_dump(exclude_unset=True)
+    merged.update({k: v for k, v in inline.items() if k in GENERIC_KEYS})
+    merged.update(name=cfg.name, spec=cfg.spec)
+    try:
+        return TaskConfig.model_validate(merged)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"task.spec: {cfg.spec}: {problems}") from None
+
+
+def get_task(cfg: TaskConfig) -> Task:
+    """Build the Task named by `cfg.name`; for `generic`, validate and apply its spec."""
+    if cfg.name in BUILTIN:
+        return BUILTIN[cfg.name]()
+    if cfg.name != "generic":
+        raise ConfigError(f"task.name: '{cfg.name}' is not one of {', '.join([*BUILTIN, 'generic'])}")
+    full = resolve_generic(cfg)
+    return GenericTask(**{key: getattr(full, key) for key in GENERIC_KEYS})

@@ -60,3 +60,35 @@ class Task(ABC):
     def format_target(self, label: str) -> str:
         """The label text the student is trained to emit; default: the label itself."""
         return label.strip()
+
+
+class RecordError(ValueError):
+    """A raw record lacks a field or has a bad value; `field` names it so readers can report file:line."""
+
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+        super().__init__(f"field '{field}': {message}")
+
+
+def require(record: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
+    """record[key], checked for presence and type; raises RecordError naming the field."""
+    if key not in record or record[key] is None:
+        raise RecordError(key, "missing")
+    value = record[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise RecordError(key, f"expected {names}, got {type(value).__name__}")
+    return value
+
+
+def record_id(record: dict[str, Any], task: str, index: int, key: str = "id") -> str:
+    """The record's own id when it has one, else "<task>-<index>"."""
+    value = record.get(key)
+    if value is None or value == "":
+        return f"{task}-{index}"
+    return str(value)
+
+
+def cut_at(text: str, marker: str) -> str:
+    """Text before the first `marker`: teacher completions run on into the next few-shot exemplar."""
+    return text.split(marker, 1)[0]

@@ -49,8 +49,10 @@ class TrainConfig(BaseModel):
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float = 1.0
     seed: int = 0
-    eval_every: int = 100
-    save_every: int | None = None
+    eval_every: int = Field(100, ge=1)  # validation accuracy (best-checkpoint selection) every N steps
+    save_every: int | None = None  # extra checkpoints between evaluations (each evaluation saves one)
+    keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept (plus the best one)
+    log_every: int = Field(10, ge=1)  # steps per train_log.jsonl row (losses averaged over them)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
 

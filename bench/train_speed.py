@@ -1,0 +1,497 @@
+"""Training speed: our step-by-step trainer against the reference design, same model/data/machine.
+
+    .venv/bin/python bench/train_speed.py --device cpu --quick          # a few minutes on 2 cores
+    .venv/bin/python bench/train_speed.py --device cuda --steps 30 --batch-size 32
+
+For each student (T5 at t5-v1_1-base size with random weights; SmolLM2-135M-Instruct from the
+offline GGUF, dequantised) it trains, in this one process and on the same SVAMP examples with the
+PaLM rationales:
+  reference  bench/reference_trainer.py (two padded passes per step, pandas collation, HF Trainer)
+  ours       stepdistill.training batching + compute_loss + AdamW, one pass holding both row kinds
+  standard   ours with label rows only (gold labels), to compare peak memory with step_by_step
+Warm-up steps are excluded; the timed window runs from the end of the last warm-up step to the end
+of the last step and includes data loading. Results go to bench/results/train_speed-<device>.json
+and to the `train_speed` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import gc
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reference_trainer import StepTimer, build_reference_trainer  # noqa: E402
+
+from stepdistill.data.io import atomic_write_text, write_json  # noqa: E402
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per card
+GOALS = {"cpu_speedup": 1.5, "gpu_speedup": 3.0, "mfu": 0.40, "memory_ratio": 1.3}
+
+
+# ---------------------------------------------------------------- BENCHMARKS.md sections
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """`text` with the section `name` set to `body`: replaced in place when present, else appended.
+    Other sections are left byte-for-byte as they were."""
+    start, end = _markers(name)
+    block = f"{start}\n{body.strip()}\n{end}"
+    i = text.find(start)
+    if i < 0:
+        head = text.rstrip("\n") if text.strip() else "# Benchmarks"
+        return f"{head}\n\n{block}\n"
+    j = text.find(end, i)
+    if j < 0:
+        raise ValueError(f"BENCHMARKS.md: section '{name}' has a start marker but no {end}")
+    return text[:i] + block + text[j + len(end) :]
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace this script's own section of BENCHMARKS.md, atomically."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic_write_text(path, replace_section(old, name, body))
+
+
+def machine_info(device: str) -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__}
+    info["threads"] = str(torch.get_num_threads())
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+class PeakMemory:
+    """Peak memory over a window. CUDA: max_memory_allocated. CPU: the process's peak resident set
+    (VmHWM, the counter behind ru_maxrss), reset through /proc/self/clear_refs at the window start
+    so that earlier phases do not mask it; `over_start` is the peak minus the RSS at the start."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.method = "cuda.max_memory_allocated" if self.cuda else "VmHWM (ru_maxrss) reset via clear_refs"
+        self.start_bytes = 0
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start_bytes = torch.cuda.memory_allocated()
+        else:
+            gc.collect()
+            Path("/proc/self/clear_refs").write_text("5")
+            self.start_bytes = _status_kb("VmRSS") * 1024
+
+    def stop(self) -> tuple[int, int]:
+        """(peak bytes, peak bytes above the start)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = _status_kb("VmHWM") * 1024
+        return peak, max(0, peak - self.start_bytes)
+
+
+# ---------------------------------------------------------------- data and models
+
+
+@dataclass
+class Measure:
+    """One design on one student: the timed window after warm-up."""
+
+    design: str
+    student: str
+    steps: int
+    examples: int
+    tokens: int
+    seconds: float
+    peak_bytes: int
+    peak_over_start_bytes: int
+    n_params: int
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def load_train_annotations(task: str, root: Path = SHARED_DATA) -> list:
+    """The task's training annotations (PaLM labels and rationales), usable by every method."""
+    from stepdistill.data.io import read_annotations
+    from stepdistill.data.official import import_official
+    from stepdistill.data.splits import carve_validation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        import_official(str(root), task, tmp)
+        anns = read_annotations(Path(tmp) / "train.jsonl")
+    anns, _valid = carve_validation(anns, 0.1, 0)  # the paper's training part (SVAMP 720 rows)
+    # Keep rows both standard (gold) and step_by_step (teacher label + rationale) can train on, so
+    # the two memory runs see the same examples in the same batches.
+    return [a for a in anns if a.gold is not None and a.annotated]
+
+
+def smollm2_student() -> tuple[torch.nn.Module, object]:
+    """(model, tokenizer) of SmolLM2-135M-Instruct from the offline GGUF, as a plain float32 model.
+
+    transformers marks a GGUF-loaded model as quantized even though its weights are dequantised,
+    and Trainer refuses to fine-tune such a model; rebuilding it from its config and copying the
+    weights gives the ordinary model both trainers can use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stepdistill.embedded import GGUF_NAME, smollm2_dir
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME)
+    loaded = AutoModelForCausalLM.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def t5_base_model(tokenizer) -> torch.nn.Module:
+    """Random weights at t5-v1_1-base size (d_model 768, 12+12 layers, gated-gelu); the vocabulary is
+    the SmolLM2 tokenizer's (49,152) because no T5 tokenizer is available offline."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=768,
+        d_kv=64,
+        d_ff=2048,
+        num_layers=12,
+        num_decoder_layers=12,
+        num_heads=12,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5ForConditionalGeneration(cfg)
+
+
+def encode(anns: list, tokenizer, kind: str, method: str):
+    """Our trainer's encoding of the annotations under `method` (same code path as train())."""
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+    from stepdistill.training.batching import encode_examples
+    from stepdistill.training.config import TrainConfig
+    from stepdistill.training.formatting import build_pairs
+
+    cfg = TrainConfig(method=method, label_source="teacher")
+    task = get_task(TaskConfig(name="svamp"))
+    formatted = build_pairs(task, anns, cfg)
+    if len(formatted.examples) != len(anns):
+        raise RuntimeError(f"{method}: {dict(formatted.skipped)} rows unusable after filtering")
+    return encode_examples(tokenizer, formatted.examples, cfg, kind), cfg
+
+
+def reference_features(encoded, kind: str) -> list[dict[str, list[int]]]:
+    """The reference trainer's per-example features built from OUR token ids, so both designs
+    train on identical tokens (label row first, rationale row second)."""
+    from stepdistill.training.batching import IGNORE
+
+    def row(e):
+        if kind == "causal":
+            ids = e.source + e.target
+            return ids, [1] * len(ids), [IGNORE] * len(e.source) + e.target
+        return e.source, [1] * len(e.source), e.target
+
+    feats = []
+    for lab, rat in encoded:
+        ids, mask, labels = row(lab)
+        e_ids, e_mask, e_labels = row(rat)
+        feats.append(
+            {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "labels": labels,
+                "expl_input_ids": e_ids,
+                "expl_attention_mask": e_mask,
+                "aux_labels": e_labels,
+            }
+        )
+    return feats
+
+
+# ---------------------------------------------------------------- the two designs
+
+
+class _WindowCallback(StepTimer):
+    """StepTimer that also opens the memory window and notes the time when warm-up ends."""
+
+    def __init__(self, warmup: int, mem: PeakMemory):
+        super().__init__()
+        self.warmup, self.mem, self.t_start, self.t_end = warmup, mem, 0.0, 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        super().on_step_end(args, state, control, **kwargs)
+        if len(self.durations) == self.warmup:
+            self.mem.start()
+            self.t_start = time.perf_counter()
+        self.t_end = time.perf_counter()
+
+
+def run_reference(model, tokenizer, encoded, kind: str, args, name: str) -> Measure:
+    """The reference design: HF Trainer subclass, two padded passes, pandas collation."""
+    mem = PeakMemory(args.device)
+    cb = _WindowCallback(args.warmup, mem)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = build_reference_trainer(
+            model, tokenizer, reference_features(encoded, kind), kind, out_dir=tmp,
+            batch_size=args.batch_size, lr=args.lr, max_steps=args.warmup + args.steps,
+            device="cpu" if args.device == "cpu" else "cuda", bf16=args.bf16, callbacks=[cb],
+        )  # fmt: skip
+        trainer.train()
+    peak, over = mem.stop()
+    timed = trainer.step_sizes[args.warmup :]
+    return Measure(
+        "reference", name, len(timed), sum(n for n, _ in timed), sum(t for _, t in timed),
+        cb.t_end - cb.t_start, peak, over, sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
+
+
+def run_ours(model, encoded, kind: str, cfg, args, name: str, design: str, plan=None) -> Measure:
+    """Our trainer's step: length-grouped batches holding label and rationale rows, one forward
+    pass, compute_loss (logits only at target positions), AdamW with a linear schedule."""
+    from stepdistill.training.batching import collate, example_length, plan_epoch
+    from stepdistill.training.step import compute_loss
+
+    device = torch.device(args.device)
+    model.to(device).train()
+    total = args.warmup + args.steps
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
+    if plan is None:
+        plan = plan_epoch([example_length(e) for e in encoded], args.batch_size, 0, 0, True)
+    plan = (plan * math.ceil(total / len(plan)))[:total]
+    pad_id = model.config.pad_token_id
+    mem, sizes, t_start = PeakMemory(args.device), [], 0.0
+    for step, idx in enumerate(plan):
+        if step == args.warmup:
+            _sync(args.device)
+            mem.start()
+            t_start = time.perf_counter()
+        batch = collate([encoded[i] for i in idx], pad_id, kind).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            parts = compute_loss(model, batch, kind, cfg)
+        parts.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step >= args.warmup:
+            sizes.append((batch.n_examples, batch.n_tokens))
+    _sync(args.device)
+    seconds = time.perf_counter() - t_start
+    peak, over = mem.stop()
+    return Measure(
+        design, name, len(sizes), sum(n for n, _ in sizes), sum(t for _, t in sizes), seconds,
+        peak, over, sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_student(name: str, make: Callable[[], tuple], anns: list, args) -> list[Measure]:
+    """Reference, ours (step_by_step) and ours (standard) on fresh copies of the same weights."""
+    from stepdistill.training.batching import example_length, plan_epoch
+
+    base, tokenizer, kind = make()
+    enc_sbs, cfg_sbs = encode(anns, tokenizer, kind, "step_by_step")
+    enc_std, cfg_std = encode(anns, tokenizer, kind, "standard")
+    plan = plan_epoch([example_length(e) for e in enc_sbs], args.batch_size, 0, 0, True)
+    out = []
+    for design in ("reference", "ours", "standard"):
+        model = copy.deepcopy(base)
+        if design == "reference":
+            m = run_reference(model, tokenizer, enc_sbs, kind, args, name)
+        elif design == "ours":
+            m = run_ours(model, enc_sbs, kind, cfg_sbs, args, name, "ours", plan)
+        else:  # the same batches of examples, label rows only
+            m = run_ours(model, enc_std, kind, cfg_std, args, name, "standard", plan)
+        out.append(m)
+        print(f"  {name:8s} {design:9s} {m.examples_per_s:7.2f} ex/s {m.tokens_per_s:9.0f} tok/s", flush=True)
+        del model
+        gc.collect()
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def summarise(measures: list[Measure], device: str, n_epoch: int) -> list[dict]:
+    """Per student: speed-up, throughput, extrapolated epoch time, memory ratio and (GPU) MFU."""
+    rows = []
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
+    peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
+    for student in dict.fromkeys(m.student for m in measures):
+        by = {m.design: m for m in measures if m.student == student}
+        ref, ours, std = by["reference"], by["ours"], by["standard"]
+        row = {"student": student, "n_params": ours.n_params}
+        row["speedup"] = ours.examples_per_s / ref.examples_per_s
+        for key, m in (("reference", ref), ("ours", ours), ("standard", std)):
+            row[key] = asdict(m) | {
+                "examples_per_s": m.examples_per_s,
+                "tokens_per_s": m.tokens_per_s,
+                "epoch_s_extrapolated": n_epoch / m.examples_per_s,
+            }
+            if peak_tflops:
+                row[key]["mfu"] = 6 * m.n_params * m.tokens_per_s / (peak_tflops * 1e12)
+        row["memory_ratio_total"] = ours.peak_bytes / std.peak_bytes
+        row["memory_ratio_over_start"] = ours.peak_over_start_bytes / max(1, std.peak_over_start_bytes)
+        rows.append(row)
+    return rows
+
+
+def _mib(b: int) -> str:
+    return f"{b / 2**20:,.0f}"
+
+
+def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem_method: str) -> str:
+    gpu = args.device.startswith("cuda")
+    goal = GOALS["gpu_speedup"] if gpu else GOALS["cpu_speedup"]
+    lines = [
+        "## Training speed: our trainer vs the reference design",
+        "",
+        f"Date: {dt.date.today().isoformat()}. Machine: {info.get('gpu', 'no GPU')}; CPU {info['cpu']}, "
+        f"{info['cores']} cores ({info['threads']} torch threads); torch {info['torch']}.",
+        f"Command: `{command}`",
+        "",
+        f"SVAMP train with the PaLM rationales, batch size {args.batch_size} examples (each example is "
+        f"a label row and a rationale row), {args.warmup} warm-up steps excluded, {args.steps} timed steps, "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}. Both designs ran in this one process on fresh copies "
+        "of the same weights. Tokens = non-padding tokens (encoder inputs + targets for T5, whole "
+        f"sequences for decoder-only). Epoch time is extrapolated from the timed steps to {n_epoch} "
+        f"examples. Memory: {mem_method}.",
+        "",
+        "| student | design | examples/s | tokens/s | s/epoch (extrap.) | peak MiB | step peak above start MiB |"
+        + (" MFU |" if gpu else ""),
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+    ]
+    for r in rows:
+        for key in ("reference", "ours", "standard"):
+            m = r[key]
+            label = {"ours": "ours (step_by_step)", "standard": "ours (standard, label rows only)"}.get(
+                key, key
+            )
+            line = (
+                f"| {r['student']} | {label} | {m['examples_per_s']:.2f} | {m['tokens_per_s']:,.0f} | "
+                f"{m['epoch_s_extrapolated']:,.0f} | {_mib(m['peak_bytes'])} | {_mib(m['peak_over_start_bytes'])} |"
+            )
+            lines.append(line + (f" {m['mfu']:.1%} |" if "mfu" in m else (" n/a |" if gpu else "")))
+    lines += ["", "| student | speed-up (examples/s) | goal | step_by_step / standard peak memory | goal |"]
+    lines += ["|---|---:|---:|---:|---:|"]
+    mem_key = "memory_ratio_total" if gpu else "memory_ratio_over_start"
+    for r in rows:
+        lines.append(
+            f"| {r['student']} | {r['speedup']:.2f}x | >= {goal}x | {r[mem_key]:.2f}x | <= {GOALS['memory_ratio']}x |"
+        )
+    if not gpu:
+        lines += [
+            "",
+            "On CPU the memory ratio compares the peak resident memory above the RSS at the start of the "
+            "timed window (activations, gradients, transient buffers; weights and optimizer state are "
+            "already resident), which is stricter than a ratio of totals "
+            + ", ".join(f"{r['student']} total ratio {r['memory_ratio_total']:.2f}x" for r in rows)
+            + ".",
+        ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per design")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, kernels)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per step")
+    p.add_argument("--models", default="t5,smollm2", help="comma-separated: t5, smollm2")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--quick", action="store_true", help="3 timed steps, 1 warm-up, batch 4")
+    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.batch_size = 3, 1, 4
+    args.bf16 = args.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    unknown = set(args.models.split(",")) - {"t5", "smollm2"}
+    if unknown:
+        p.error(f"--models: unknown {sorted(unknown)}; allowed: t5, smollm2")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    anns = load_train_annotations("svamp")
+    print(f"svamp: {len(anns)} training examples usable by every design", flush=True)
+    smol, tok = smollm2_student()  # also provides the tokenizer of the T5 student
+    makers = {
+        "t5": lambda: (t5_base_model(tok), tok, "seq2seq"),
+        "smollm2": lambda: (smol, tok, "causal"),
+    }
+    measures: list[Measure] = []
+    for name in args.models.split(","):
+        measures += bench_student(name, makers[name], anns, args)
+    info = machine_info(args.device)
+    rows = summarise(measures, args.device, len(anns))
+    out = ROOT / "bench" / "results" / f"train_speed-{args.device.split(':')[0]}.json"
+    write_json(out, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": info,
+                     "args": {k: v for k, v in vars(args).items()}, "results": rows})  # fmt: skip
+    command = "python bench/train_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = markdown(rows, info, args, command.strip(), len(anns), PeakMemory(args.device).method)
+    print(text)
+    if not args.no_write:
+        write_section("train_speed", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

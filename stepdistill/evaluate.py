@@ -1,0 +1,268 @@
+"""Predictions and metrics for a trained student.
+
+    stepdistill evaluate runs/cqa-sbs                     # best/ on the config's eval splits
+    stepdistill evaluate runs/cqa-sbs --split test --checkpoint runs/cqa-sbs/checkpoints/step-200
+    stepdistill predict runs/cqa-sbs --input new.jsonl [--rationale]
+
+Prediction is batched greedy decoding of the label alone: a step_by_step student is asked with the
+label prefix and generates no rationale (that is the method's test-time saving) unless a rationale
+is asked for explicitly. Writes runs/<name>/predictions/<split>.jsonl and metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stepdistill.config import Config, load_config
+from stepdistill.data.io import write_json, write_jsonl
+from stepdistill.data.schema import Annotation
+from stepdistill.errors import ConfigError
+from stepdistill.tasks.base import Task
+from stepdistill.training.batching import encode_source
+from stepdistill.training.config import EvalConfig, TrainConfig
+from stepdistill.training.device import autocast
+from stepdistill.training.formatting import eval_source, rationale_source, split_single_task
+from stepdistill.training.models import Student, load_saved_student
+
+
+def _pad_batch(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids, mask = [], []
+    for r in rows:
+        fill = width - len(r)
+        ids.append([pad_id] * fill + r if left else r + [pad_id] * fill)
+        mask.append([0] * fill + [1] * len(r) if left else [1] * len(r) + [0] * fill)
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+@torch.no_grad()
+def generate(student: Student, sources: list[str], train_cfg: TrainConfig, eval_cfg: EvalConfig) -> list[str]:
+    """Greedy completions of `sources`, batched; prompts sorted by length to waste little padding."""
+    tok, model = student.tokenizer, student.model
+    causal = student.kind == "causal"
+    encoded = [encode_source(tok, s, train_cfg, student.kind) for s in sources]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[str] = [""] * len(sources)
+    for start in range(0, len(order), eval_cfg.batch_size):
+        chunk = order[start : start + eval_cfg.batch_size]
+        # Decoder-only models continue the prompt, so prompts are left-padded to end together.
+        ids, mask = _pad_batch([encoded[i] for i in chunk], tok.pad_token_id, left=causal)
+        with autocast(device, train_cfg.precision):
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=eval_cfg.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        if causal:
+            gen = gen[:, ids.shape[1] :]
+        for i, text in zip(chunk, tok.batch_decode(gen, skip_special_tokens=True)):
+            out[i] = text.strip()
+    model.train(was_training)
+    return out
+
+
+def _teacher_correct(task: Task, ann: Annotation) -> bool | None:
+    """Whether the teacher got this row right; None when there is no gold or no teacher output."""
+    if ann.gold is None or (ann.teacher_label is None and ann.teacher_raw is None):
+        return None
+    return task.is_correct(ann.teacher_label, ann.gold)
+
+
+def predict_labels(
+    student: Student,
+    task: Task,
+    annotations: list[Annotation],
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    rationale: bool = False,
+) -> list[dict[str, Any]]:
+    """One prediction row per annotation (see the run-folder contract in the README)."""
+    texts = generate(student, [eval_source(task, a, train_cfg) for a in annotations], train_cfg, eval_cfg)
+    rationales: list[str | None] = [None] * len(annotations)
+    if train_cfg.method == "single_task":
+        split = [split_single_task(task, t) for t in texts]
+        rationales = [r for r, _ in split]
+        preds: list[str | None] = [label for _, label in split]
+    else:
+        preds = [t if t else None for t in texts]
+        if rationale and train_cfg.method == "step_by_step":
+            asks = [rationale_source(task, a, train_cfg) for a in annotations]
+            rationales = list(generate(student, asks, train_cfg, eval_cfg))
+    rows = []
+    for ann, pred, why in zip(annotations, preds, rationales):
+        row = {
+            "id": ann.id,
+            "input": task.format_input(ann.fields),
+            "gold": ann.gold,
+            "pred": pred,
+            "correct": task.is_correct(pred, ann.gold) if ann.gold is not None else None,
+            "teacher_label": ann.teacher_label,
+            "teacher_rationale": ann.teacher_rationale,
+            "teacher_correct": _teacher_correct(task, ann),
+        }
+        if rationale:
+            row["student_rationale"] = why
+        rows.append(row)
+    return rows
+
+
+def score(task: Task, predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Student and teacher accuracy over rows with a gold label (teacher: rows it annotated).
+
+    `task` is part of the signature so that task-specific metrics can be added; the per-row
+    `correct` flags were already decided by task.is_correct.
+    """
+    scored = [p for p in predictions if p.get("correct") is not None]
+    judged = [p for p in predictions if p.get("teacher_correct") is not None]
+    correct = sum(bool(p["correct"]) for p in scored)
+    t_correct = sum(bool(p["teacher_correct"]) for p in judged)
+    return {
+        "accuracy": correct / len(scored) if scored else None,
+        "correct": correct,
+        "n": len(scored),
+        "teacher_accuracy": t_correct / len(judged) if judged else None,
+        "teacher_correct": t_correct,
+        "teacher_n": len(judged),
+    }
+
+
+def evaluate_splits(
+    student: Student,
+    task: Task,
+    data: dict[str, list[Annotation]],
+    cfg: Config,
+    splits: list[str],
+    out_dir: Path,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Predict and score each split; writes out_dir/predictions/<split>.jsonl.
+
+    Returns ({split: scores}, latency) where latency is label-only prediction time per example on the
+    first non-empty split (tokenisation and decoding included: what a user of `predict` waits).
+    """
+    results: dict[str, Any] = {}
+    latency = None
+    for split in splits:
+        if split not in data:
+            raise ConfigError(
+                f"eval.splits: no split '{split}' in this config's data (have: {', '.join(data)})"
+            )
+        start = time.perf_counter()
+        rows = predict_labels(student, task, data[split], cfg.train, cfg.eval)
+        wall = time.perf_counter() - start
+        write_jsonl(out_dir / "predictions" / f"{split}.jsonl", rows)
+        results[split] = score(task, rows)
+        if latency is None and rows:
+            latency = {
+                "ms_per_example": 1000 * wall / len(rows),
+                "examples_per_s": len(rows) / wall,
+                "batch_size": cfg.eval.batch_size,
+                "device": str(next(student.model.parameters()).device),
+            }
+    return results, latency
+
+
+def base_metrics(cfg: Config, student: Student) -> dict[str, Any]:
+    """The identity part of metrics.json."""
+    return {
+        "name": cfg.name,
+        "task": cfg.task.name,
+        "method": cfg.train.method,
+        "label_source": cfg.train.label_source,
+        "alpha": cfg.train.alpha,
+        "seed": cfg.train.seed,
+        "train_fraction": cfg.data.train_fraction,
+        "student": {"model": cfg.student.model, "kind": student.kind, "params": student.n_params},
+    }
+
+
+def _resolve_target(target: str | os.PathLike | Config, overrides: list[str] | None) -> Config:
+    if isinstance(target, Config):
+        return target
+    path = Path(target)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{target}: neither a run folder (with config.yaml) nor a config file")
+    return load_config(path, overrides)
+
+
+def evaluate_run(
+    target: str | os.PathLike | Config,
+    splits: list[str] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Score a run's best/ (or `checkpoint`) and write metrics.json and predictions beside it.
+
+    For the best student these go to the run folder (updating metrics.json); for another checkpoint
+    they go into that checkpoint's folder, so the run's own metrics stay those of its best student.
+    """
+    from stepdistill.data.splits import load_splits
+    from stepdistill.tasks import get_task
+
+    cfg = _resolve_target(target, overrides)
+    is_folder = isinstance(target, (str, os.PathLike)) and Path(target).is_dir()
+    run_dir = Path(target) if is_folder else cfg.run_dir
+    model_dir = Path(checkpoint) if checkpoint else run_dir / "best"
+    if not (model_dir / "config.json").exists():
+        raise ConfigError(f"{model_dir}: no trained student there (train first, or pass --checkpoint)")
+    student = load_saved_student(model_dir, kind=cfg.student.kind)
+    if torch.cuda.is_available():
+        student.model.to("cuda")
+    task = get_task(cfg.task)
+    out_dir = model_dir if checkpoint else run_dir
+    results, latency = evaluate_splits(
+        student, task, load_splits(cfg.data, task), cfg, splits or cfg.eval.splits, out_dir
+    )
+    metrics_path = out_dir / "metrics.json"
+    metrics = _read_metrics(metrics_path) or base_metrics(cfg, student)
+    metrics.setdefault("splits", {}).update(results)
+    if latency is not None:
+        metrics["latency"] = latency
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def _read_metrics(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def predict_file(
+    run_dir: str | os.PathLike,
+    input_path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    rationale: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+) -> Path:
+    """Label the records of a JSONL/CSV/Parquet file with a run's student; returns the output path."""
+    from stepdistill.data.readers import load_examples
+    from stepdistill.tasks import get_task
+
+    run_dir = Path(run_dir)
+    cfg = _resolve_target(run_dir, None)
+    model_dir = Path(checkpoint) if checkpoint else run_dir / "best"
+    if not (model_dir / "config.json").exists():
+        raise ConfigError(f"{model_dir}: no trained student there (train first, or pass --checkpoint)")
+    student = load_saved_student(model_dir, kind=cfg.student.kind)
+    if torch.cuda.is_available():
+        student.model.to("cuda")
+    task = get_task(cfg.task)
+    rows = predict_labels(
+        student, task, load_examples(input_path, task), cfg.train, cfg.eval, rationale=rationale
+    )
+    out_path = Path(out) if out else run_dir / f"predictions-{Path(input_path).stem}.jsonl"
+    write_jsonl(out_path, rows)
+    return out_path

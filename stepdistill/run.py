@@ -1,0 +1,241 @@
+"""`stepdistill run CONFIG`: demo data -> teacher annotation -> one training per sweep point -> report.
+
+    stepdistill run configs/demo.yaml            # the offline demo (`make demo`)
+    stepdistill run my.yaml --sweep.seeds [0,1,2]
+
+Everything goes into <out_dir>/<name>/:
+
+    config.yaml            the resolved config
+    data/                  the demo task's data (when sweep.demo_data is set and data paths point here)
+    annotations/           {train,valid,test}.jsonl, cache.sqlite, summary.json (annotate.py)
+    <method>-f<fraction>-s<seed>/   one `stepdistill train` folder per sweep point
+    teacher_timing.json    the teacher's chain-of-thought time per example, for the cost section
+    stages.json            fingerprints of finished stages, so a re-run skips what is done
+    report/                report.html, report.md, figures/
+
+Re-running the same command reuses every finished stage: annotation is skipped when its inputs are
+unchanged (re-asking a cache would overwrite summary.json with a bill of zero), a training whose
+metrics.json exists is skipped, an interrupted one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from stepdistill.config import Config, config_from_dict, save_config
+from stepdistill.data.io import read_annotations, write_json
+from stepdistill.errors import ConfigError
+from stepdistill.report.collect import TIMING_FILE
+
+SPLITS = ("train", "valid", "test")
+
+
+def _say(msg: str) -> None:
+    print(f"[run] {msg}", flush=True)
+
+
+def fingerprint(cfg: Config, sections: tuple[str, ...]) -> str:
+    """A hash of the named config sections: a stage is redone when one of its inputs changes."""
+    dumped = cfg.model_dump(mode="json")
+    blob = json.dumps({s: dumped.get(s) for s in sections}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _stages(run_dir: Path) -> dict[str, str]:
+    path = run_dir / "stages.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _mark_done(run_dir: Path, stage: str, stamp: str) -> None:
+    stages = _stages(run_dir)
+    stages[stage] = stamp
+    write_json(run_dir / "stages.json", stages)
+
+
+def make_demo_data(cfg: Config) -> None:
+    """Write the demo task's splits to the data paths of the config (skipped when they exist)."""
+    from stepdistill.demo_data import generate_demo_data
+
+    demo = cfg.sweep.demo_data
+    if cfg.task.name != "arith":
+        raise ConfigError(f"sweep.demo_data generates the 'arith' task, but task.name is '{cfg.task.name}'")
+    paths = {s: getattr(cfg.data, s) for s in SPLITS if getattr(cfg.data, s)}
+    missing = [s for s in paths if s not in demo.sizes]
+    if missing:
+        raise ConfigError(f"sweep.demo_data.sizes: no size for split(s) {missing} named in data")
+    if all(Path(p).exists() for p in paths.values()):
+        return
+    generate_demo_data(paths, demo.sizes, seed=demo.seed)
+    _say(
+        f"demo data: {', '.join(f'{s} {demo.sizes[s]}' for s in paths)} examples -> {Path(paths['train']).parent}"
+    )
+
+
+def annotation_files(cfg: Config) -> dict[str, str | None]:
+    """The annotated split files the trainings read: the run's annotations, or the data as given."""
+    if cfg.teacher is None:  # data already annotated (e.g. precomputed JSONL): train on it directly
+        return {s: getattr(cfg.data, s) for s in SPLITS}
+    folder = cfg.run_dir / "annotations"
+    return {s: str(folder / f"{s}.jsonl") if (folder / f"{s}.jsonl").exists() else None for s in SPLITS}
+
+
+def annotate_stage(cfg: Config) -> None:
+    """Annotate the full training set once; sweep fractions subsample the annotated file later."""
+    if cfg.teacher is None:
+        _say("annotate: no teacher section, training on the data files as given")
+        return
+    from stepdistill.annotate import annotate_from_config
+
+    full = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_fraction": 1.0})})
+    stamp = fingerprint(full, ("task", "data", "teacher", "annotate"))
+    folder = cfg.run_dir / "annotations"
+    done = _stages(cfg.run_dir).get("annotate") == stamp and (folder / "summary.json").exists()
+    if done and all((folder / f"{s}.jsonl").exists() for s in cfg.annotate.splits):
+        _say("annotate: done before, reusing annotations/")
+        return
+    _say(f"annotate: teacher {cfg.teacher.backend}:{cfg.teacher.model or '(default)'}")
+    annotate_from_config(full)
+    _mark_done(cfg.run_dir, "annotate", stamp)
+
+
+def training_name(method: str, fraction: float, seed: int) -> str:
+    return f"{method}-f{fraction:g}-s{seed}"
+
+
+def training_config(
+    cfg: Config, method: str, fraction: float, seed: int, files: dict[str, str | None]
+) -> Config:
+    """The config of one sweep point: its own folder inside the run, reading the annotated files."""
+    raw = cfg.model_dump(mode="json")
+    raw.update(out_dir=str(cfg.run_dir), name=training_name(method, fraction, seed))
+    raw["train"].update(method=method, seed=seed)
+    raw["data"].update(
+        train=files["train"], valid=files["valid"], test=files["test"], train_fraction=fraction
+    )
+    raw.pop("sweep")
+    return config_from_dict(raw, f"sweep point {raw['name']}")
+
+
+def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
+    """Train every method x seed x fraction not trained yet; returns the training folders."""
+    from stepdistill.training.checkpoint import latest_checkpoint
+    from stepdistill.training.loop import train
+
+    if files["train"] is None:
+        raise ConfigError(
+            f"no annotated training file in {cfg.run_dir / 'annotations'}: annotate.splits lacks 'train'"
+        )
+    folders = []
+    sweep = cfg.sweep
+    for fraction in sweep.fractions:
+        for method in sweep.methods:
+            for seed in sweep.seeds:
+                sub = training_config(cfg, method, fraction, seed, files)
+                folder = sub.run_dir
+                folders.append(folder)
+                stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
+                done = _stages(cfg.run_dir).get(f"train:{folder.name}")
+                if (folder / "metrics.json").exists():
+                    if done is not None and done != stamp:
+                        raise ConfigError(
+                            f"{folder} was trained with a different config; choose another --name "
+                            "or delete that folder to retrain it"
+                        )
+                    _say(f"train {folder.name}: done before, skipped")
+                    continue
+                resume = latest_checkpoint(folder) is not None
+                _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
+                start = time.perf_counter()
+                train(sub, resume=resume)
+                _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
+                _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
+    return folders
+
+
+def _teacher_params(teacher: Any) -> int | None:
+    """The backend's model size when it holds a transformers model (hf_local); None otherwise."""
+    model = getattr(teacher, "model", None)
+    count = getattr(model, "num_parameters", None)
+    return int(count()) if callable(count) else None
+
+
+def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
+    """Time the teacher's chain-of-thought generation on `examples`, bypassing the cache.
+
+    The teacher is loaded and warmed up on one prompt first, so the time per example is generation
+    alone, comparable with the student's label-only latency (metrics.json "latency").
+    """
+    from stepdistill.annotate import make_sampling
+    from stepdistill.tasks import get_task
+    from stepdistill.teachers.base import make_teacher
+    from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
+
+    task = get_task(cfg.task)
+    spec = load_prompt_spec(task, cfg.teacher)
+    prompts = [build_prompt(spec, task, ex.fields) for ex in examples]
+    sampling = make_sampling(cfg.teacher, cfg.annotate.model_copy(update={"samples": 1}), spec.stop)
+    teacher = make_teacher(cfg.teacher)
+    try:
+        teacher.generate(prompts[:1], 1, sampling)
+        start = time.perf_counter()
+        outs = teacher.generate(prompts, 1, sampling)
+        wall = time.perf_counter() - start
+        params = _teacher_params(teacher)
+        device = getattr(teacher, "device", None)
+    finally:
+        teacher.close()
+    ok = [o[0] for o in outs if o[0].ok]
+    tokens = sum(c.completion_tokens for c in ok)
+    return {
+        "teacher_model": getattr(teacher, "identity", "") or f"{cfg.teacher.backend}:{cfg.teacher.model}",
+        "params": params if params is not None else cfg.report.teacher_params,
+        "examples": len(prompts),
+        "succeeded": len(ok),
+        "wall_s": round(wall, 4),
+        "ms_per_example": round(1000 * wall / len(prompts), 3),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 3) if wall > 0 else None,
+        "batch_size": cfg.teacher.batch_size,
+        "device": None if device is None else str(device),
+    }
+
+
+def timing_stage(cfg: Config, files: dict[str, str | None]) -> None:
+    """Measure the teacher's generation time once per teacher (precomputed teachers generate nothing)."""
+    n = cfg.sweep.teacher_timing_examples
+    if cfg.teacher is None or cfg.teacher.backend == "precomputed" or n == 0:
+        return
+    source = files["test"] or files["valid"] or files["train"]
+    stamp = fingerprint(cfg, ("task", "teacher")) + f"-{n}"
+    if _stages(cfg.run_dir).get("teacher_timing") == stamp and (cfg.run_dir / TIMING_FILE).exists():
+        return
+    examples = read_annotations(source)[:n]
+    _say(f"teacher timing: {len(examples)} examples of {Path(source).name}, uncached")
+    timing = measure_teacher(cfg, examples)
+    write_json(cfg.run_dir / TIMING_FILE, timing)
+    _mark_done(cfg.run_dir, "teacher_timing", stamp)
+    _say(f"teacher timing: {timing['ms_per_example']:.0f} ms per example")
+
+
+def run(cfg: Config) -> Path:
+    """Run every stage (reusing finished ones) and return the path of report.html."""
+    from stepdistill.report.build import build_report
+
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    start = time.perf_counter()
+    if cfg.sweep.demo_data is not None:
+        make_demo_data(cfg)
+    annotate_stage(cfg)
+    files = annotation_files(cfg)
+    train_stage(cfg, files)
+    timing_stage(cfg, files)
+    path = build_report([run_dir])
+    _say(f"all stages done in {time.perf_counter() - start:.0f} s")
+    print(f"report: {path}", flush=True)
+    return path

@@ -1,0 +1,57 @@
+"""CommonsenseQA with CoS-E rationales: five-way multiple choice, label = the chosen answer's text.
+
+Teacher completions look like "... Of the above choices, only X fits. So the answer is (c) X." and
+then often continue with the next few-shot exemplar ("\n\nQ: ..."). Parsing follows the official
+distilling-step-by-step code, which gives PaLM 540B 943/1221 on the test split.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from stepdistill.data.schema import Example
+from stepdistill.tasks.base import Parsed, RecordError, Task, cut_at, record_id, require
+
+N_CHOICES = 5
+LETTERS = "abcde"
+# "(x)" for any single character, as in the official parser: the label is the text after it.
+_CHOICE_MARK = re.compile(r"\(.\)")
+
+
+class CQATask(Task):
+    name = "cqa"
+    labels = None  # the label space differs per question: its five choices
+    answer_phrase = "So the answer is"
+
+    def example_from_record(self, record: dict[str, Any], index: int) -> Example:
+        question = require(record, "question")
+        choices = require(record, "choices", list)
+        if len(choices) != N_CHOICES or not all(isinstance(c, str) for c in choices):
+            raise RecordError("choices", f"expected {N_CHOICES} strings, got {choices!r}"[:200])
+        gold = record.get("answer")
+        if gold is not None and not isinstance(gold, str):
+            raise RecordError("answer", f"expected str, got {type(gold).__name__}")
+        fields = {"question": question, "choices": list(choices)}
+        return Example(id=record_id(record, self.name, index), fields=fields, gold=gold)
+
+    def format_input(self, fields: dict[str, Any]) -> str:
+        lines = [fields["question"], "Answer Choices:"]
+        lines += [f"({letter}) {choice}" for letter, choice in zip(LETTERS, fields["choices"])]
+        return "\n".join(lines)
+
+    def parse_completion(self, text: str) -> Parsed:
+        body = cut_at(text or "", "Q:").rstrip()
+        if self.answer_phrase not in body:
+            return Parsed(None, None, f"no '{self.answer_phrase}'")
+        # The first phrase ends the chain of thought; a later one is restatement and bounds the answer.
+        rationale, after = body.split(self.answer_phrase, 2)[:2]
+        parts = _CHOICE_MARK.split(after)
+        if len(parts) < 2:
+            return Parsed(rationale.rstrip(), None, "no '(x)' choice marker after the answer phrase")
+        label = parts[1].strip()
+        if label.endswith("."):
+            label = label[:-1]
+        if not label:
+            return Parsed(rationale.rstrip(), None, "empty answer after the choice marker")
+        return Parsed(rationale.rstrip(), label)

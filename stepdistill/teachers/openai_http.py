@@ -1,0 +1,203 @@
+"""Teacher over any OpenAI-compatible HTTP endpoint: vLLM, llama.cpp server, Ollama, OpenAI.
+
+A fixed pool of `concurrency` workers shares one httpx.AsyncClient. Each request is retried on
+408/409/429/5xx, timeouts, connection errors and malformed 200 answers, with exponential backoff and
+jitter, honouring Retry-After (which also pauses the other workers). 401/403/404 stop the run at once:
+every further request would fail the same way. The API key is read from the environment variable
+named by `api_key_env`; it is sent in the Authorization header and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from stepdistill.errors import TeacherError
+from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
+from stepdistill.teachers.config import TeacherConfig
+from stepdistill.teachers.limits import RateLimiter, backoff_delay, is_retryable, parse_retry_after
+
+FATAL_STATUS = {401: "refused the credentials", 403: "refused access", 404: "has no such model or path"}
+
+
+class MalformedResponse(ValueError):
+    """A 200 answer without the fields an OpenAI-compatible server returns."""
+
+
+def _convert_logprobs(choice: dict[str, Any], endpoint: str) -> list[dict[str, Any]] | None:
+    """Per-token logprobs in the schema's format: [{"token", "logprob", "top": [[tok, lp], ...]}]."""
+    lp = choice.get("logprobs")
+    if not lp:
+        return None
+    if endpoint == "chat":
+        return [
+            {
+                "token": t["token"],
+                "logprob": float(t["logprob"]),
+                "top": [[c["token"], float(c["logprob"])] for c in t.get("top_logprobs") or []],
+            }
+            for t in lp.get("content") or []
+        ]
+    tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+    return [
+        {"token": tok, "logprob": float(val), "top": [[k, float(v)] for k, v in (top or {}).items()]}
+        for tok, val, top in zip(lp["tokens"], lp["token_logprobs"], tops)
+    ]
+
+
+def parse_response(body: Any, endpoint: str) -> Completion:
+    """Read text, usage and logprobs from a chat or completions answer; MalformedResponse if absent."""
+    try:
+        choice = body["choices"][0]
+        text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+        if not isinstance(text, str):
+            raise TypeError("text is not a string")
+        usage = body.get("usage") or {}
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            logprobs=_convert_logprobs(choice, endpoint),
+        )
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise MalformedResponse(f"{type(err).__name__}: {err}") from None
+
+
+class OpenAIHTTPTeacher(Teacher):
+    def __init__(self, cfg: TeacherConfig, transport: httpx.AsyncBaseTransport | None = None, seed: int = 0):
+        if not cfg.model:
+            raise TeacherError("teacher.model: the openai_http backend needs the served model name")
+        self.cfg = cfg
+        self.identity = f"openai_http:{cfg.model}"
+        self.endpoint = cfg.endpoint
+        self.use_chat = cfg.endpoint == "chat"
+        self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self._rng = random.Random(seed)  # jitter only; seeded so test runs are repeatable
+        self._transport = transport
+        self._headers = {}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise TeacherError(f"teacher.api_key_env: environment variable {cfg.api_key_env} is not set")
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> OpenAIHTTPTeacher:
+        return cls(cfg)
+
+    def request_body(self, job: Job, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.cfg.model,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if self.use_chat:
+            body["messages"] = list(job.prompt.messages)
+        else:
+            body["prompt"] = job.prompt.text
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if (seed := sampling.seed_for(job.sample)) is not None:
+            body["seed"] = seed
+        if sampling.top_logprobs is not None:
+            if self.use_chat:
+                body["logprobs"], body["top_logprobs"] = True, sampling.top_logprobs
+            else:
+                body["logprobs"] = sampling.top_logprobs
+        body.update(self.cfg.extra_body)
+        return body
+
+    async def stream(self, jobs: Sequence[Job], sampling: Sampling) -> AsyncIterator[tuple[Job, Completion]]:
+        todo: asyncio.Queue[Job] = asyncio.Queue()
+        for job in jobs:
+            todo.put_nowait(job)
+        done: asyncio.Queue[tuple[Job, Completion] | BaseException] = asyncio.Queue()
+        limits = httpx.Limits(max_connections=self.cfg.concurrency, max_keepalive_connections=self.cfg.concurrency)
+        async with httpx.AsyncClient(
+            base_url=self.cfg.base_url.rstrip("/") + "/",
+            headers=self._headers,
+            timeout=self.cfg.timeout_s,
+            limits=limits,
+            transport=self._transport,
+        ) as client:
+            workers = [
+                asyncio.create_task(self._worker(client, todo, done, sampling))
+                for _ in range(min(self.cfg.concurrency, len(jobs)))
+            ]
+            try:
+                for _ in range(len(jobs)):
+                    item = await done.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            finally:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self, client: httpx.AsyncClient, todo: asyncio.Queue, done: asyncio.Queue, sampling: Sampling):
+        while True:
+            try:
+                job = todo.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                await done.put((job, await self.send(client, job, sampling)))
+            except Exception as err:  # a fatal error ends the whole stream, reported once
+                await done.put(err)
+                return
+
+    def _estimate_tokens(self, job: Job, sampling: Sampling) -> int:
+        # ~4 characters per token: only the rate limiter uses this, corrected by the real usage.
+        chars = len(job.prompt.text) if not self.use_chat else sum(len(m["content"]) for m in job.prompt.messages)
+        return chars // 4 + sampling.max_tokens
+
+    async def send(self, client: httpx.AsyncClient, job: Job, sampling: Sampling) -> Completion:
+        """One request with retries; returns a Completion (maybe failed) or raises TeacherError."""
+        body = self.request_body(job, sampling)
+        path = "chat/completions" if self.use_chat else "completions"
+        estimate = self._estimate_tokens(job, sampling)
+        kind, detail = "", None
+        for attempt in range(self.cfg.max_retries + 1):
+            await self.limiter.acquire(estimate)
+            retry_after = None
+            try:
+                resp = await client.post(path, json=body)
+            except httpx.TimeoutException as err:
+                kind, detail = "timeout", type(err).__name__
+            except httpx.TransportError as err:
+                kind, detail = "connection", f"{type(err).__name__}: {err}"[:200]
+            else:
+                status = resp.status_code
+                if status == 200:
+                    try:
+                        comp = parse_response(resp.json(), self.endpoint)
+                    except (ValueError, MalformedResponse) as err:
+                        kind, detail = "malformed_response", str(err)[:200]
+                    else:
+                        self.limiter.settle(estimate, comp.prompt_tokens + comp.completion_tokens)
+                        comp.retries = attempt
+                        return comp
+                elif status in FATAL_STATUS:
+                    raise TeacherError(
+                        f"{self.cfg.base_url} {FATAL_STATUS[status]} (HTTP {status}) for model "
+                        f"'{self.cfg.model}': {resp.text[:200]}"
+                    )
+                elif is_retryable(status):
+                    kind, detail = f"http_{status}", resp.text[:200]
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                    if retry_after is not None:
+                        self.limiter.pause(retry_after)
+                else:  # other 4xx: this request is wrong and will stay wrong; count it, go on
+                    return Completion.failed(f"http_{status}", attempt, resp.text[:200])
+            if attempt == self.cfg.max_retries:
+                break
+            delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
+            await asyncio.sleep(retry_after if retry_after is not None else delay)
+        return Completion.failed(kind, self.cfg.max_retries, detail)

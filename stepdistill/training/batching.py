@@ -1,0 +1,138 @@
+"""Tokenise training pairs, plan length-grouped batches and collate them with dynamic padding.
+
+A batch holds whole examples: for step_by_step both the label row and the rationale row of each
+example go into the SAME batch (one forward pass), told apart by `task_ids` (0 label, 1 rationale).
+
+Causal students see `source + SEP + target + eos` with loss only on the target tokens; seq2seq
+students read `source` in the encoder and learn `target + eos` in the decoder. The batch order is a
+pure function of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stepdistill.training.config import TrainConfig
+from stepdistill.training.formatting import Pair
+
+IGNORE = -100  # label value for tokens that carry no loss (source, padding)
+CAUSAL_SEP = "\n"  # between source and target for decoder-only students (also ends the test prompt)
+MEGABATCH = 50  # batches per length-sorted group: long enough to group, short enough to stay random
+
+
+@dataclass(frozen=True)
+class Encoded:
+    source: list[int]  # token ids the model reads (causal: including the separator)
+    target: list[int]  # token ids it learns, ending with eos
+    task_id: int
+
+
+def encode_source(tokenizer, text: str, cfg: TrainConfig, kind: str) -> list[int]:
+    """Source token ids, truncated to max_input_length; used for training and for test prompts."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if kind == "causal":
+        sep = tokenizer(CAUSAL_SEP, add_special_tokens=False)["input_ids"]
+        return ids[: max(1, cfg.max_input_length - len(sep))] + sep
+    return ids[: cfg.max_input_length]
+
+
+def encode_target(tokenizer, text: str, cfg: TrainConfig) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[: cfg.max_target_length - 1] + [tokenizer.eos_token_id]
+
+
+def encode_examples(
+    tokenizer, examples: list[list[Pair]], cfg: TrainConfig, kind: str
+) -> list[list[Encoded]]:
+    return [
+        [
+            Encoded(
+                encode_source(tokenizer, p.source, cfg, kind),
+                encode_target(tokenizer, p.target, cfg),
+                p.task_id,
+            )
+            for p in ex
+        ]
+        for ex in examples
+    ]
+
+
+def example_length(example: list[Encoded]) -> int:
+    """Tokens an example adds to a batch's padded width (its longest row)."""
+    return max(len(e.source) + len(e.target) for e in example)
+
+
+def plan_epoch(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
+    """Example indices of each batch of one epoch, determined by (seed, epoch) alone.
+
+    With grouping, a shuffled order is cut into mega-batches, each sorted by length and cut into
+    batches (little padding), then the batch order is shuffled and the longest batch put first so
+    that an out-of-memory error shows at once rather than hours in.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths)).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    span = batch_size * MEGABATCH
+    for start in range(0, len(order), span):
+        mega = sorted(order[start : start + span], key=lambda i: -lengths[i])
+        batches.extend(mega[i : i + batch_size] for i in range(0, len(mega), batch_size))
+    perm = rng.permutation(len(batches)).tolist()
+    batches = [batches[i] for i in perm]
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+@dataclass
+class Batch:
+    """Padded tensors of one forward pass; rows are pairs, `n_examples` counts examples."""
+
+    input_ids: torch.Tensor  # [rows, src_len] (causal: [rows, seq_len])
+    attention_mask: torch.Tensor  # same shape; 1 on real tokens
+    labels: torch.Tensor  # [rows, tgt_len] (causal: [rows, seq_len]); IGNORE where no loss
+    task_ids: torch.Tensor  # [rows]; 0 label row, 1 rationale row
+    n_examples: int
+    kind: str  # "causal" or "seq2seq"
+
+    def to(self, device) -> Batch:
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            self.task_ids.to(device),
+            self.n_examples,
+            self.kind,
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        """Non-padding tokens (source and target), for throughput logging."""
+        n = int(self.attention_mask.sum())
+        return n if self.kind == "causal" else n + int((self.labels != IGNORE).sum())
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def collate(examples: list[list[Encoded]], pad_id: int, kind: str) -> Batch:
+    """One batch from whole examples (all their rows), right-padded to the longest row."""
+    rows = [e for ex in examples for e in ex]
+    task_ids = torch.tensor([e.task_id for e in rows], dtype=torch.long)
+    if kind == "causal":
+        ids = [e.source + e.target for e in rows]
+        labels = [[IGNORE] * len(e.source) + e.target for e in rows]
+        mask = [[1] * len(r) for r in ids]
+        return Batch(_pad(ids, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind)
+    src = [e.source for e in rows]
+    mask = [[1] * len(r) for r in src]
+    labels = [e.target for e in rows]
+    return Batch(_pad(src, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind)

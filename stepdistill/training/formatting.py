@@ -1,0 +1,126 @@
+"""Turn annotated examples into (source, target) training pairs for each method, and give the
+test-time source text. Pure functions: values in, values out.
+
+    standard         "predict: <input>"                    -> gold label
+    distill          "predict: <input>"                    -> teacher label
+    step_by_step     "predict: <input>"                    -> label (gold or teacher)      task_id 0
+                     "explain: <input>"                    -> teacher rationale            task_id 1
+    single_task      "<input>"                             -> "<rationale> So the answer is <label>"
+    rationale_input  "<input>\\nRationale: <rationale>"     -> label
+
+Rows a method cannot use (no gold for `standard`, no parsed teacher label for `distill`, ...) are
+skipped and counted by reason, so a run reports how much data it really trained on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from stepdistill.data.schema import Annotation
+from stepdistill.tasks.base import Task
+from stepdistill.training.config import TrainConfig
+
+LABEL_TASK = 0
+RATIONALE_TASK = 1
+RATIONALE_INPUT_SEP = "\nRationale: "
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training sequence: the student reads `source` and learns to emit `target`."""
+
+    source: str
+    target: str
+    task_id: int  # LABEL_TASK or RATIONALE_TASK: which loss term its tokens feed
+
+
+@dataclass
+class Formatted:
+    """Training pairs grouped per example (a step_by_step example yields two pairs)."""
+
+    examples: list[list[Pair]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(len(e) for e in self.examples)
+
+
+def _label(ann: Annotation, cfg: TrainConfig) -> tuple[str | None, str]:
+    """The label the student is trained on, and the skip reason when it is missing."""
+    if cfg.method == "standard" or (cfg.method != "distill" and cfg.label_source == "gold"):
+        return ann.gold, "no gold label"
+    return ann.teacher_label, "no parsed teacher label"
+
+
+def single_task_target(task: Task, rationale: str, label: str) -> str:
+    return f"{rationale.strip()} {task.answer_phrase} {task.format_target(label)}"
+
+
+def pairs_for(task: Task, ann: Annotation, cfg: TrainConfig) -> tuple[list[Pair], str | None]:
+    """The training pairs of one example under cfg.method, or ([], reason) when it is unusable."""
+    label, missing = _label(ann, cfg)
+    if label is None:
+        return [], missing
+    text = task.format_input(ann.fields)
+    target = task.format_target(label)
+    method = cfg.method
+    if method in ("standard", "distill"):
+        return [Pair(cfg.label_prefix + text, target, LABEL_TASK)], None
+    rationale = ann.teacher_rationale
+    if rationale is None:
+        return [], "no teacher rationale"
+    if method == "step_by_step":
+        return [
+            Pair(cfg.label_prefix + text, target, LABEL_TASK),
+            Pair(cfg.rationale_prefix + text, rationale.strip(), RATIONALE_TASK),
+        ], None
+    if method == "single_task":
+        return [Pair(text, single_task_target(task, rationale, label), LABEL_TASK)], None
+    if method == "rationale_input":
+        return [Pair(text + RATIONALE_INPUT_SEP + rationale.strip(), target, LABEL_TASK)], None
+    raise ValueError(f"unknown training method '{method}'")
+
+
+def build_pairs(task: Task, annotations: list[Annotation], cfg: TrainConfig) -> Formatted:
+    """Training pairs for every usable example; unusable ones are counted in `skipped`."""
+    out = Formatted()
+    for ann in annotations:
+        pairs, reason = pairs_for(task, ann, cfg)
+        if reason is not None:
+            out.skipped[reason] += 1
+            continue
+        out.examples.append(pairs)
+        out.ids.append(ann.id)
+    return out
+
+
+def eval_source(task: Task, ann: Annotation, cfg: TrainConfig) -> str:
+    """The text the student reads at test time to predict a label (no rationale is generated
+    for step_by_step: the label prefix alone)."""
+    text = task.format_input(ann.fields)
+    if cfg.method in ("standard", "distill", "step_by_step"):
+        return cfg.label_prefix + text
+    if cfg.method == "rationale_input":
+        # The rationale is an input here, so evaluation needs teacher rationales on that split too;
+        # without one the student sees an empty rationale.
+        return text + RATIONALE_INPUT_SEP + (ann.teacher_rationale or "").strip()
+    return text
+
+
+def rationale_source(task: Task, ann: Annotation, cfg: TrainConfig) -> str:
+    """The text that asks a step_by_step student for a rationale."""
+    return cfg.rationale_prefix + task.format_input(ann.fields)
+
+
+def split_single_task(task: Task, text: str) -> tuple[str | None, str | None]:
+    """(rationale, label) from a single_task generation: the label follows the last answer phrase."""
+    head, sep, tail = text.rpartition(task.answer_phrase)
+    if not sep:
+        return text.strip() or None, None
+    label = tail.strip()
+    if label.endswith("."):
+        label = label[:-1].rstrip()
+    return head.strip(), label or None

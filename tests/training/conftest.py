@@ -1,0 +1,69 @@
+"""Fixtures of the training tests: a tiny task of our own and hand-made annotated examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stepdistill.data.schema import Annotation, Example
+from stepdistill.tasks.base import Parsed, Task
+
+
+class ToyTask(Task):
+    """Inputs are short texts in `fields["text"]`; labels are single words."""
+
+    name = "toy"
+    answer_phrase = "So the answer is"
+
+    def example_from_record(self, record: dict[str, Any], index: int) -> Example:
+        return Example(
+            id=str(record.get("id", index)), fields={"text": record["text"]}, gold=record.get("label")
+        )
+
+    def format_input(self, fields: dict[str, Any]) -> str:
+        return fields["text"]
+
+    def parse_completion(self, text: str) -> Parsed:
+        head, sep, tail = text.rpartition(self.answer_phrase)
+        if not sep:
+            return Parsed(None, None, "no answer phrase")
+        return Parsed(head.strip(), tail.strip().rstrip("."))
+
+
+def make_annotations(n: int = 6) -> list[Annotation]:
+    """n examples 'colour of the i-th fruit' with gold/teacher labels and rationales."""
+    fruits = [
+        ("banana", "yellow"),
+        ("cherry", "red"),
+        ("lime", "green"),
+        ("plum", "purple"),
+        ("orange", "orange"),
+        ("blueberry", "blue"),
+        ("lemon", "yellow"),
+        ("apple", "red"),
+    ]
+    out = []
+    for i in range(n):
+        fruit, colour = fruits[i % len(fruits)]
+        out.append(
+            Annotation(
+                id=f"toy-{i}",
+                fields={"text": f"What colour is a {fruit}?"},
+                gold=colour,
+                teacher_label=colour,
+                teacher_rationale=f"A ripe {fruit} is {colour}.",
+                teacher_raw=f"A ripe {fruit} is {colour}. So the answer is {colour}.",
+            )
+        )
+    return out
+
+
+@pytest.fixture
+def toy_task() -> ToyTask:
+    return ToyTask()
+
+
+@pytest.fixture
+def toy_annotations() -> list[Annotation]:
+    return make_annotations()
