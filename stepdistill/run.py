@@ -120,47 +120,52 @@ def training_config(
     return config_from_dict(raw, f"sweep point {raw['name']}")
 
 
-def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
-    """Train every method x seed x fraction not trained yet; returns the training folders."""
+def _train_one(cfg: Config, sub: Config) -> None:
+    """Train one sweep point unless its metrics.json exists; a stale finished folder is an error."""
     from stepdistill.training.checkpoint import latest_checkpoint
     from stepdistill.training.loop import train
 
+    folder = sub.run_dir
+    stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
+    if (folder / "metrics.json").exists():
+        done = _stages(cfg.run_dir).get(f"train:{folder.name}")
+        if done is not None and done != stamp:
+            raise ConfigError(
+                f"{folder} was trained with a different config; choose another --name "
+                "or delete that folder to retrain it"
+            )
+        _say(f"train {folder.name}: done before, skipped")
+        return
+    resume = latest_checkpoint(folder) is not None
+    _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
+    start = time.perf_counter()
+    train(sub, resume=resume)
+    _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
+    _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
+
+
+def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
+    """Train every fraction x method x seed of the sweep; returns the training folders."""
     if files["train"] is None:
         raise ConfigError(
             f"no annotated training file in {cfg.run_dir / 'annotations'}: annotate.splits lacks 'train'"
         )
     folders = []
-    sweep = cfg.sweep
-    for fraction in sweep.fractions:
-        for method in sweep.methods:
-            for seed in sweep.seeds:
+    for fraction in cfg.sweep.fractions:
+        for method in cfg.sweep.methods:
+            for seed in cfg.sweep.seeds:
                 sub = training_config(cfg, method, fraction, seed, files)
-                folder = sub.run_dir
-                folders.append(folder)
-                stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
-                done = _stages(cfg.run_dir).get(f"train:{folder.name}")
-                if (folder / "metrics.json").exists():
-                    if done is not None and done != stamp:
-                        raise ConfigError(
-                            f"{folder} was trained with a different config; choose another --name "
-                            "or delete that folder to retrain it"
-                        )
-                    _say(f"train {folder.name}: done before, skipped")
-                    continue
-                resume = latest_checkpoint(folder) is not None
-                _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
-                start = time.perf_counter()
-                train(sub, resume=resume)
-                _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
-                _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
+                _train_one(cfg, sub)
+                folders.append(sub.run_dir)
     return folders
 
 
-def _teacher_params(teacher: Any) -> int | None:
-    """The backend's model size when it holds a transformers model (hf_local); None otherwise."""
+def _teacher_model_facts(teacher: Any) -> tuple[int | None, str | None]:
+    """(parameters, device) when the backend holds a transformers model (hf_local); else Nones."""
     model = getattr(teacher, "model", None)
     count = getattr(model, "num_parameters", None)
-    return int(count()) if callable(count) else None
+    device = getattr(teacher, "device", None) or getattr(model, "device", None)
+    return (int(count()) if callable(count) else None), (None if device is None else str(device))
 
 
 def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
@@ -184,8 +189,7 @@ def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
         start = time.perf_counter()
         outs = teacher.generate(prompts, 1, sampling)
         wall = time.perf_counter() - start
-        params = _teacher_params(teacher)
-        device = getattr(teacher, "device", None)
+        params, device = _teacher_model_facts(teacher)
     finally:
         teacher.close()
     ok = [o[0] for o in outs if o[0].ok]
@@ -200,7 +204,7 @@ def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
         "completion_tokens": tokens,
         "tokens_per_s": round(tokens / wall, 3) if wall > 0 else None,
         "batch_size": cfg.teacher.batch_size,
-        "device": None if device is None else str(device),
+        "device": device,
     }
 
 

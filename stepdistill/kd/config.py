@@ -38,8 +38,6 @@ class KDConfig(BaseModel):
     # sparse targets: "rest" keeps the mass outside the top-k as one extra bucket on both sides;
     # "renormalize" renormalises teacher and student over the top-k ids only.
     sparse_mode: Literal["rest", "renormalize"] = "rest"
-    # Closed label sets only: also match the teacher's distribution over the label strings.
-    label_distribution: bool = False
     warn_ratio: float = Field(0.01, ge=0)  # warn once when weight*KD < warn_ratio * (1-weight)*CE
 
     @model_validator(mode="after")

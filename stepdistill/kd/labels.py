@@ -60,7 +60,9 @@ def sequence_logprobs(
         labels = labels[:, 1:]
     else:
         decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids
+        ).logits
     keep = labels != IGNORE
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     picked = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [rows, len]
@@ -91,13 +93,17 @@ def soft_label_loss(student_scores: torch.Tensor, teacher_probs: torch.Tensor) -
 _OPENERS = set(" \t\n([{\"'*:")
 
 
-def answer_position(entries: list[dict[str, Any]], answer_phrase: str, where: str = "<teacher_logprobs>") -> int:
+def answer_position(
+    entries: list[dict[str, Any]], answer_phrase: str, where: str = "<teacher_logprobs>"
+) -> int:
     """Index of the first generated token of the answer: the first token after the last
     `answer_phrase` that is not just whitespace or an opening bracket/quote."""
     text = "".join(e["token"] for e in entries)
     at = text.rfind(answer_phrase)
     if at < 0:
-        raise DataError(where, None, "teacher_logprobs", f"answer phrase {answer_phrase!r} not in the completion")
+        raise DataError(
+            where, None, "teacher_logprobs", f"answer phrase {answer_phrase!r} not in the completion"
+        )
     end, start = at + len(answer_phrase), 0
     for i, e in enumerate(entries):
         tok = e["token"]

@@ -94,7 +94,9 @@ def dense_kd_loss(
 ) -> torch.Tensor:
     """KD loss against dense teacher logits. student/teacher [..., V], mask [...] (True = target)."""
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}"
+        )
     student_logits, teacher_logits = _select(mask, student_logits, teacher_logits)
     logq = F.log_softmax(student_logits.float() / temperature, dim=-1)
     # The teacher is a fixed target: never let gradients reach it.

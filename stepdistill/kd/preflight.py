@@ -34,19 +34,35 @@ def check_tokenizers(teacher_tok: Any, student_tok: Any, probe: str = PROBE) -> 
     """Vocabulary size, special tokens, ids of a probe text and chat templates."""
     out: list[Finding] = []
     if len(teacher_tok) != len(student_tok):
-        out.append(Finding("error", "vocab", f"vocabulary sizes differ: teacher {len(teacher_tok)}, student {len(student_tok)}"))
+        out.append(
+            Finding(
+                "error",
+                "vocab",
+                f"vocabulary sizes differ: teacher {len(teacher_tok)}, student {len(student_tok)}",
+            )
+        )
     for name in _SPECIAL:
         t, s = getattr(teacher_tok, name, None), getattr(student_tok, name, None)
         t_id, s_id = getattr(teacher_tok, name + "_id", None), getattr(student_tok, name + "_id", None)
         if (t, t_id) != (s, s_id):
             level = "error" if name == "eos_token" else "warning"
-            out.append(Finding(level, "special_tokens", f"{name}: teacher {t!r} (id {t_id}), student {s!r} (id {s_id})"))
+            out.append(
+                Finding(
+                    level, "special_tokens", f"{name}: teacher {t!r} (id {t_id}), student {s!r} (id {s_id})"
+                )
+            )
     t_ids = teacher_tok(probe, add_special_tokens=False)["input_ids"]
     s_ids = student_tok(probe, add_special_tokens=False)["input_ids"]
     if t_ids != s_ids:
         pos = next((i for i, (a, b) in enumerate(zip(t_ids, s_ids)) if a != b), min(len(t_ids), len(s_ids)))
-        out.append(Finding("error", "token_ids", f"the probe text tokenises differently from token {pos}: "
-                           f"teacher {t_ids[pos:pos + 3]}, student {s_ids[pos:pos + 3]}"))
+        out.append(
+            Finding(
+                "error",
+                "token_ids",
+                f"the probe text tokenises differently from token {pos}: "
+                f"teacher {t_ids[pos : pos + 3]}, student {s_ids[pos : pos + 3]}",
+            )
+        )
     t_tpl, s_tpl = getattr(teacher_tok, "chat_template", None), getattr(student_tok, "chat_template", None)
     if bool(t_tpl) != bool(s_tpl):
         which = "teacher" if t_tpl else "student"
@@ -61,7 +77,11 @@ def check_models(teacher: Any, student: Any) -> list[Finding]:
     t_rows = teacher.get_output_embeddings().weight.shape[0]
     s_rows = student.get_output_embeddings().weight.shape[0]
     if t_rows != s_rows:
-        return [Finding("error", "vocab", f"output vocabularies differ: teacher {t_rows} logits, student {s_rows}")]
+        return [
+            Finding(
+                "error", "vocab", f"output vocabularies differ: teacher {t_rows} logits, student {s_rows}"
+            )
+        ]
     return []
 
 
@@ -77,7 +97,13 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.teacher_weights + self.student_weights + self.student_grads + self.optimizer_state + self.activations
+        return (
+            self.teacher_weights
+            + self.student_weights
+            + self.student_grads
+            + self.optimizer_state
+            + self.activations
+        )
 
     def describe(self) -> str:
         gib = 1024**3
@@ -165,14 +191,23 @@ def preflight(
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     dtype_name = {4: "fp32", 2: "bf16"}.get(next(teacher.parameters()).element_size(), "fp32")
     report.memory = estimate_memory(
-        _n_params(teacher), _n_params(student), batch_tokens, hidden, layers,
-        student.get_output_embeddings().weight.shape[0], teacher_dtype=dtype_name, trainable_params=trainable,
+        _n_params(teacher),
+        _n_params(student),
+        batch_tokens,
+        hidden,
+        layers,
+        student.get_output_embeddings().weight.shape[0],
+        teacher_dtype=dtype_name,
+        trainable_params=trainable,
     )
     available = available_memory(device) if available is None else available
     if report.memory.total > available:
-        report.findings.append(Finding(
-            "error", "memory",
-            f"teacher + student need {report.memory.describe()}, but {device} has {available / 1024**3:.2f} GiB; "
-            "precompute top-k targets (kd.source: topk_file), use a smaller batch or a lower teacher_dtype",
-        ))
+        report.findings.append(
+            Finding(
+                "error",
+                "memory",
+                f"teacher + student need {report.memory.describe()}, but {device} has {available / 1024**3:.2f} GiB; "
+                "precompute top-k targets (kd.source: topk_file), use a smaller batch or a lower teacher_dtype",
+            )
+        )
     return report

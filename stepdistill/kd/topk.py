@@ -86,12 +86,16 @@ def write_topk(
     keys = list(targets)
     for key, t in targets.items():
         if t.ids.ndim != 2 or t.ids.shape != t.logprobs.shape:
-            raise ValueError(f"targets of '{key}': ids {tuple(t.ids.shape)} / logprobs {tuple(t.logprobs.shape)}")
+            raise ValueError(
+                f"targets of '{key}': ids {tuple(t.ids.shape)} / logprobs {tuple(t.logprobs.shape)}"
+            )
     k = max((t.ids.shape[1] for t in targets.values()), default=1)
     padded = [_pad_to(targets[key], k) for key in keys]
     lengths = torch.tensor([0] + [len(t) for t in padded], dtype=torch.int64)
     tensors = {
-        "ids": torch.cat([t.ids.to(torch.int32) for t in padded]) if padded else torch.zeros(0, k, dtype=torch.int32),
+        "ids": torch.cat([t.ids.to(torch.int32) for t in padded])
+        if padded
+        else torch.zeros(0, k, dtype=torch.int32),
         "logprobs": (
             torch.cat([t.logprobs.to(torch.float16) for t in padded])
             if padded
@@ -116,7 +120,9 @@ class TopKFile:
         with safe_open(self.path, framework="pt") as f:
             self.meta: dict[str, str] = dict(f.metadata() or {})
         if self.meta.get("format") != FORMAT:
-            raise DataError(self.path, None, "format", f"expected '{FORMAT}', got {self.meta.get('format')!r}")
+            raise DataError(
+                self.path, None, "format", f"expected '{FORMAT}', got {self.meta.get('format')!r}"
+            )
         tensors = load_file(self.path)
         self._ids, self._logprobs, self._offsets = tensors["ids"], tensors["logprobs"], tensors["offsets"]
         keys = json.loads(self.meta["keys"])
@@ -168,7 +174,10 @@ def _check_entries(entries: Any, source: str, line: int | None) -> list[str]:
             raise DataError(source, line, f"{where}.logprob", "expected a number")
         top = e.get("top") or []
         if not isinstance(top, list) or not all(
-            isinstance(t, (list, tuple)) and len(t) == 2 and isinstance(t[0], str) and isinstance(t[1], (int, float))
+            isinstance(t, (list, tuple))
+            and len(t) == 2
+            and isinstance(t[0], str)
+            and isinstance(t[1], (int, float))
             for t in top
         ):
             raise DataError(source, line, f"{where}.top", "expected a list of [token, logprob] pairs")
@@ -181,8 +190,9 @@ def _same_token(a: str, b: str) -> bool:
     return a == b or (PARTIAL in a and PARTIAL in b)
 
 
-def check_token_alignment(tokens: Sequence[str], tokenizer: Any, source: str = "<teacher_logprobs>",
-                          line: int | None = None) -> list[int]:
+def check_token_alignment(
+    tokens: Sequence[str], tokenizer: Any, source: str = "<teacher_logprobs>", line: int | None = None
+) -> list[int]:
     """Student ids of "".join(tokens); DataError at the first token the student splits differently."""
     text = "".join(tokens)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -237,7 +247,9 @@ def api_logprobs_to_sparse(
     return ConvertedLogprobs(SparseTargets(out_ids, out_lp), list(ids), "".join(tokens), dropped)
 
 
-def align_to_target(conv: ConvertedLogprobs, target_ids: Sequence[int], where: str = "<target>") -> SparseTargets:
+def align_to_target(
+    conv: ConvertedLogprobs, target_ids: Sequence[int], where: str = "<target>"
+) -> SparseTargets:
     """The rows of `conv` for the student target tokens `target_ids`, found as a contiguous run of
     the teacher's tokens (e.g. the rationale inside the teacher's full completion)."""
     n = len(target_ids)
@@ -246,5 +258,8 @@ def align_to_target(conv: ConvertedLogprobs, target_ids: Sequence[int], where: s
         if conv.token_ids[start : start + n] == target:
             return conv.targets[start : start + n]
     raise DataError(
-        where, None, "teacher_logprobs", "the student's target tokens do not occur as a run of the teacher's tokens"
+        where,
+        None,
+        "teacher_logprobs",
+        "the student's target tokens do not occur as a run of the teacher's tokens",
     )

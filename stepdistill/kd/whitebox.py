@@ -80,7 +80,9 @@ def teacher_target_logits(
         labels = labels[:, 1:]  # position t predicts token t + 1
     elif kind == "seq2seq":
         decoder_ids = teacher.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = teacher(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids).logits
+        logits = teacher(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_ids
+        ).logits
     else:
         raise ValueError(f"unknown model kind '{kind}' (allowed: causal, seq2seq)")
     rows, pos = (labels != IGNORE).nonzero(as_tuple=True)
@@ -116,7 +118,9 @@ def precompute_topk(
         for key, n in zip(keys, counts):
             if key in targets:
                 raise ValueError(f"duplicate top-k key '{key}'")
-            targets[key] = SparseTargets(sparse.ids[start : start + n].cpu(), sparse.logprobs[start : start + n].cpu())
+            targets[key] = SparseTargets(
+                sparse.ids[start : start + n].cpu(), sparse.logprobs[start : start + n].cpu()
+            )
             start += n
     info = {"teacher": str(getattr(teacher.config, "_name_or_path", "")), "kind": kind}
     info.update(meta or {})

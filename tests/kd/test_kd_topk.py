@@ -57,7 +57,9 @@ def test_api_logprobs_conversion_real_tokenizer(smol_tokenizer):
         _entry("B", math.log(0.9), [("B", math.log(0.9)), ("The", math.log(0.05))]),
         _entry("anks", math.log(0.8), [("anks", math.log(0.8)), ("ank", math.log(0.1))]),
         # " bank" is one student token; "  bank" (two spaces) is not: it is dropped
-        _entry(" keep", math.log(0.5), [(" keep", math.log(0.5)), (" hold", math.log(0.3)), ("  bank", -3.0)]),
+        _entry(
+            " keep", math.log(0.5), [(" keep", math.log(0.5)), (" hold", math.log(0.3)), ("  bank", -3.0)]
+        ),
         _entry(" money", math.log(0.7), [(" money", math.log(0.7))]),
     ]
     conv = api_logprobs_to_sparse(entries, tok)

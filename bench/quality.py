@@ -1,0 +1,400 @@
+"""Quality grid: every training method on the paper's data with the PaLM 540B completions.
+
+    .venv/bin/python bench/quality.py --config cpu                       # the whole CPU grid
+    .venv/bin/python bench/quality.py --config cpu --only method=sbs_teacher,seed=0,fraction=0.125
+    .venv/bin/python bench/quality.py --config cpu --smoke --only method=standard   # minutes
+    .venv/bin/python bench/quality.py --config cpu --report              # table only, no training
+
+A cell is one (task, method, seed, train fraction); the grid comes from bench/configs/<config>.yaml.
+Each finished cell is written at once (atomically) to bench/results/quality-<config>.json, and a
+re-invocation skips the cells already there, so the grid can be run in slices and resumed.
+Validation is 10% of train carved with a fixed seed; the test split is scored once, with the
+checkpoint chosen on validation (stepdistill.training.loop.train does both).
+The floor cell is the untrained student prompted few-shot with the teacher's own prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stepdistill.data.io import write_json  # noqa: E402
+from stepdistill.errors import ConfigError  # noqa: E402
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FLOOR = "floor"
+# Test accuracy (%) of T5-Base (220M) in the paper, for the table beside ours.
+PAPER_T5_BASE = {
+    "standard": {"cqa": 62.19, "svamp": 62.63},
+    "sbs_teacher": {"cqa": 63.29, "svamp": 65.50},
+    "single_task": {"cqa": 61.37, "svamp": 63.00},
+}
+METHOD_TITLES = {
+    "standard": "standard fine-tuning (gold labels)",
+    "distill": "standard distillation (PaLM labels)",
+    "sbs_gold": "step-by-step, gold labels + PaLM rationales",
+    "sbs_teacher": "step-by-step, PaLM labels + PaLM rationales",
+    "single_task": "single-task (rationale then label)",
+    FLOOR: "floor: untrained student, few-shot with the teacher's prompts",
+}
+CELL_KEYS = ("task", "method", "seed", "fraction")
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    method: str  # a key of the config's `methods`, or "floor"
+    seed: int
+    fraction: float
+
+    @property
+    def key(self) -> str:
+        return f"task={self.task},method={self.method},seed={self.seed},fraction={self.fraction:g}"
+
+
+# ---------------------------------------------------------------- grid spec
+
+
+def load_spec(name_or_path: str) -> dict[str, Any]:
+    """Read bench/configs/<name>.yaml (or a path) and check the keys the grid needs."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ConfigError(
+            f"quality config {path} does not exist (have: {sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})"
+        )
+    spec = yaml.safe_load(path.read_text()) or {}
+    for key in ("tasks", "methods", "seeds", "train"):
+        if key not in spec:
+            raise ConfigError(f"{path}: missing key '{key}'")
+    for name, over in spec["methods"].items():
+        if not isinstance(over, dict) or "method" not in over:
+            raise ConfigError(f"{path}: methods.{name} must be a mapping with a 'method' key")
+    for name in spec.get("data_efficiency", {}).get("methods", []):
+        if name not in spec["methods"]:
+            raise ConfigError(f"{path}: data_efficiency.methods: '{name}' is not in methods")
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def grid(spec: dict[str, Any]) -> list[Cell]:
+    """All cells: every method x seed at fraction 1, the data-efficiency fractions for the chosen
+    methods, and one floor cell per task (no training, so no seeds)."""
+    cells: list[Cell] = []
+    eff = spec.get("data_efficiency", {})
+    for task in spec["tasks"]:
+        if spec.get("floor", True):
+            cells.append(Cell(task, FLOOR, 0, 1.0))
+        for method in spec["methods"]:
+            fractions = [1.0] + [f for f in eff.get("fractions", []) if method in eff.get("methods", [])]
+            for fraction in sorted(set(fractions), reverse=True):
+                cells += [Cell(task, method, int(seed), float(fraction)) for seed in spec["seeds"]]
+    return cells
+
+
+def parse_only(text: str | None) -> dict[str, str]:
+    """`method=sbs_teacher,seed=0,fraction=0.125` -> {"method": "sbs_teacher", ...}."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in CELL_KEYS:
+            raise ConfigError(
+                f"--only: '{part}' must look like KEY=VALUE with KEY one of {', '.join(CELL_KEYS)}"
+            )
+        out[key] = value.strip()
+    return out
+
+
+def matches(cell: Cell, only: dict[str, str]) -> bool:
+    for key, want in only.items():
+        have = getattr(cell, key)
+        if isinstance(have, float):
+            if not math.isclose(have, float(want)):
+                return False
+        elif str(have) != want:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- results file
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"cells": {}}
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_grid(cells: list[Cell], path: Path, runner: Callable[[Cell], dict[str, Any]]) -> list[str]:
+    """Run every cell not yet in `path`, writing the file after each one; returns the keys run."""
+    done = []
+    for cell in cells:
+        results = load_results(path)  # re-read: another slice may have finished cells meanwhile
+        if cell.key in results["cells"]:
+            print(f"skip {cell.key} (done)", flush=True)
+            continue
+        print(f"run  {cell.key}", flush=True)
+        t0 = time.perf_counter()
+        out = runner(cell)
+        out["cell_wall_s"] = round(time.perf_counter() - t0, 1)
+        out["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+        results = load_results(path)
+        results["cells"][cell.key] = {**{k: getattr(cell, k) for k in CELL_KEYS}, **out}
+        write_json(path, results)
+        done.append(cell.key)
+    return done
+
+
+# ---------------------------------------------------------------- aggregation and table
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (None with one value)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, None
+    return m, statistics.stdev(values) / math.sqrt(len(values))
+
+
+def aggregate(results: dict[str, Any]) -> dict[tuple[str, str, float], dict[str, Any]]:
+    """(task, method, fraction) -> test accuracy mean, standard error, seeds, wall time."""
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for cell in results["cells"].values():
+        groups.setdefault((cell["task"], cell["method"], float(cell["fraction"])), []).append(cell)
+    out = {}
+    for key, cells in groups.items():
+        m, se = mean_se([100 * c["test_accuracy"] for c in cells])
+        out[key] = {"mean": m, "se": se, "n": len(cells), "wall_s": sum(c["cell_wall_s"] for c in cells)}
+    return out
+
+
+def _fmt(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "not run"
+    if entry["se"] is None:
+        return f"{entry['mean']:.2f} (1 seed)"
+    return f"{entry['mean']:.2f} ± {entry['se']:.2f} ({entry['n']} seeds)"
+
+
+def teacher_accuracy(task_name: str, data_dir: Path) -> float:
+    """PaLM's test accuracy (%) measured from the imported files with the task's own metric."""
+    from stepdistill.data.io import read_annotations
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+
+    task = get_task(TaskConfig(name=task_name))
+    test = read_annotations(data_dir / "test.jsonl")
+    return 100 * sum(task.is_correct(a.teacher_label, a.gold) for a in test) / len(test)
+
+
+def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, float], command: str) -> str:
+    agg = aggregate(results)
+    tasks = spec["tasks"]
+    tr = spec["train"]
+    wall = sum(c["cell_wall_s"] for c in results["cells"].values())
+    machine = results.get("machine", {})
+    lines = [
+        f"## Quality: test accuracy by method (config `{spec['name']}`)",
+        "",
+        f"Updated {dt.date.today().isoformat()}. Command: `{command}`",
+        f"Student: {spec.get('student', {}).get('model', 'embedded:smollm2')} (SmolLM2-135M-Instruct, offline "
+        f"GGUF dequantised) for every method; {tr.get('max_steps')} steps, batch {tr.get('batch_size')}, "
+        f"lr {tr.get('lr')}, alpha {tr.get('alpha', 0.5)}; seeds {spec['seeds']}. Validation: 10% of train "
+        "(fixed seed 0); test scored once with the checkpoint chosen on validation. "
+        f"Hardware: {machine.get('device', '?')} ({machine.get('cpu', '?')}). "
+        f"Wall time of the cells so far: {wall / 60:.1f} min ({len(results['cells'])} cells).",
+        "",
+        "| method | " + " | ".join(f"{t.upper()} ours | {t.upper()} paper T5-Base" for t in tasks) + " |",
+        "|---|" + "---:|---:|" * len(tasks),
+        "| PaLM 540B teacher (measured from the files) | "
+        + " | ".join(
+            f"{teacher.get(t, float('nan')):.2f} | {teacher.get(t, float('nan')):.2f}" for t in tasks
+        )
+        + " |",
+    ]
+    for method in [FLOOR, *spec["methods"]]:
+        cols = []
+        for t in tasks:
+            paper = PAPER_T5_BASE.get(method, {}).get(t)
+            cols.append(f"{_fmt(agg.get((t, method, 1.0)))} | {paper if paper is not None else '-'}")
+        lines.append(f"| {METHOD_TITLES.get(method, method)} | " + " | ".join(cols) + " |")
+    eff = spec.get("data_efficiency", {})
+    if eff.get("fractions"):
+        fracs = sorted(set(eff["fractions"]) | {1.0})
+        lines += ["", "Data efficiency (test accuracy, share of the training set):", ""]
+        lines += ["| task | method | " + " | ".join(f"{f:.1%}" for f in fracs) + " |"]
+        lines += ["|---|---|" + "---:|" * len(fracs)]
+        for t in tasks:
+            for method in eff["methods"]:
+                cols = [_fmt(agg.get((t, method, float(f)))) for f in fracs]
+                lines.append(f"| {t} | {METHOD_TITLES.get(method, method)} | " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running a cell
+
+
+def prepare_data(task: str, out: Path) -> Path:
+    """The task's official files imported once into annotated JSONL under bench/results/data/."""
+    from stepdistill.data.official import import_official
+
+    if not (out / "train.jsonl").exists():
+        import_official(str(SHARED_DATA), task, out)
+    return out
+
+
+def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
+    """The stepdistill Config of one training cell."""
+    from stepdistill.config import config_from_dict
+
+    train = {k: v for k, v in spec["train"].items()}
+    train.update(spec["methods"][cell.method])
+    train["seed"] = cell.seed
+    data = {"train": str(data_dir / "train.jsonl"), "test": str(data_dir / "test.jsonl")}
+    data.update(valid_fraction=0.1, split_seed=0, train_fraction=cell.fraction)
+    if smoke:  # prove the wiring in minutes: few steps, few rows
+        train.update(max_steps=4, eval_every=4, batch_size=2)
+        data["max_examples"] = 8
+    raw = {
+        "name": cell.key.replace("=", "-").replace(",", "_") + ("-smoke" if smoke else ""),
+        "out_dir": str(RESULTS_DIR / "runs" / spec["name"]),
+        "task": {"name": cell.task},
+        "data": data,
+        "student": spec.get("student", {"model": "embedded:smollm2"}),
+        "train": train,
+        "eval": {**spec.get("eval", {}), "splits": ["valid", "test"]},
+    }
+    return config_from_dict(raw, f"quality cell {cell.key}")
+
+
+def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool) -> dict[str, Any]:
+    import json
+
+    from stepdistill.training.loop import train
+
+    cfg = cell_config(spec, cell, data_dir, smoke)
+    run_dir = train(cfg)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    return {
+        "valid_accuracy": metrics["splits"]["valid"]["accuracy"],
+        "test_accuracy": metrics["splits"]["test"]["accuracy"],
+        "best_step": metrics.get("best_step"),
+        "train_wall_s": metrics["train"]["wall_s"],
+        "steps": metrics["train"]["steps"],
+        "run_dir": str(run_dir),
+    }
+
+
+def run_floor_cell(cell: Cell, data_dir: Path, smoke: bool, max_new_tokens: int) -> dict[str, Any]:
+    """The untrained student prompted few-shot with the teacher's prompts, scored on test."""
+    from train_speed import smollm2_student
+
+    from stepdistill.data.io import read_annotations
+    from stepdistill.evaluate import generate
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+    from stepdistill.teachers.config import TeacherConfig
+    from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
+    from stepdistill.training.config import EvalConfig, TrainConfig
+    from stepdistill.training.models import Student
+
+    task = get_task(TaskConfig(name=cell.task))
+    prompt_spec = load_prompt_spec(task, TeacherConfig(backend="precomputed"))
+    test = read_annotations(data_dir / "test.jsonl")[: 8 if smoke else None]
+    model, tok = smollm2_student()
+    student = Student(model, tok, "causal", sum(p.numel() for p in model.parameters()), "embedded:smollm2")
+    prompts = [build_prompt(prompt_spec, task, a.fields).text for a in test]
+    # Few-shot prompts are long; the default 512-token input cap would cut off the question.
+    tcfg = TrainConfig(max_input_length=4096, precision="fp32")
+    texts = generate(student, prompts, tcfg, EvalConfig(batch_size=4, max_new_tokens=max_new_tokens))
+    correct = 0
+    for ann, text in zip(test, texts):
+        for stop in prompt_spec.stop:  # the student, like the teacher, runs on into a next exemplar
+            text = text.split(stop)[0]
+        parsed = task.parse_completion(text)
+        correct += task.is_correct(parsed.label, ann.gold)
+    return {"valid_accuracy": None, "test_accuracy": correct / len(test), "n_test": len(test)}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="cpu", help="bench/configs/<name>.yaml or a path")
+    p.add_argument("--only", help="run the matching cells only, e.g. method=sbs_teacher,seed=0")
+    p.add_argument(
+        "--smoke", action="store_true", help="4 steps on 8 rows per cell; results-<config>-smoke.json"
+    )
+    p.add_argument("--report", action="store_true", help="rebuild the BENCHMARKS.md table, train nothing")
+    p.add_argument("--list", action="store_true", help="print the grid's cells and whether each is done")
+    args = p.parse_args(argv)
+    spec = load_spec(args.config)
+    suffix = "-smoke" if args.smoke else ""
+    path = RESULTS_DIR / f"quality-{spec['name']}{suffix}.json"
+    cells = [c for c in grid(spec) if matches(c, parse_only(args.only))]
+    if not cells:
+        raise ConfigError(f"--only {args.only}: no cell of config '{spec['name']}' matches")
+    if args.list:
+        done = load_results(path)["cells"]
+        for c in cells:
+            print(("done " if c.key in done else "todo ") + c.key)
+        return 0
+    data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"]}
+    if not args.report:
+        from train_speed import machine_info
+
+        def runner(cell: Cell) -> dict[str, Any]:
+            if cell.method == FLOOR:
+                return run_floor_cell(
+                    cell, data_dirs[cell.task], args.smoke, spec.get("floor_max_new_tokens", 96)
+                )
+            return run_training_cell(spec, cell, data_dirs[cell.task], args.smoke)
+
+        run_grid(cells, path, runner)
+        results = load_results(path)
+        import torch
+
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only"
+        results["machine"] = {**machine_info("cpu"), "device": device}
+        write_json(path, results)
+    results = load_results(path)
+    teacher = {t: teacher_accuracy(t, data_dirs[t]) for t in spec["tasks"]}
+    command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = markdown(spec, results, teacher, command.strip())
+    print(text)
+    if not args.smoke:  # smoke numbers only prove the wiring; they never reach BENCHMARKS.md
+        from train_speed import write_section
+
+        write_section(f"quality_{spec['name']}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,58 @@
+"""BENCHMARKS.md: each script replaces only its own marked section."""
+
+from __future__ import annotations
+
+import pytest
+from train_speed import PeakMemory, replace_section, summarise, write_section
+
+
+def test_section_appended_then_replaced_leaving_others_intact(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    write_section("a", "first A", path)
+    write_section("b", "only B", path)
+    write_section("a", "second A\nline 2", path)
+    assert path.read_text() == (
+        "# Benchmarks\n\n"
+        "<!-- bench:a -->\nsecond A\nline 2\n<!-- /bench:a -->\n\n"
+        "<!-- bench:b -->\nonly B\n<!-- /bench:b -->\n"
+    )
+
+
+def test_foreign_text_and_similar_names_are_untouched():
+    text = "# Benchmarks\n\nintro by hand\n\n<!-- bench:train_speed_gpu -->\nX\n<!-- /bench:train_speed_gpu -->\n"
+    out = replace_section(text, "train_speed", "new")
+    assert out.startswith(text.rstrip("\n"))
+    assert out.endswith("<!-- bench:train_speed -->\nnew\n<!-- /bench:train_speed -->\n")
+    assert replace_section(out, "train_speed", "newer").count("<!-- bench:train_speed -->") == 1
+
+
+def test_unterminated_section_is_an_error():
+    with pytest.raises(ValueError, match="no <!-- /bench:a -->"):
+        replace_section("<!-- bench:a -->\nx\n", "a", "y")
+
+
+def test_cpu_peak_memory_sees_an_allocation_inside_the_window():
+    mem = PeakMemory("cpu")
+    mem.start()
+    buf = bytearray(64 * 2**20)
+    for i in range(0, len(buf), 4096):  # touch every page so it becomes resident
+        buf[i] = 1
+    del buf
+    peak, over = mem.stop()
+    assert over >= 60 * 2**20 and peak > over
+
+
+def test_summarise_ratios_from_measures():
+    from train_speed import Measure
+
+    ms = [
+        Measure("reference", "m", 4, 40, 4000, 20.0, 1000, 300, 10),
+        Measure("ours", "m", 4, 40, 3000, 5.0, 1100, 330, 10),
+        Measure("standard", "m", 4, 40, 1000, 4.0, 1000, 300, 10),
+    ]
+    (row,) = summarise(ms, "cpu", n_epoch=720)
+    assert row["speedup"] == pytest.approx(4.0)  # 8 ex/s against 2 ex/s
+    assert row["ours"]["epoch_s_extrapolated"] == pytest.approx(90.0)
+    assert row["memory_ratio_total"] == pytest.approx(1.1)
+    assert row["memory_ratio_over_start"] == pytest.approx(1.1)
+    assert row["ours"]["tokens_per_s"] == pytest.approx(600.0)

@@ -1,0 +1,143 @@
+"""The quality grid: cells, --only slicing, resume (finished cells skipped), aggregation, configs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from quality import (
+    CONFIG_DIR,
+    FLOOR,
+    Cell,
+    aggregate,
+    grid,
+    load_results,
+    load_spec,
+    matches,
+    mean_se,
+    parse_only,
+    run_grid,
+)
+
+from stepdistill.errors import ConfigError
+
+SPEC = {
+    "name": "t",
+    "tasks": ["svamp"],
+    "seeds": [0, 1],
+    "methods": {"standard": {"method": "standard"}, "sbs": {"method": "step_by_step"}},
+    "data_efficiency": {"methods": ["sbs"], "fractions": [0.25, 0.5]},
+    "train": {"max_steps": 2},
+}
+
+
+def test_grid_has_every_method_seed_fraction_and_one_floor():
+    keys = [c.key for c in grid(SPEC)]
+    assert keys == [
+        "task=svamp,method=floor,seed=0,fraction=1",
+        "task=svamp,method=standard,seed=0,fraction=1",
+        "task=svamp,method=standard,seed=1,fraction=1",
+        "task=svamp,method=sbs,seed=0,fraction=1",
+        "task=svamp,method=sbs,seed=1,fraction=1",
+        "task=svamp,method=sbs,seed=0,fraction=0.5",
+        "task=svamp,method=sbs,seed=1,fraction=0.5",
+        "task=svamp,method=sbs,seed=0,fraction=0.25",
+        "task=svamp,method=sbs,seed=1,fraction=0.25",
+    ]
+
+
+def test_only_filter_selects_cells():
+    only = parse_only("method=sbs,seed=0,fraction=0.250")
+    picked = [c.key for c in grid(SPEC) if matches(c, only)]
+    assert picked == ["task=svamp,method=sbs,seed=0,fraction=0.25"]
+    assert len([c for c in grid(SPEC) if matches(c, parse_only("seed=1"))]) == 4
+    assert parse_only(None) == {}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_only("lr=1")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_only("method")
+
+
+def test_run_grid_writes_each_cell_and_resume_skips_finished(tmp_path):
+    path = tmp_path / "quality-t.json"
+    cells = [c for c in grid(SPEC) if c.method != FLOOR][:3]
+    calls = []
+
+    def runner(cell: Cell):
+        calls.append(cell.key)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return {"test_accuracy": 0.5 + 0.1 * cell.seed}
+
+    with pytest.raises(RuntimeError):
+        run_grid(cells, path, runner)
+    saved = load_results(path)["cells"]
+    assert list(saved) == [cells[0].key]  # the first cell survived the interruption
+    assert saved[cells[0].key]["test_accuracy"] == 0.5 and saved[cells[0].key]["method"] == "standard"
+
+    calls.clear()
+    ran = run_grid(cells, path, lambda c: (calls.append(c.key), {"test_accuracy": 0.25})[1])
+    assert ran == calls == [cells[1].key, cells[2].key]  # cell 0 skipped
+    assert run_grid(cells, path, lambda c: pytest.fail("nothing left to run")) == []
+    assert len(json.loads(path.read_text())["cells"]) == 3
+
+
+def test_mean_and_standard_error_by_hand():
+    m, se = mean_se([60.0, 62.0, 67.0])
+    assert m == pytest.approx(63.0)
+    # sample sd = sqrt(((-3)^2 + (-1)^2 + 4^2) / 2) = sqrt(13); se = sqrt(13) / sqrt(3)
+    assert se == pytest.approx(math.sqrt(13) / math.sqrt(3))
+    assert mean_se([70.0]) == (70.0, None)
+
+
+def test_aggregate_groups_seeds_per_method_and_fraction():
+    results = {"cells": {}}
+    for seed, acc in [(0, 0.6), (1, 0.7)]:
+        c = Cell("svamp", "sbs", seed, 1.0)
+        results["cells"][c.key] = {"task": "svamp", "method": "sbs", "seed": seed, "fraction": 1.0,
+                                   "test_accuracy": acc, "cell_wall_s": 10.0}  # fmt: skip
+    c = Cell("svamp", "sbs", 0, 0.5)
+    results["cells"][c.key] = {"task": "svamp", "method": "sbs", "seed": 0, "fraction": 0.5,
+                               "test_accuracy": 0.4, "cell_wall_s": 5.0}  # fmt: skip
+    agg = aggregate(results)
+    assert agg[("svamp", "sbs", 1.0)]["mean"] == pytest.approx(65.0)
+    assert agg[("svamp", "sbs", 1.0)]["se"] == pytest.approx(5.0)
+    assert agg[("svamp", "sbs", 1.0)]["n"] == 2 and agg[("svamp", "sbs", 1.0)]["wall_s"] == 20.0
+    assert agg[("svamp", "sbs", 0.5)] == {"mean": pytest.approx(40.0), "se": None, "n": 1, "wall_s": 5.0}
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_shipped_grid_configs_load_and_build_valid_cell_configs(name, tmp_path):
+    from quality import cell_config
+
+    spec = load_spec(name)
+    cells = grid(spec)
+    assert {c.method for c in cells} == {
+        FLOOR,
+        "standard",
+        "distill",
+        "sbs_gold",
+        "sbs_teacher",
+        "single_task",
+    }
+    steps = {spec["train"]["max_steps"]}
+    for cell in cells:
+        if cell.method == FLOOR:
+            continue
+        cfg = cell_config(spec, cell, tmp_path, smoke=False)
+        assert cfg.train.max_steps in steps  # the same budget for every method
+        assert cfg.train.seed == cell.seed and cfg.data.train_fraction == cell.fraction
+        assert cfg.data.valid is None and cfg.data.valid_fraction == 0.1 and cfg.data.split_seed == 0
+    sbs_gold = cell_config(spec, Cell("svamp", "sbs_gold", 0, 1.0), tmp_path, smoke=False)
+    assert (sbs_gold.train.method, sbs_gold.train.label_source) == ("step_by_step", "gold")
+    assert CONFIG_DIR.joinpath(f"{name}.yaml").exists()
+
+
+def test_bad_config_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [svamp]\nseeds: [0]\ntrain: {}\nmethods: {x: {lr: 1}}\n")
+    with pytest.raises(ConfigError, match="methods.x must be a mapping with a 'method' key"):
+        load_spec(str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_spec("no-such-config")

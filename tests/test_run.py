@@ -1,0 +1,126 @@
+"""`stepdistill run` end to end on a tiny student: demo data, real annotation (precomputed teacher),
+real trainings, the report; then a second run that reuses every stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import stepdistill.annotate
+import stepdistill.training.loop
+from stepdistill.config import config_from_dict
+from stepdistill.data.io import write_jsonl
+from stepdistill.demo_data import demo_splits
+from stepdistill.errors import ConfigError
+from stepdistill.run import run, training_config
+
+SIZES = {"train": 16, "valid": 4, "test": 6}
+
+
+def _teacher_file(path: Path) -> None:
+    """Precomputed completions: right for every example except every third, where the teacher errs."""
+    rows = []
+    for recs in demo_splits(SIZES, seed=0).values():
+        for i, rec in enumerate(recs):
+            answer = rec["answer"] if i % 3 else f"{rec['answer']} + 1"
+            rows.append({"id": rec["id"], "completion": f"{rec['explanation']} The answer is ( {answer} )."})
+    write_jsonl(path, rows)
+
+
+def _config(tmp_path: Path, model_dir: Path, **train):
+    data = tmp_path / "runs" / "t" / "data"
+    return config_from_dict(
+        {
+            "name": "t",
+            "out_dir": str(tmp_path / "runs"),
+            "task": {"name": "arith"},
+            "data": {s: str(data / f"{s}.jsonl") for s in SIZES},
+            "teacher": {"backend": "precomputed", "path": str(tmp_path / "teacher.jsonl")},
+            "annotate": {"progress": False},
+            "student": {"model": str(model_dir)},
+            "train": {"batch_size": 4, "lr": 1e-2, "max_steps": 2, "eval_every": 2, **train},
+            "eval": {"batch_size": 8, "max_new_tokens": 6},
+            "sweep": {
+                "methods": ["standard", "step_by_step"],
+                "seeds": [0],
+                "fractions": [1.0, 0.5],
+                "demo_data": {"seed": 0, "sizes": SIZES},
+            },
+            "report": {"sample_size": 4},
+        }
+    )
+
+
+@pytest.fixture
+def counters(monkeypatch):
+    """Count calls to the annotate and train stages (the real functions still run)."""
+    calls = {"annotate": 0, "train": 0}
+    real_annotate, real_train = stepdistill.annotate.annotate_from_config, stepdistill.training.loop.train
+
+    def annotate(cfg):
+        calls["annotate"] += 1
+        return real_annotate(cfg)
+
+    def train(cfg, resume=False):
+        calls["train"] += 1
+        return real_train(cfg, resume=resume)
+
+    monkeypatch.setattr(stepdistill.annotate, "annotate_from_config", annotate)
+    monkeypatch.setattr(stepdistill.training.loop, "train", train)
+    return calls
+
+
+def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
+    _teacher_file(tmp_path / "teacher.jsonl")
+    cfg = _config(tmp_path, tiny_causal_dir)
+    report = run(cfg)
+    run_dir = tmp_path / "runs" / "t"
+    assert report == run_dir / "report" / "report.html"
+    assert counters == {"annotate": 1, "train": 4}
+    names = sorted(p.parent.name for p in run_dir.glob("*/metrics.json"))
+    assert names == sorted(
+        f"{m}-f{f}-s{s}" for m in ("standard", "step_by_step") for f in ("1", "0.5") for s in (0,)
+    )
+    # every training read the annotated files and its own fraction of the 16 training rows
+    half = json.loads((run_dir / "step_by_step-f0.5-s0" / "metrics.json").read_text())
+    assert (half["method"], half["seed"], half["train_fraction"]) == ("step_by_step", 0, 0.5)
+    assert half["train"]["examples"] == 8
+    summary = json.loads((run_dir / "annotations" / "summary.json").read_text())
+    # teacher wrong on ids 0, 3 of the 6 test examples
+    assert summary["splits"]["test"]["teacher_correct"] == 4
+    assert half["splits"]["test"]["teacher_accuracy"] == pytest.approx(4 / 6)
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| arith | step_by_step | 0.5 |" in md and "66.67" in md
+    assert md.count("### demo-test-") == 4
+
+    mtimes = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/metrics.json")}
+    mtimes[run_dir / "annotations" / "train.jsonl"] = (
+        (run_dir / "annotations" / "train.jsonl").stat().st_mtime_ns
+    )
+    run(cfg)
+    assert counters == {"annotate": 1, "train": 4}
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    # a changed training config must not silently reuse the old trainings
+    with pytest.raises(ConfigError, match="trained with a different config"):
+        run(_config(tmp_path, tiny_causal_dir, lr=5e-3))
+
+
+def test_training_config_points_at_annotations(tmp_path):
+    cfg = _config(tmp_path, tmp_path / "model")
+    files = {"train": "a/train.jsonl", "valid": "a/valid.jsonl", "test": None}
+    sub = training_config(cfg, "distill", 0.25, 3, files)
+    assert sub.run_dir == tmp_path / "runs" / "t" / "distill-f0.25-s3"
+    assert (sub.train.method, sub.train.seed, sub.data.train_fraction) == ("distill", 3, 0.25)
+    assert (sub.data.train, sub.data.valid, sub.data.test) == ("a/train.jsonl", "a/valid.jsonl", None)
+    assert sub.sweep.methods == ["step_by_step"]  # the sweep does not recurse
+    assert sub.train.lr == cfg.train.lr and sub.student == cfg.student
+
+
+def test_sweep_rejects_unknown_methods(tmp_path):
+    raw = _config(tmp_path, tmp_path / "m").model_dump(mode="json")
+    raw["sweep"]["methods"] = ["standard", "magic"]
+    with pytest.raises(ConfigError, match=r"sweep.methods: .*unknown method\(s\) \['magic'\]"):
+        config_from_dict(raw)

@@ -1,0 +1,141 @@
+"""The training loop end to end on tiny models: overfitting, the run folder, exact resume, LoRA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from stepdistill.data.io import iter_jsonl
+from stepdistill.errors import ConfigError
+from stepdistill.training import checkpoint as ckpt
+from stepdistill.training.loop import fit
+
+TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
+
+
+def test_causal_student_overfits_to_full_accuracy(
+    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task
+):
+    # lr 1e-2 without decay: the 2-layer d=32 decoder memorises 4 examples in ~50 steps.
+    cfg = make_config(
+        tmp_path,
+        tiny_causal_dir,
+        method="standard",
+        max_steps=60,
+        eval_every=30,
+        log_every=10,
+        schedule="constant",
+    )
+    run = fit(cfg, toy_task, make_splits())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["splits"]["test"] == {
+        "accuracy": 1.0,
+        "correct": 4,
+        "n": 4,
+        "teacher_accuracy": 1.0,
+        "teacher_correct": 4,
+        "teacher_n": 4,
+    }
+    assert metrics["best_step"] in (30, 60) and metrics["train"]["steps"] == 60
+    assert metrics["student"]["kind"] == "causal" and metrics["method"] == "standard"
+    assert set(metrics["latency"]) == {"ms_per_example", "examples_per_s", "batch_size", "device"}
+    # Run-folder contract.
+    rows = [r for _, r in iter_jsonl(run / "train_log.jsonl")]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [10, 20, 30, 40, 50, 60]
+    assert set(train_rows[0]) == {"step", "epoch", "loss", "label_loss", "rationale_loss", "lr", *TIMING}
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"] / 10
+    assert [r["step"] for r in rows if "valid_accuracy" in r] == [30, 60]
+    assert (run / "config.yaml").exists() and any((run / "tb").iterdir())
+    assert json.loads((run / "checkpoints" / "best.json").read_text())["step"] == metrics["best_step"]
+    preds = [r for _, r in iter_jsonl(run / "predictions" / "test.jsonl")]
+    assert [p["pred"] for p in preds] == ["yellow", "red", "green", "purple"]
+    assert all(p["correct"] and p["teacher_correct"] for p in preds)
+    # best/ is a plain transformers model folder.
+    model = AutoModelForCausalLM.from_pretrained(run / "best")
+    assert model.config.num_hidden_layers == 2
+    assert AutoTokenizer.from_pretrained(run / "best").pad_token is not None
+
+
+def test_seq2seq_step_by_step_student_overfits(
+    tmp_path, make_config, make_splits, tiny_seq2seq_dir, toy_task
+):
+    # Dropout off: at d_model 32 T5's 10% dropout slows memorisation several-fold.
+    cfg = make_config(tmp_path, tiny_seq2seq_dir, max_steps=20, eval_every=10, schedule="constant")
+    cfg.student.config_overrides = {"dropout_rate": 0.0}
+    run = fit(cfg, toy_task, make_splits())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["splits"]["valid"]["accuracy"] == 1.0 and metrics["splits"]["test"]["accuracy"] == 1.0
+    assert metrics["student"]["kind"] == "seq2seq" and metrics["alpha"] == 0.5
+    first = next(r for _, r in iter_jsonl(run / "train_log.jsonl"))
+    assert first["rationale_loss"] > 0 and first["loss"] == pytest.approx(
+        0.5 * first["label_loss"] + 0.5 * first["rationale_loss"], rel=1e-6
+    )
+    assert isinstance(AutoModelForSeq2SeqLM.from_pretrained(run / "best"), torch.nn.Module)
+
+
+def _stop_after(monkeypatch, step: int) -> None:
+    """Make training die right after writing the checkpoint of `step` (a simulated crash)."""
+    real = ckpt.save_checkpoint
+
+    def save_then_crash(run_dir, student, optimizer, scheduler, state):
+        path = real(run_dir, student, optimizer, scheduler, state)
+        if state["step"] == step:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
+
+
+def test_resume_equals_uninterrupted_run(
+    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task, monkeypatch
+):
+    # Dropout on, 6 examples in batches of 4 (a partial batch), accumulation, warmup + linear decay:
+    # everything that could make a resumed run drift.
+    train = dict(max_steps=6, eval_every=3, log_every=1, grad_accum=2, warmup_ratio=0.3, lr=5e-3)
+    splits = make_splits(6)
+    full_cfg = make_config(tmp_path / "a", tiny_causal_dir, **train)
+    full_cfg.student.config_overrides = {"attention_dropout": 0.2}
+    full = fit(full_cfg, toy_task, splits)
+
+    cfg = make_config(tmp_path / "b", tiny_causal_dir, **train)
+    cfg.student.config_overrides = {"attention_dropout": 0.2}
+    with monkeypatch.context() as m:
+        _stop_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, toy_task, splits)
+    assert not (cfg.run_dir / "metrics.json").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(cfg, toy_task, splits)
+    resumed = fit(cfg, toy_task, splits, resume=True)
+
+    def log(run):
+        return [
+            {k: v for k, v in r.items() if k not in TIMING} for _, r in iter_jsonl(run / "train_log.jsonl")
+        ]
+
+    assert log(resumed) == log(full) and len(log(full)) == 8
+    a, b = load_file(full / "best" / "model.safetensors"), load_file(resumed / "best" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (full, resumed))
+    assert ma["splits"] == mb["splits"] and ma["best_step"] == mb["best_step"]
+    assert ma["train"]["examples_seen"] == mb["train"]["examples_seen"] == 6 * 12 // 2 * 2 // 2
+
+
+def test_lora_student_trains_and_saves_merged(tmp_path, make_config, make_splits, tiny_causal_dir, toy_task):
+    cfg = make_config(tmp_path, tiny_causal_dir, max_steps=3, eval_every=3, lr=5e-2)
+    cfg.student.lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    cfg = type(cfg).model_validate(cfg.model_dump())
+    run = fit(cfg, toy_task, make_splits())
+    best = load_file(run / "best" / "model.safetensors")
+    base = load_file(tiny_causal_dir / "model.safetensors")
+    assert not any("lora" in k for k in best)
+    changed = {k for k in base if not torch.equal(base[k], best[k])}
+    # Only the adapted projections move; the frozen rest is bit-identical.
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+    assert (ckpt.latest_checkpoint(run) / "adapter.safetensors").exists()
+    assert AutoModelForCausalLM.from_pretrained(run / "best").config.num_hidden_layers == 2
