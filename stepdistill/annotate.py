@@ -49,7 +49,9 @@ class RunStats:
             self.failures[comp.error] += 1
 
 
-def make_sampling(teacher_cfg: TeacherConfig, annotate_cfg: AnnotateConfig, stop: tuple[str, ...]) -> Sampling:
+def make_sampling(
+    teacher_cfg: TeacherConfig, annotate_cfg: AnnotateConfig, stop: tuple[str, ...]
+) -> Sampling:
     """Greedy for one sample; `sample_temperature` for self-consistency (greedy samples would agree)."""
     temperature = teacher_cfg.temperature if annotate_cfg.samples == 1 else annotate_cfg.sample_temperature
     return Sampling(
@@ -65,13 +67,20 @@ def make_sampling(teacher_cfg: TeacherConfig, annotate_cfg: AnnotateConfig, stop
 def cost_usd(cfg: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
     if cfg.price_input_per_mtok is None and cfg.price_output_per_mtok is None:
         return None
-    cost = prompt_tokens * (cfg.price_input_per_mtok or 0.0) + completion_tokens * (cfg.price_output_per_mtok or 0.0)
+    cost = prompt_tokens * (cfg.price_input_per_mtok or 0.0) + completion_tokens * (
+        cfg.price_output_per_mtok or 0.0
+    )
     return round(cost / 1e6, 6)
 
 
 def _sample_record(task: Task, comp: Completion) -> dict[str, Any]:
     parsed = task.parse_completion(comp.text or "")
-    return {"raw": comp.text, "label": parsed.label, "rationale": parsed.rationale, "parse_error": parsed.error}
+    return {
+        "raw": comp.text,
+        "label": parsed.label,
+        "rationale": parsed.rationale,
+        "parse_error": parsed.error,
+    }
 
 
 def combine(task: Task, ann: Annotation, comps: list[Completion], teacher_model: str) -> Annotation:
@@ -96,7 +105,7 @@ def combine(task: Task, ann: Annotation, comps: list[Completion], teacher_model:
         out.parse_error = samples[0]["parse_error"] or "no label found"
         return out
     votes = Counter(task.normalize(s["label"]) for s in parsed)
-    winner = max(votes, key=lambda k: (votes[k], -[task.normalize(s["label"]) for s in parsed].index(k)))
+    winner = max(votes, key=votes.__getitem__)  # max keeps the first of equals: ties go to the first seen
     chosen = next(s for s in parsed if task.normalize(s["label"]) == winner)
     out.teacher_label, out.teacher_rationale = chosen["label"], chosen["rationale"]
     if len(comps) > 1:
@@ -259,7 +268,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
     failures = summary["total"]["failures"]
     if failures:
-        lines.append("failed requests (re-run to retry them): " + ", ".join(f"{k}={v}" for k, v in failures.items()))
+        lines.append(
+            "failed requests (re-run to retry them): " + ", ".join(f"{k}={v}" for k, v in failures.items())
+        )
     return "\n".join(lines)
 
 

@@ -79,8 +79,12 @@ def annotation_files(cfg: Config) -> dict[str, str | None]:
     """The annotated split files the trainings read: the run's annotations, or the data as given."""
     if cfg.teacher is None:  # data already annotated (e.g. precomputed JSONL): train on it directly
         return {s: getattr(cfg.data, s) for s in SPLITS}
+    # A split the teacher did not annotate (e.g. valid, scored against gold only) is read raw.
     folder = cfg.run_dir / "annotations"
-    return {s: str(folder / f"{s}.jsonl") if (folder / f"{s}.jsonl").exists() else None for s in SPLITS}
+    return {
+        s: str(folder / f"{s}.jsonl") if (folder / f"{s}.jsonl").exists() else getattr(cfg.data, s)
+        for s in SPLITS
+    }
 
 
 def annotate_stage(cfg: Config) -> None:
@@ -199,7 +203,7 @@ def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
         "params": params if params is not None else cfg.report.teacher_params,
         "examples": len(prompts),
         "succeeded": len(ok),
-        "wall_s": round(wall, 4),
+        "wall_s": round(wall, 6),
         "ms_per_example": round(1000 * wall / len(prompts), 3),
         "completion_tokens": tokens,
         "tokens_per_s": round(tokens / wall, 3) if wall > 0 else None,

@@ -22,7 +22,9 @@ from stepdistill.tasks.cqa import CQATask
 from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 
-TCFG = TeacherConfig(backend="openai_http", model="scripted", price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+TCFG = TeacherConfig(
+    backend="openai_http", model="scripted", price_input_per_mtok=1.0, price_output_per_mtok=2.0
+)
 QUIET = AnnotateConfig(progress=False)
 
 
@@ -37,7 +39,10 @@ class ScriptedTeacher(Teacher):
         for job in jobs:
             self.sent.append((job.prompt.messages[-1]["content"], job.sample, sampling.temperature))
             text = self.answers[(job.prompt.messages[-1]["content"], job.sample)]
-            yield job, Completion(text, 100, 10) if text is not None else Completion.failed("http_503", retries=6)
+            yield (
+                job,
+                Completion(text, 100, 10) if text is not None else Completion.failed("http_503", retries=6),
+            )
 
 
 def ann(i: int, question: str, gold: str | None) -> Annotation:
@@ -57,10 +62,16 @@ def test_self_consistency_votes_and_keeps_all_samples(tmp_path):
         }
     )
     acfg = AnnotateConfig(samples=3, sample_temperature=0.8, progress=False)
-    out, summary = annotate(ArithTask(), rows, TCFG, acfg, tmp_path / "c.sqlite", tmp_path / "o.jsonl", teacher=t)
+    out, summary = annotate(
+        ArithTask(), rows, TCFG, acfg, tmp_path / "c.sqlite", tmp_path / "o.jsonl", teacher=t
+    )
     assert {temp for _, _, temp in t.sent} == {0.8} and len(t.sent) == 6
     a, b = out
-    assert (a.teacher_label, a.teacher_rationale, a.extra["agreement"]) == ("( 1 + 1 )", "One plus one.", 2 / 3)
+    assert (a.teacher_label, a.teacher_rationale, a.extra["agreement"]) == (
+        "( 1 + 1 )",
+        "One plus one.",
+        2 / 3,
+    )
     assert [s["label"] for s in a.teacher_samples] == ["( 1 + 1 )", "( 3 )", "( 1 + 1 )"]
     # A tie (one vote each for 5 and 2*3, one unparsed) goes to the label seen first.
     assert b.teacher_label == "( 5 )" and b.teacher_samples[0]["parse_error"] is not None
@@ -72,25 +83,53 @@ def test_self_consistency_votes_and_keeps_all_samples(tmp_path):
 
 def test_unparsed_answers_are_kept_and_counted_never_labels(tmp_path):
     rows = [ann(0, "What is 4 - 1?", "3"), ann(1, "What is 5 + 5?", "10")]
-    t = ScriptedTeacher({("What is 4 - 1?", 0): "Four minus one is three.", ("What is 5 + 5?", 0): "The answer is ( 5 + 5 )."})
+    t = ScriptedTeacher(
+        {("What is 4 - 1?", 0): "Four minus one is three.", ("What is 5 + 5?", 0): "The answer is ( 5 + 5 )."}
+    )
     out, summary = annotate(ArithTask(), rows, TCFG, QUIET, tmp_path / "c", tmp_path / "o.jsonl", teacher=t)
     assert out[0].teacher_raw == "Four minus one is three." and out[0].teacher_label is None
     assert out[0].parse_error and not out[0].annotated
-    assert (summary["parse_failures"], summary["annotated"], summary["teacher_correct"], summary["teacher_n"]) == (1, 1, 1, 2)
+    assert (
+        summary["parse_failures"],
+        summary["annotated"],
+        summary["teacher_correct"],
+        summary["teacher_n"],
+    ) == (1, 1, 1, 2)
 
 
 def test_gold_filter_drops_disagreeing_rationales_but_keeps_rows(tmp_path):
     rows = [ann(0, "What is 2 + 2?", "4"), ann(1, "What is 3 + 3?", "6")]
-    answers = {("What is 2 + 2?", 0): "Two and two. The answer is ( 5 ).", ("What is 3 + 3?", 0): "Three and three. The answer is ( 3 + 3 )."}
+    answers = {
+        ("What is 2 + 2?", 0): "Two and two. The answer is ( 5 ).",
+        ("What is 3 + 3?", 0): "Three and three. The answer is ( 3 + 3 ).",
+    }
     acfg = AnnotateConfig(gold_filter=True, progress=False)
-    out, summary = annotate(ArithTask(), rows, TCFG, acfg, tmp_path / "c", tmp_path / "t.jsonl", teacher=ScriptedTeacher(answers), split="train")
+    out, summary = annotate(
+        ArithTask(),
+        rows,
+        TCFG,
+        acfg,
+        tmp_path / "c",
+        tmp_path / "t.jsonl",
+        teacher=ScriptedTeacher(answers),
+        split="train",
+    )
     assert out[0].teacher_label is None and out[0].teacher_rationale is None
     assert out[0].teacher_raw.endswith("( 5 ).") and "does not match gold" in out[0].extra["filtered"]
     assert out[1].teacher_label == "( 3 + 3 )"
     # Accuracy is the teacher's, measured before filtering.
     assert (summary["filtered"], summary["teacher_correct"], summary["teacher_n"]) == (1, 1, 2)
     # The test split is never filtered (gold_filter_splits defaults to train and valid).
-    out, summary = annotate(ArithTask(), rows, TCFG, acfg, tmp_path / "c", tmp_path / "x.jsonl", teacher=ScriptedTeacher(answers), split="test")
+    out, summary = annotate(
+        ArithTask(),
+        rows,
+        TCFG,
+        acfg,
+        tmp_path / "c",
+        tmp_path / "x.jsonl",
+        teacher=ScriptedTeacher(answers),
+        split="test",
+    )
     assert summary["filtered"] == 0 and out[0].teacher_label == "( 5 )"
 
 
@@ -101,7 +140,12 @@ def test_identical_inputs_are_asked_once_and_failures_counted(tmp_path):
     assert len(t.sent) == 2
     assert [a.teacher_label for a in out] == ["( 1 + 2 )", "( 1 + 2 )", None]
     assert out[2].extra == {"teacher_error": "http_503"} and out[2].teacher_raw is None
-    assert (summary["requests"], summary["retries"], summary["failures"], summary["unanswered"]) == (2, 6, {"http_503": 1}, 1)
+    assert (summary["requests"], summary["retries"], summary["failures"], summary["unanswered"]) == (
+        2,
+        6,
+        {"http_503": 1},
+        1,
+    )
 
 
 def test_cost_is_none_without_prices_and_exact_with_them():
@@ -118,15 +162,23 @@ def test_combine_records_logprobs_of_the_single_sample():
 def test_precomputed_palm_outputs_reproduce_paper_teacher_accuracy(shared_data, tmp_path):
     """The paper's PaLM completions through the precomputed backend: 943/1221 on CQA test."""
     task = CQATask()
-    records = [json.loads(line) for line in (shared_data / "cqa" / "cqa_test.json").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in (shared_data / "cqa" / "cqa_test.json").read_text().splitlines()
+        if line.strip()
+    ]
     completions = []
     for i in range(2):
         completions += json.loads((shared_data / "cqa" / "llm" / f"test_CoT_{i}.json").read_text())
     rows = [Annotation.from_example(task.example_from_record(r, i)) for i, r in enumerate(records)]
     path = tmp_path / "palm.jsonl"
-    path.write_text("".join(json.dumps({"id": a.id, "completion": c}) + "\n" for a, c in zip(rows, completions)))
+    path.write_text(
+        "".join(json.dumps({"id": a.id, "completion": c}) + "\n" for a, c in zip(rows, completions))
+    )
     tcfg = TeacherConfig(backend="precomputed", model="palm-540b", path=str(path))
-    out, summary = annotate(task, rows, tcfg, QUIET, tmp_path / "c.sqlite", tmp_path / "test.jsonl", split="test")
+    out, summary = annotate(
+        task, rows, tcfg, QUIET, tmp_path / "c.sqlite", tmp_path / "test.jsonl", split="test"
+    )
     assert (summary["teacher_correct"], summary["teacher_n"], summary["examples"]) == (943, 1221, 1221)
     assert summary["teacher_model"] == "precomputed:palm-540b" and out[0].teacher_raw == completions[0]
     assert summary["cost_usd"] is None and summary["failures"] == {}
@@ -135,7 +187,9 @@ def test_precomputed_palm_outputs_reproduce_paper_teacher_accuracy(shared_data, 
 def test_annotate_from_config_writes_splits_summary_and_resumes(tmp_path, capsys):
     data = tmp_path / "arith.jsonl"
     qs = [(f"What is {i} + 3?", f"{i} + 3") for i in range(10)]
-    data.write_text("".join(json.dumps({"id": f"r{i}", "question": q, "answer": g}) + "\n" for i, (q, g) in enumerate(qs)))
+    data.write_text(
+        "".join(json.dumps({"id": f"r{i}", "question": q, "answer": g}) + "\n" for i, (q, g) in enumerate(qs))
+    )
     pre = tmp_path / "answers.jsonl"
     lines = [{"id": f"r{i}", "completion": f"Add three. The answer is ( {i} + 3 )."} for i in range(9)]
     pre.write_text("".join(json.dumps(x) + "\n" for x in lines))  # r9 has no answer
@@ -151,9 +205,19 @@ def test_annotate_from_config_writes_splits_summary_and_resumes(tmp_path, capsys
     cfg = load_config(tmp_path / "c.yaml")
     summary = annotate_from_config(cfg)
     out_dir = tmp_path / "runs" / "ann" / "annotations"
-    assert sorted(p.name for p in out_dir.iterdir()) == ["cache.sqlite", "summary.json", "train.jsonl", "valid.jsonl"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "cache.sqlite",
+        "summary.json",
+        "train.jsonl",
+        "valid.jsonl",
+    ]
     total = summary["total"]
-    assert (total["examples"], total["annotated"], total["failures"], total["teacher_correct"]) == (10, 9, {"missing_precomputed": 1}, 9)
+    assert (total["examples"], total["annotated"], total["failures"], total["teacher_correct"]) == (
+        10,
+        9,
+        {"missing_precomputed": 1},
+        9,
+    )
     assert json.loads((out_dir / "summary.json").read_text()) == summary
     assert "failed requests (re-run to retry them): missing_precomputed=1" in capsys.readouterr().out
     ids = sorted(a.id for s in ("train", "valid") for a in read_annotations(out_dir / f"{s}.jsonl"))
@@ -165,6 +229,20 @@ def test_annotate_from_config_writes_splits_summary_and_resumes(tmp_path, capsys
 def test_config_errors_name_the_field(tmp_path):
     rows = [ann(0, "q", "1")]
     with pytest.raises(ConfigError, match="annotate.samples"):
-        annotate(ArithTask(), rows, TeacherConfig(backend="precomputed", path="x"), AnnotateConfig(samples=3), tmp_path / "c", tmp_path / "o")
+        annotate(
+            ArithTask(),
+            rows,
+            TeacherConfig(backend="precomputed", path="x"),
+            AnnotateConfig(samples=3),
+            tmp_path / "c",
+            tmp_path / "o",
+        )
     with pytest.raises(ConfigError, match=r"teacher.prompt_template: unknown placeholder\(s\) \{nope\}"):
-        annotate(ArithTask(), rows, TeacherConfig(backend="openai_http", model="m", prompt_template="{nope}"), QUIET, tmp_path / "c", tmp_path / "o")
+        annotate(
+            ArithTask(),
+            rows,
+            TeacherConfig(backend="openai_http", model="m", prompt_template="{nope}"),
+            QUIET,
+            tmp_path / "c",
+            tmp_path / "o",
+        )

@@ -10,11 +10,13 @@ import pytest
 
 import stepdistill.annotate
 import stepdistill.training.loop
-from stepdistill.config import config_from_dict
+from stepdistill.config import config_from_dict, load_config
 from stepdistill.data.io import write_jsonl
+from stepdistill.data.schema import Annotation
 from stepdistill.demo_data import demo_splits
 from stepdistill.errors import ConfigError
-from stepdistill.run import run, training_config
+from stepdistill.run import measure_teacher, run, training_config
+from stepdistill.teachers.base import Completion, Teacher
 
 SIZES = {"train": 16, "valid": 4, "test": 6}
 
@@ -124,3 +126,47 @@ def test_sweep_rejects_unknown_methods(tmp_path):
     raw["sweep"]["methods"] = ["standard", "magic"]
     with pytest.raises(ConfigError, match=r"sweep.methods: .*unknown method\(s\) \['magic'\]"):
         config_from_dict(raw)
+
+
+def test_demo_config_loads_and_plans_three_methods():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert cfg.teacher.backend == "hf_local" and cfg.teacher.model == "embedded:smollm2"
+    assert cfg.sweep.methods == ["standard", "distill", "step_by_step"]
+    assert cfg.sweep.demo_data is not None and set(cfg.sweep.demo_data.sizes) == {"train", "valid", "test"}
+    files = {"train": "runs/demo/annotations/train.jsonl", "valid": cfg.data.valid, "test": "t.jsonl"}
+    sub = training_config(cfg, "standard", 1.0, 0, files)
+    assert sub.run_dir == Path("runs/demo/standard-f1-s0")
+    assert sub.student.keep_layers == cfg.student.keep_layers
+
+
+class _FakeTeacher(Teacher):
+    """Bookkeeping only: answers every prompt with a fixed 5-token completion."""
+
+    identity = "fake:teacher"
+
+    def __init__(self):
+        self.calls: list[int] = []
+        self.closed = False
+
+    async def stream(self, jobs, sampling):
+        self.calls.append(len(jobs))
+        for job in jobs:
+            yield job, Completion(text="4 - 1 = 3. The answer is ( 4 - 1 ).", completion_tokens=5)
+
+    def close(self):
+        self.closed = True
+
+
+def test_measure_teacher_warms_up_then_times_all_examples(tmp_path, monkeypatch):
+    import stepdistill.teachers.base
+
+    fake = _FakeTeacher()
+    monkeypatch.setattr(stepdistill.teachers.base, "make_teacher", lambda cfg: fake)
+    cfg = _config(tmp_path, tmp_path / "m")
+    cfg = cfg.model_copy(update={"report": cfg.report.model_copy(update={"teacher_params": 540e9})})
+    examples = [Annotation(id=f"e{i}", fields={"question": f"Ann has {i} pens."}) for i in range(3)]
+    timing = measure_teacher(cfg, examples)
+    assert fake.calls == [1, 3] and fake.closed  # one warm-up prompt, then the timed batch
+    assert timing["examples"] == timing["succeeded"] == 3 and timing["completion_tokens"] == 15
+    assert timing["ms_per_example"] == pytest.approx(1000 * timing["wall_s"] / 3, rel=1e-3, abs=1e-2)
+    assert timing["params"] == 540e9 and timing["teacher_model"] == "fake:teacher"

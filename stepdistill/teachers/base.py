@@ -85,6 +85,7 @@ class Teacher(ABC):
 
     def close(self) -> None:
         """Release models or connections; the default has nothing to release."""
+        return None
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: Sampling) -> list[list[Completion]]:
         """Convenience (no cache): n completions per prompt, in prompt order."""

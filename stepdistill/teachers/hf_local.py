@@ -70,7 +70,9 @@ class HFLocalTeacher(Teacher):
 
     def render(self, prompt: Prompt) -> str:
         if self.use_chat:
-            return self.tok.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
+            return self.tok.apply_chat_template(
+                list(prompt.messages), tokenize=False, add_generation_prompt=True
+            )
         return prompt.text
 
     def generate_batch(self, prompts: list[Prompt], sampling: Sampling, sample: int) -> list[Completion]:

@@ -27,7 +27,9 @@ class LiteLLMTeacher(Teacher):
         try:
             import litellm
         except ImportError:
-            raise TeacherError("teacher.backend 'litellm' needs: pip install 'stepdistill[litellm]'") from None
+            raise TeacherError(
+                "teacher.backend 'litellm' needs: pip install 'stepdistill[litellm]'"
+            ) from None
         if not cfg.model:
             raise TeacherError("teacher.model: the litellm backend needs a provider/model string")
         return cls(litellm, cfg)

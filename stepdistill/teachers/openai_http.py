@@ -118,7 +118,9 @@ class OpenAIHTTPTeacher(Teacher):
         for job in jobs:
             todo.put_nowait(job)
         done: asyncio.Queue[tuple[Job, Completion] | BaseException] = asyncio.Queue()
-        limits = httpx.Limits(max_connections=self.cfg.concurrency, max_keepalive_connections=self.cfg.concurrency)
+        limits = httpx.Limits(
+            max_connections=self.cfg.concurrency, max_keepalive_connections=self.cfg.concurrency
+        )
         async with httpx.AsyncClient(
             base_url=self.cfg.base_url.rstrip("/") + "/",
             headers=self._headers,
@@ -141,7 +143,9 @@ class OpenAIHTTPTeacher(Teacher):
                     w.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _worker(self, client: httpx.AsyncClient, todo: asyncio.Queue, done: asyncio.Queue, sampling: Sampling):
+    async def _worker(
+        self, client: httpx.AsyncClient, todo: asyncio.Queue, done: asyncio.Queue, sampling: Sampling
+    ):
         while True:
             try:
                 job = todo.get_nowait()
@@ -155,7 +159,9 @@ class OpenAIHTTPTeacher(Teacher):
 
     def _estimate_tokens(self, job: Job, sampling: Sampling) -> int:
         # ~4 characters per token: only the rate limiter uses this, corrected by the real usage.
-        chars = len(job.prompt.text) if not self.use_chat else sum(len(m["content"]) for m in job.prompt.messages)
+        chars = (
+            len(job.prompt.text) if not self.use_chat else sum(len(m["content"]) for m in job.prompt.messages)
+        )
         return chars // 4 + sampling.max_tokens
 
     async def send(self, client: httpx.AsyncClient, job: Job, sampling: Sampling) -> Completion:

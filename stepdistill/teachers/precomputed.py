@@ -35,7 +35,9 @@ def read_completions(path: str | Path) -> dict[str, str]:
             if not isinstance(text, str):
                 raise DataError(str(file), lineno, "completion", "missing or not a string")
             if obj["id"] in out:
-                raise DataError(str(file), lineno, "id", f"duplicate id '{obj['id']}' (first in {where[obj['id']]})")
+                raise DataError(
+                    str(file), lineno, "id", f"duplicate id '{obj['id']}' (first in {where[obj['id']]})"
+                )
             out[obj["id"]] = text
             where[obj["id"]] = f"{file}:{lineno}"
     return out
@@ -49,13 +51,20 @@ class PrecomputedTeacher(Teacher):
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> PrecomputedTeacher:
         if not cfg.path:
-            raise ConfigError("teacher.path: the precomputed backend needs a JSONL file or folder of completions")
+            raise ConfigError(
+                "teacher.path: the precomputed backend needs a JSONL file or folder of completions"
+            )
         return cls(read_completions(cfg.path), cfg.model or Path(cfg.path).stem)
 
     async def stream(self, jobs: Sequence[Job], sampling: Sampling) -> AsyncIterator[tuple[Job, Completion]]:
         for job in jobs:
             text = self.completions.get(job.example_id)
             if text is None:
-                yield job, Completion.failed("missing_precomputed", detail=f"no completion for id '{job.example_id}'")
+                yield (
+                    job,
+                    Completion.failed(
+                        "missing_precomputed", detail=f"no completion for id '{job.example_id}'"
+                    ),
+                )
             else:
                 yield job, Completion(text=text)

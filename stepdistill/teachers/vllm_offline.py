@@ -74,9 +74,12 @@ class VLLMTeacher(Teacher):
             outputs = self.llm.generate([j.prompt.text for j in jobs], params, use_tqdm=True)
         for job, out in zip(jobs, outputs):
             best = out.outputs[0]
-            yield job, Completion(
-                text=best.text,
-                prompt_tokens=len(out.prompt_token_ids or []),
-                completion_tokens=len(best.token_ids),
-                logprobs=_logprobs(best),
+            yield (
+                job,
+                Completion(
+                    text=best.text,
+                    prompt_tokens=len(out.prompt_token_ids or []),
+                    completion_tokens=len(best.token_ids),
+                    logprobs=_logprobs(best),
+                ),
             )

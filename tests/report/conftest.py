@@ -126,7 +126,10 @@ def finished_run(tmp_path) -> Path:
         "teacher_correct": 20,
         "teacher_n": 40,
     }
-    write_json(run / "annotations" / "summary.json", {"splits": {"train": split}, "total": {**split, "teacher_model": "x"}})
+    write_json(
+        run / "annotations" / "summary.json",
+        {"splits": {"train": split}, "total": {**split, "teacher_model": "x"}},
+    )
     write_json(
         run / "teacher_timing.json",
         {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+
 @dataclass
 class Reply:
     status: int = 200
@@ -69,7 +70,14 @@ class ScriptedServer:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 body = json.loads(raw)
                 with server.lock:
-                    server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers), "t": time.monotonic()})
+                    server.requests.append(
+                        {
+                            "path": self.path,
+                            "body": body,
+                            "headers": dict(self.headers),
+                            "t": time.monotonic(),
+                        }
+                    )
                     reply = server.script.pop(0) if server.script else Reply(delay=server.default_delay)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -80,8 +88,10 @@ class ScriptedServer:
                     server.in_flight -= 1
                 try:
                     payload = reply.body if reply.body is not None else server.answer(body)
-                    data = payload if isinstance(payload, bytes) else (
-                        payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                    data = (
+                        payload
+                        if isinstance(payload, bytes)
+                        else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
                     )
                     self.send_response(reply.status)
                     for k, v in reply.headers.items():

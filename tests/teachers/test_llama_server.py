@@ -8,7 +8,6 @@ records every request and the server's status for it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -202,15 +201,13 @@ def test_kill_and_restart_server_resumes_without_repeats(tmp_path):
     assert s2["completion_tokens"] > 0 and s2["prompt_tokens"] > 30 * s2["requests"]
 
 
-@pytest.mark.skipif(os.environ.get("STEPDISTILL_SKIP_HF_LOCAL") == "1", reason="STEPDISTILL_SKIP_HF_LOCAL=1")
 def test_hf_local_backend_on_the_smollm2_gguf(tmp_path):
     pytest.importorskip("gguf")
-    t0 = time.monotonic()
     tcfg = TeacherConfig(
         backend="hf_local",
         model="embedded:smollm2",
         exemplars=short_exemplars(tmp_path),
-        max_tokens=8,
+        max_tokens=6,  # generation is ~1 step/s on a busy 2-core machine
         batch_size=3,
     )
     acfg = AnnotateConfig(progress=False)
@@ -219,8 +216,7 @@ def test_hf_local_backend_on_the_smollm2_gguf(tmp_path):
     )
     assert (summary["requests"], summary["failures"], summary["teacher_n"]) == (3, {}, 3)
     assert summary["teacher_model"] == "hf_local:embedded:smollm2"
-    print(f"hf_local: {time.monotonic() - t0:.1f} s")
-    assert 0 < summary["completion_tokens"] <= 3 * 8 and summary["prompt_tokens"] > 3 * 30
+    assert 0 < summary["completion_tokens"] <= 3 * 6 and summary["prompt_tokens"] > 3 * 30
     assert all(r.teacher_raw and "\nQ:" not in r.teacher_raw for r in rows)
     # Greedy and cached: a second run loads no model and gives the same file.
     before = (tmp_path / "o.jsonl").read_text()

@@ -14,12 +14,16 @@ from stepdistill.teachers.config import TeacherConfig
 from stepdistill.teachers.limits import RateLimiter, backoff_delay, parse_retry_after
 from stepdistill.teachers.openai_http import OpenAIHTTPTeacher
 
-PROMPT = Prompt(text="Q: 2+2?\nA:", messages=({"role": "system", "content": "s"}, {"role": "user", "content": "2+2?"}))
+PROMPT = Prompt(
+    text="Q: 2+2?\nA:", messages=({"role": "system", "content": "s"}, {"role": "user", "content": "2+2?"})
+)
 SAMPLING = Sampling(max_tokens=16, stop=("\nQ:",), seed=7)
 
 
 def teacher(server, **kw) -> OpenAIHTTPTeacher:
-    opts = dict(backend="openai_http", model="m", base_url=server.url, backoff_base_s=0.01, backoff_max_s=0.05)
+    opts = dict(
+        backend="openai_http", model="m", base_url=server.url, backoff_base_s=0.01, backoff_max_s=0.05
+    )
     opts.update(kw)
     return OpenAIHTTPTeacher(TeacherConfig(**opts))
 
@@ -77,7 +81,11 @@ def test_missing_key_variable_is_a_clear_error(monkeypatch):
 
 
 def test_malformed_answers_are_retried_then_counted(scripted_server):
-    bad = [Reply(200, b"<html>not json"), Reply(200, {"choices": []}), Reply(200, {"choices": [{"message": {}}]})]
+    bad = [
+        Reply(200, b"<html>not json"),
+        Reply(200, {"choices": []}),
+        Reply(200, {"choices": [{"message": {}}]}),
+    ]
     scripted_server.script = list(bad)
     [comp] = one(teacher(scripted_server))
     assert comp.ok and comp.retries == 3
@@ -95,7 +103,9 @@ def test_timeout_is_retried(scripted_server):
 def test_connection_refused_counts_as_failure(scripted_server):
     url = scripted_server.url
     scripted_server.close()
-    t = OpenAIHTTPTeacher(TeacherConfig(backend="openai_http", model="m", base_url=url, max_retries=2, backoff_base_s=0.01))
+    t = OpenAIHTTPTeacher(
+        TeacherConfig(backend="openai_http", model="m", base_url=url, max_retries=2, backoff_base_s=0.01)
+    )
     [comp] = one(t)
     assert (comp.error, comp.retries) == ("connection", 2)
 
@@ -122,7 +132,10 @@ def test_request_body_chat_and_completions(scripted_server):
     assert [b["seed"] for b in bodies] == [7, 8]  # sample i uses seed + i
     assert bodies[0]["messages"] == list(PROMPT.messages) and bodies[0]["stop"] == ["\nQ:"]
     assert (bodies[0]["logprobs"], bodies[0]["top_logprobs"], bodies[0]["temperature"]) == (True, 2, 0.7)
-    one(teacher(scripted_server, endpoint="completions", extra_body={"repeat_penalty": 1.1}), sampling=sampling)
+    one(
+        teacher(scripted_server, endpoint="completions", extra_body={"repeat_penalty": 1.1}),
+        sampling=sampling,
+    )
     last = scripted_server.requests[-1]
     assert last["path"] == "/v1/completions" and last["body"]["prompt"] == PROMPT.text
     assert (last["body"]["logprobs"], last["body"]["repeat_penalty"]) == (2, 1.1)
@@ -131,10 +144,20 @@ def test_request_body_chat_and_completions(scripted_server):
 def test_logprobs_are_stored_in_schema_format(scripted_server):
     chat = ok_body("A", {"messages": []})
     chat["choices"][0]["logprobs"] = {
-        "content": [{"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.5}]}]
+        "content": [
+            {
+                "token": "A",
+                "logprob": -0.1,
+                "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.5}],
+            }
+        ]
     }
     text = ok_body("A", {})
-    text["choices"][0]["logprobs"] = {"tokens": ["A"], "token_logprobs": [-0.1], "top_logprobs": [{"A": -0.1, "B": -2.5}]}
+    text["choices"][0]["logprobs"] = {
+        "tokens": ["A"],
+        "token_logprobs": [-0.1],
+        "top_logprobs": [{"A": -0.1, "B": -2.5}],
+    }
     scripted_server.script = [Reply(200, chat), Reply(200, text)]
     expected = [{"token": "A", "logprob": -0.1, "top": [["A", -0.1], ["B", -2.5]]}]
     assert one(teacher(scripted_server))[0].logprobs == expected

@@ -32,7 +32,9 @@ def cfg(**kw) -> TeacherConfig:
 def test_key_ignores_credentials_and_address_but_not_what_changes_answers():
     s = Sampling(max_tokens=8, seed=0)
     base = request_key(cfg(), PROMPT, s, 0, "a")
-    assert base == request_key(cfg(api_key_env="OTHER", base_url="http://h:1/v1", concurrency=3), PROMPT, s, 0, "a")
+    assert base == request_key(
+        cfg(api_key_env="OTHER", base_url="http://h:1/v1", concurrency=3), PROMPT, s, 0, "a"
+    )
     assert base == request_key(cfg(), PROMPT, s, 0, "another-id")  # same prompt, same answer
     assert base != request_key(cfg(model="m2"), PROMPT, s, 0, "a")
     assert base != request_key(cfg(), PROMPT, Sampling(max_tokens=8, seed=0, temperature=0.5), 0, "a")
@@ -45,7 +47,13 @@ def test_key_ignores_credentials_and_address_but_not_what_changes_answers():
 def test_put_get_roundtrip_wal_and_no_failures(tmp_path):
     path = tmp_path / "c.sqlite"
     with ResponseCache(path) as cache:
-        cache.put("k1", "t", "ex1", 0, Completion("hi", 3, 2, logprobs=[{"token": "hi", "logprob": -0.5, "top": []}]))
+        cache.put(
+            "k1",
+            "t",
+            "ex1",
+            0,
+            Completion("hi", 3, 2, logprobs=[{"token": "hi", "logprob": -0.5, "top": []}]),
+        )
         try:
             cache.put("k2", "t", "ex2", 0, Completion.failed("http_500"))
             raise AssertionError("a failure must not be cached")
@@ -53,7 +61,12 @@ def test_put_get_roundtrip_wal_and_no_failures(tmp_path):
             pass
         got = cache.get_many(["k1", "k2"])
         assert list(got) == ["k1"] and len(cache) == 1
-        assert (got["k1"].text, got["k1"].prompt_tokens, got["k1"].completion_tokens, got["k1"].cached) == ("hi", 3, 2, True)
+        assert (got["k1"].text, got["k1"].prompt_tokens, got["k1"].completion_tokens, got["k1"].cached) == (
+            "hi",
+            3,
+            2,
+            True,
+        )
         assert got["k1"].logprobs == [{"token": "hi", "logprob": -0.5, "top": []}]
     # Committed, visible to another connection, journal in WAL mode.
     db = sqlite3.connect(path)
@@ -65,11 +78,16 @@ def arith_answer(body: dict) -> dict:
     """Answer 'What is a + b?' with a rationale and the task's answer phrase."""
     question = body["messages"][-1]["content"] if "messages" in body else body["prompt"].rsplit("Q: ", 1)[1]
     a, b = re.findall(r"\d+", question)[:2]
-    return ok_body(f"We add {a} and {b}. The answer is ( {a} + {b} ).", body, prompt_tokens=20, completion_tokens=12)
+    return ok_body(
+        f"We add {a} and {b}. The answer is ( {a} + {b} ).", body, prompt_tokens=20, completion_tokens=12
+    )
 
 
 def examples(n: int) -> list[Annotation]:
-    return [Annotation(id=f"q{i}", fields={"question": f"What is {i} + {i + 1}?"}, gold=f"{i} + {i + 1}") for i in range(n)]
+    return [
+        Annotation(id=f"q{i}", fields={"question": f"What is {i} + {i + 1}?"}, gold=f"{i} + {i + 1}")
+        for i in range(n)
+    ]
 
 
 _CHILD = """
@@ -131,10 +149,21 @@ def test_failed_requests_are_retried_on_the_next_run(scripted_server, tmp_path):
 
     scripted_server.answer = arith_answer
     scripted_server.script = [Reply(500, b"x"), Reply(503, b"y")]
-    tcfg = TeacherConfig(backend="openai_http", model="m", base_url=scripted_server.url, concurrency=1, max_retries=0)
-    anns, summary = annotate(ArithTask(), examples(4), tcfg, AnnotateConfig(progress=False), tmp_path / "c", tmp_path / "o")
+    tcfg = TeacherConfig(
+        backend="openai_http", model="m", base_url=scripted_server.url, concurrency=1, max_retries=0
+    )
+    anns, summary = annotate(
+        ArithTask(), examples(4), tcfg, AnnotateConfig(progress=False), tmp_path / "c", tmp_path / "o"
+    )
     assert summary["failures"] == {"http_500": 1, "http_503": 1} and summary["unanswered"] == 2
     assert [a.extra.get("teacher_error") for a in anns] == ["http_500", "http_503", None, None]
     assert summary["teacher_n"] == 2  # failed requests are not scored as wrong answers
-    anns, summary = annotate(ArithTask(), examples(4), tcfg, AnnotateConfig(progress=False), tmp_path / "c", tmp_path / "o")
-    assert (summary["requests"], summary["cache_hits"], summary["failures"], summary["annotated"]) == (2, 2, {}, 4)
+    anns, summary = annotate(
+        ArithTask(), examples(4), tcfg, AnnotateConfig(progress=False), tmp_path / "c", tmp_path / "o"
+    )
+    assert (summary["requests"], summary["cache_hits"], summary["failures"], summary["annotated"]) == (
+        2,
+        2,
+        {},
+        4,
+    )

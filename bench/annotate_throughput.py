@@ -1,0 +1,220 @@
+"""Annotation throughput: stepdistill's annotator against a bare asyncio + httpx client (the ceiling).
+
+    make bench-annotate
+    .venv/bin/python bench/annotate_throughput.py [--requests 6] [--rounds 3] [--concurrency 1 2 4] [--max-tokens 8]
+                                                 [--base-url http://host:port/v1 --model NAME]
+
+Without --base-url it starts a llama.cpp server (llama-cpp-python[server]) on the offline SmolLM2
+GGUF on 127.0.0.1. For each concurrency level both clients send the same requests (same prompts,
+max_tokens, stop, temperature 0); ours goes through `annotate()` end to end (prompt building, SQLite
+cache commits, parsing, JSONL writing) with a fresh cache. Goal: ours >= 90% of the ceiling's
+requests/s. Prints a Markdown table and replaces the "Teacher annotation throughput" section of
+BENCHMARKS.md. Takes a few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from stepdistill.annotate import annotate
+from stepdistill.data.schema import Annotation
+from stepdistill.tasks.arith import ArithTask
+from stepdistill.teachers.base import Job, Sampling
+from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
+from stepdistill.teachers.openai_http import OpenAIHTTPTeacher
+from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- bench-annotate:begin -->", "<!-- bench-annotate:end -->"
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    from stepdistill.embedded import smollm2_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_gguf()),
+        "--model_alias",
+        "smollm2",
+    ]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("llama.cpp server did not start; is llama-cpp-python[server] installed? (make setup)")
+
+
+def examples(n: int, offset: int) -> list[Annotation]:
+    # Distinct questions per run so neither client profits from the other's server-side prompt cache.
+    return [
+        Annotation(
+            id=f"b{offset + i}",
+            fields={"question": f"Sam has {offset + i} apples and eats 1. How many are left?"},
+        )
+        for i in range(n)
+    ]
+
+
+async def ceiling(cfg: TeacherConfig, bodies: list[dict], concurrency: int) -> tuple[float, int]:
+    """The plainest client: a semaphore, one AsyncClient, no retries, no bookkeeping."""
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=cfg.base_url + "/", timeout=600, limits=limits) as client:
+
+        async def one(body: dict) -> int:
+            async with gate:
+                resp = await client.post("completions", json=body)
+                return resp.json()["usage"]["completion_tokens"]
+
+        start = time.perf_counter()
+        tokens = await asyncio.gather(*(one(b) for b in bodies))
+    return time.perf_counter() - start, sum(tokens)
+
+
+def measure_ceiling(cfg: TeacherConfig, rows: list[Annotation]) -> tuple[float, int]:
+    task = ArithTask()
+    spec = load_prompt_spec(task, cfg)
+    sampling = Sampling(max_tokens=cfg.max_tokens, stop=spec.stop, seed=cfg.seed)
+    teacher = OpenAIHTTPTeacher(cfg)
+    bodies = [
+        teacher.request_body(Job("", r.id, 0, build_prompt(spec, task, r.fields)), sampling) for r in rows
+    ]
+    return asyncio.run(ceiling(cfg, bodies, cfg.concurrency))
+
+
+def measure_ours(cfg: TeacherConfig, rows: list[Annotation]) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        _, summary = annotate(
+            ArithTask(),
+            rows,
+            cfg,
+            AnnotateConfig(progress=False),
+            Path(tmp) / "c.sqlite",
+            Path(tmp) / "o.jsonl",
+        )
+        return time.perf_counter() - start, summary["completion_tokens"]
+
+
+def run_level(cfg: TeacherConfig, n: int, concurrency: int, rounds: int, offset: int) -> dict[str, float]:
+    """Best of `rounds` for each client, alternating which goes first: a shared machine is noisy
+    and the best round is the one least disturbed by other load."""
+    cfg = cfg.model_copy(update={"concurrency": concurrency})
+    best: dict[str, tuple[float, int]] = {}
+    for r in range(rounds):
+        order = [("ceiling", measure_ceiling), ("ours", measure_ours)]
+        for i, (name, measure) in enumerate(order if r % 2 == 0 else order[::-1]):
+            wall, tokens = measure(cfg, examples(n, offset + (2 * r + i) * n))
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, tokens)
+    (wall_c, tok_c), (wall_o, tok_o) = best["ceiling"], best["ours"]
+    return {
+        "concurrency": concurrency,
+        "ceiling_rps": n / wall_c,
+        "ceiling_tps": tok_c / wall_c,
+        "ours_rps": n / wall_o,
+        "ours_tps": tok_o / wall_o,
+        "ratio": wall_c / wall_o,
+    }
+
+
+def table(results: list[dict[str, float]]) -> str:
+    lines = [
+        "| concurrency | ceiling req/s | stepdistill req/s | ceiling tok/s | stepdistill tok/s | stepdistill / ceiling |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['concurrency']} | {r['ceiling_rps']:.3f} | {r['ours_rps']:.3f} | {r['ceiling_tps']:.2f} "
+            f"| {r['ours_tps']:.2f} | {100 * r['ratio']:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def update_benchmarks(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
+    else:
+        new = old.rstrip() + "\n\n" + section + "\n"
+    from stepdistill.data.io import atomic_write_text
+
+    atomic_write_text(path, new)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=6, help="requests per client and level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per level; the best counts")
+    p.add_argument("--max-tokens", type=int, default=8)
+    p.add_argument("--base-url", help="an already running OpenAI-compatible server")
+    p.add_argument("--model", default="smollm2")
+    args = p.parse_args()
+    proc, url = (None, args.base_url) if args.base_url else start_server()
+    cfg = TeacherConfig(
+        backend="openai_http",
+        model=args.model,
+        base_url=url,
+        endpoint="completions",
+        max_tokens=args.max_tokens,
+    )
+    try:
+        # Warm the server's prompt cache with the shared few-shot prefix, so the first measured
+        # level does not pay for evaluating it.
+        run_level(cfg, 1, 1, 1, 0)
+        results = [run_level(cfg, args.requests, c, args.rounds, 1000 * c) for c in args.concurrency]
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    md = table(results)
+    print(md)
+    server = (
+        url if args.base_url else "llama.cpp server (llama-cpp-python 0.3.36), SmolLM2-135M-Instruct Q4_1"
+    )
+    section = (
+        f"## Teacher annotation throughput\n\n{date.today().isoformat()}, {platform.machine()} "
+        f"{platform.processor() or ''} ({_cores()} cores), {server}, {args.requests} requests per client "
+        f"and level, max_tokens {args.max_tokens}, completions endpoint.\n\n"
+        f"Command: `.venv/bin/python bench/annotate_throughput.py "
+        f"--requests {args.requests} --rounds {args.rounds} --concurrency {' '.join(map(str, args.concurrency))} "
+        f"--max-tokens {args.max_tokens}`\n\n{md}\n\n"
+        "Ceiling: a bare asyncio + httpx client sending the same requests. stepdistill: `annotate()` end to "
+        "end (prompts, SQLite cache commits, parsing, JSONL). Goal: >= 90% of the ceiling."
+    )
+    update_benchmarks(section)
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    main()
