@@ -200,9 +200,10 @@ def main() -> None:
         url if args.base_url else "llama.cpp server (llama-cpp-python 0.3.36), SmolLM2-135M-Instruct Q4_1"
     )
     section = (
-        f"## Teacher annotation throughput\n\n{date.today().isoformat()}, {platform.machine()} "
-        f"{platform.processor() or ''} ({_cores()} cores), {server}, {args.requests} requests per client "
-        f"and level, max_tokens {args.max_tokens}, completions endpoint.\n\n"
+        f"## Teacher annotation throughput\n\n{date.today().isoformat()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores (shared), {server}, {args.requests} requests per client, level and "
+        f"round, best of {args.rounds} alternating rounds, max_tokens {args.max_tokens}, completions "
+        "endpoint.\n\n"
         f"Command: `.venv/bin/python bench/annotate_throughput.py "
         f"--requests {args.requests} --rounds {args.rounds} --concurrency {' '.join(map(str, args.concurrency))} "
         f"--max-tokens {args.max_tokens}`\n\n{md}\n\n"
@@ -210,10 +211,6 @@ def main() -> None:
         "end (prompts, SQLite cache commits, parsing, JSONL). Goal: >= 90% of the ceiling."
     )
     update_benchmarks(section)
-
-
-def _cores() -> int:
-    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":
