@@ -1,7 +1,7 @@
 """Annotation throughput: stepdistill's annotator against a bare asyncio + httpx client (the ceiling).
 
     make bench-annotate
-    .venv/bin/python bench/annotate_throughput.py [--requests 6] [--rounds 3] [--concurrency 1 2 4] [--max-tokens 8]
+    .venv/bin/python bench/annotate_throughput.py [--requests 12] [--rounds 3] [--concurrency 1 2 4] [--max-tokens 8]
                                                  [--base-url http://host:port/v1 --model NAME]
 
 Without --base-url it starts a llama.cpp server (llama-cpp-python[server]) on the offline SmolLM2
@@ -9,7 +9,7 @@ GGUF on 127.0.0.1. For each concurrency level both clients send the same request
 max_tokens, stop, temperature 0); ours goes through `annotate()` end to end (prompt building, SQLite
 cache commits, parsing, JSONL writing) with a fresh cache. Goal: ours >= 90% of the ceiling's
 requests/s. Prints a Markdown table and replaces the "Teacher annotation throughput" section of
-BENCHMARKS.md. Takes a few minutes on a 2-core CPU.
+BENCHMARKS.md. Takes about two minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import httpx
 from stepdistill.annotate import annotate
 from stepdistill.data.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
-from stepdistill.teachers.base import Job, Sampling
+from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 from stepdistill.teachers.openai_http import OpenAIHTTPTeacher
 from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
@@ -120,18 +120,43 @@ def measure_ours(cfg: TeacherConfig, rows: list[Annotation]) -> tuple[float, int
         return time.perf_counter() - start, summary["completion_tokens"]
 
 
+class InstantTeacher(Teacher):
+    """Answers at once, so timing annotate() with it shows the annotator's own cost per request."""
+
+    identity = "openai_http:instant"
+
+    async def stream(self, jobs, sampling):
+        for job in jobs:
+            yield job, Completion("Sam eats one. The answer is ( 5 - 1 ).", 60, 12)
+
+
+def overhead_ms(n: int = 500) -> float:
+    """annotate() wall time per request with an instant teacher: prompts, cache commits, parsing, JSONL."""
+    cfg = TeacherConfig(backend="openai_http", model="instant")
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        annotate(
+            ArithTask(),
+            examples(n, 0),
+            cfg,
+            AnnotateConfig(progress=False),
+            Path(tmp) / "c",
+            Path(tmp) / "o",
+            teacher=InstantTeacher(),
+        )
+        return 1000 * (time.perf_counter() - start) / n
+
+
 def run_level(cfg: TeacherConfig, n: int, concurrency: int, rounds: int, offset: int) -> dict[str, float]:
-    """Best of `rounds` for each client, alternating which goes first: a shared machine is noisy
-    and the best round is the one least disturbed by other load."""
+    """Median of `rounds` for each client, alternating which goes first: on a shared machine single
+    runs scatter by +-20%, and the median is robust to the odd disturbed round."""
     cfg = cfg.model_copy(update={"concurrency": concurrency})
-    best: dict[str, tuple[float, int]] = {}
+    runs: dict[str, list[tuple[float, int]]] = {"ceiling": [], "ours": []}
     for r in range(rounds):
         order = [("ceiling", measure_ceiling), ("ours", measure_ours)]
         for i, (name, measure) in enumerate(order if r % 2 == 0 else order[::-1]):
-            wall, tokens = measure(cfg, examples(n, offset + (2 * r + i) * n))
-            if name not in best or wall < best[name][0]:
-                best[name] = (wall, tokens)
-    (wall_c, tok_c), (wall_o, tok_o) = best["ceiling"], best["ours"]
+            runs[name].append(measure(cfg, examples(n, offset + (2 * r + i) * n)))
+    (wall_c, tok_c), (wall_o, tok_o) = (sorted(runs[k])[len(runs[k]) // 2] for k in ("ceiling", "ours"))
     return {
         "concurrency": concurrency,
         "ceiling_rps": n / wall_c,
@@ -170,9 +195,9 @@ def update_benchmarks(text: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--requests", type=int, default=6, help="requests per client and level")
+    p.add_argument("--requests", type=int, default=12, help="requests per client, level and round")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per level; the best counts")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per level; the median counts")
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--base-url", help="an already running OpenAI-compatible server")
     p.add_argument("--model", default="smollm2")
@@ -195,6 +220,8 @@ def main() -> None:
             proc.kill()
             proc.wait()
     md = table(results)
+    overhead = overhead_ms()
+    md += f"\n\nannotate() overhead with an instant in-process teacher: {overhead:.2f} ms per request."
     print(md)
     server = (
         url if args.base_url else "llama.cpp server (llama-cpp-python 0.3.36), SmolLM2-135M-Instruct Q4_1"
@@ -202,7 +229,7 @@ def main() -> None:
     section = (
         f"## Teacher annotation throughput\n\n{date.today().isoformat()}, {platform.machine()}, "
         f"{os.cpu_count()} CPU cores (shared), {server}, {args.requests} requests per client, level and "
-        f"round, best of {args.rounds} alternating rounds, max_tokens {args.max_tokens}, completions "
+        f"round, median of {args.rounds} alternating rounds, max_tokens {args.max_tokens}, completions "
         "endpoint.\n\n"
         f"Command: `.venv/bin/python bench/annotate_throughput.py "
         f"--requests {args.requests} --rounds {args.rounds} --concurrency {' '.join(map(str, args.concurrency))} "

@@ -279,7 +279,7 @@ def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
         data["max_examples"] = 8
     raw = {
         "name": cell.key.replace("=", "-").replace(",", "_") + ("-smoke" if smoke else ""),
-        "out_dir": str(RESULTS_DIR / "runs" / spec["name"]),
+        "out_dir": spec.get("out_dir", str(RESULTS_DIR / "runs" / spec["name"])),
         "task": {"name": cell.task},
         "data": data,
         "student": spec.get("student", {"model": "embedded:smollm2"}),
@@ -292,10 +292,12 @@ def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
 def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool) -> dict[str, Any]:
     import json
 
+    from stepdistill.training.checkpoint import latest_checkpoint
     from stepdistill.training.loop import train
 
     cfg = cell_config(spec, cell, data_dir, smoke)
-    run_dir = train(cfg)
+    # A cell interrupted mid-training continues from its last checkpoint rather than restarting.
+    run_dir = train(cfg, resume=latest_checkpoint(cfg.run_dir) is not None)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     return {
         "valid_accuracy": metrics["splits"]["valid"]["accuracy"],
@@ -323,12 +325,17 @@ def run_floor_cell(cell: Cell, data_dir: Path, smoke: bool, max_new_tokens: int)
     task = get_task(TaskConfig(name=cell.task))
     prompt_spec = load_prompt_spec(task, TeacherConfig(backend="precomputed"))
     test = read_annotations(data_dir / "test.jsonl")[: 8 if smoke else None]
+    import torch
+
     model, tok = smollm2_student()
+    if torch.cuda.is_available():
+        model.to("cuda")
     student = Student(model, tok, "causal", sum(p.numel() for p in model.parameters()), "embedded:smollm2")
     prompts = [build_prompt(prompt_spec, task, a.fields).text for a in test]
     # Few-shot prompts are long; the default 512-token input cap would cut off the question.
     tcfg = TrainConfig(max_input_length=4096, precision="fp32")
-    texts = generate(student, prompts, tcfg, EvalConfig(batch_size=4, max_new_tokens=max_new_tokens))
+    batch = 32 if torch.cuda.is_available() else 4
+    texts = generate(student, prompts, tcfg, EvalConfig(batch_size=batch, max_new_tokens=max_new_tokens))
     correct = 0
     for ann, text in zip(test, texts):
         for stop in prompt_spec.stop:  # the student, like the teacher, runs on into a next exemplar

@@ -6,6 +6,7 @@
     stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR]
     stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
     stepdistill run CONFIG [--section.key value ...]
+    stepdistill kd-targets CONFIG [--from whitebox|annotations] [--out FILE]
     stepdistill report RUN_DIR [RUN_DIR ...] [--out DIR]
 
 No logic lives here: each handler parses its arguments and calls one function.
@@ -62,6 +63,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     run(_config(args))
 
 
+def cmd_kd_targets(args: argparse.Namespace) -> None:
+    from stepdistill.kd.targets import kd_targets
+
+    kd_targets(_config(args), source=args.source, out=args.out)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from stepdistill.report.build import build_report
 
@@ -103,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rationale", action="store_true", help="also generate a rationale")
     s.add_argument("--checkpoint")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("kd-targets", help="precompute top-k teacher targets for soft-target KD")
+    s.add_argument("config")
+    s.add_argument("--from", dest="source", default="whitebox", choices=["whitebox", "annotations"])
+    s.add_argument("--out", help="output file; default: kd.topk_file or next to the training data")
+    s.set_defaults(func=cmd_kd_targets)
 
     s = sub.add_parser("report", help="build or combine reports from finished runs")
     s.add_argument("run_dirs", nargs="+")

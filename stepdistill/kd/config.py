@@ -39,6 +39,13 @@ class KDConfig(BaseModel):
     # "renormalize" renormalises teacher and student over the top-k ids only.
     sparse_mode: Literal["rest", "renormalize"] = "rest"
     warn_ratio: float = Field(0.01, ge=0)  # warn once when weight*KD < warn_ratio * (1-weight)*CE
+    # Closed label sets (tasks with `labels`): the label task's KD term compares the teacher's and the
+    # student's distributions over the label strings (each label scored by its summed token log-probs)
+    # instead of the per-token distributions of the label tokens.
+    label_distribution: bool = False
+    # teacher: score the label strings with the white-box teacher (kd.teacher_model);
+    # annotations: read them off the API log-probs stored in the annotations (teacher_logprobs).
+    label_distribution_from: Literal["teacher", "annotations"] = "teacher"
 
     @model_validator(mode="after")
     def _source_needs_its_path(self) -> KDConfig:

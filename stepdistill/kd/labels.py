@@ -139,3 +139,26 @@ def api_label_distribution(entry: dict[str, Any], labels: Sequence[str]) -> list
     if total <= 0:
         raise ValueError(f"no probability left for any of the labels {list(labels)}")
     return [m / total for m in mass]
+
+
+def label_kd_loss(
+    student_scores: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """KD divergence between label distributions, [B, C] each; mean over rows, times T^2.
+
+    Unlike `soft_label_loss` (a cross-entropy) it is 0 when the student matches the teacher, so its
+    magnitude can be compared with the other KD terms; the gradient is the same for forward KL.
+    """
+    from stepdistill.kd.losses import divergence
+
+    # A label the teacher gave no mass (API log-probs list only a few alternatives) would make the
+    # reverse KL infinite; a floor far below any listed probability keeps it finite.
+    probs = teacher_probs.detach().float().clamp_min(1e-8)
+    logp = torch.log_softmax(probs.log() / temperature, dim=-1)
+    logq = torch.log_softmax(student_scores.float() / temperature, dim=-1)
+    per_row = divergence(logp, logq, loss, beta) * temperature**2
+    return per_row.mean() if per_row.numel() else per_row.sum()

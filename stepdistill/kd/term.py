@@ -44,6 +44,13 @@ def sparse_for_batch(
         raise ValueError(f"{len(keys)} keys for a batch of {len(counts)} rows")
     ids, lps, valid = [], [], []
     for key, n in zip(keys, counts):
+        if key not in topk and key in topk.skipped:
+            # The precompute could not align this row (e.g. an API label tokenised differently in
+            # context): no KD term for it, by record in the file rather than by accident.
+            ids.append(torch.full((n, topk.k), -1, dtype=torch.long))
+            lps.append(torch.full((n, topk.k), float("-inf")))
+            valid.append(torch.zeros(n, dtype=torch.bool))
+            continue
         t = topk.get(key)
         if len(t) not in (n, n - 1):
             raise DataError(
@@ -64,10 +71,11 @@ def kd_per_task(
     task_ids: torch.Tensor,
     teacher_logits: torch.Tensor | None = None,
     sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """KD loss (token mean) of each task in cfg.tasks; student_logits [n_targets, vocab]."""
+    """KD loss (token mean) of each task in `tasks` (default cfg.tasks); logits [n_targets, vocab]."""
     out = {}
-    for task in cfg.tasks:
+    for task in cfg.tasks if tasks is None else tasks:
         mask = task_ids == TASK_IDS[task]
         if teacher_logits is not None:
             out[task] = dense_kd_loss(
@@ -108,8 +116,46 @@ def mix_task_losses(
     return alpha * label_total + (1.0 - alpha) * rationale_total
 
 
+def task_weights(method: str, alpha: float) -> dict[str, float]:
+    """How the method mixes its tasks: step_by_step alpha / 1 - alpha, the others label only."""
+    return {"label": alpha, "rationale": 1.0 - alpha} if method == "step_by_step" else {"label": 1.0}
+
+
+def teacher_source(cfg: KDConfig) -> tuple[str, str | None]:
+    """(folder, gguf file) of the white-box teacher; "embedded:smollm2" is the shipped GGUF."""
+    from stepdistill.errors import ConfigError
+
+    if not cfg.teacher_model:
+        raise ConfigError("kd.teacher_model is required for a white-box teacher")
+    if cfg.teacher_model == "embedded:smollm2":
+        from stepdistill.embedded import GGUF_NAME, smollm2_dir
+
+        return str(smollm2_dir()), cfg.teacher_gguf_file or GGUF_NAME
+    return cfg.teacher_model, cfg.teacher_gguf_file
+
+
+def load_checked_teacher(cfg: KDConfig, student_tokenizer: Any, student_model: Any, device: Any):
+    """Load the white-box teacher and run the preflight checks (errors raise ConfigError)."""
+    from transformers import AutoTokenizer
+
+    from stepdistill.kd.preflight import preflight
+
+    path, gguf = teacher_source(cfg)
+    dev = cfg.teacher_device or device
+    teacher, kind = load_teacher(path, gguf, dev, cfg.teacher_dtype, cfg.trust_remote_code)
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    teacher_tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **kwargs)
+    preflight(teacher_tok, student_tokenizer, teacher, student_model, device=str(dev)).raise_for_errors()
+    return teacher, kind
+
+
 class KDTerm:
-    """Built once per run; `__call__` gives the new total and the terms to log for one batch."""
+    """Built once per run; `__call__` gives the new total and the terms to log for one batch.
+
+    Per task t in cfg.tasks: (1 - w) * CE_t + w * KD_t. KD_t is token-level (teacher logits or a
+    top-k file) except for the label task under kd.label_distribution, where it compares label
+    distributions (`soft_labels`, a kd.soft_labels.SoftLabels).
+    """
 
     def __init__(
         self,
@@ -117,50 +163,90 @@ class KDTerm:
         teacher: Any = None,
         teacher_kind: str | None = None,
         topk: TopKFile | None = None,
+        soft_labels: Any = None,
     ):
         self.cfg, self.teacher, self.teacher_kind, self.topk = cfg, teacher, teacher_kind, topk
+        self.soft_labels = soft_labels
+        self.token_tasks = [t for t in cfg.tasks if not (t == "label" and soft_labels is not None)]
         self.monitor = KDMonitor(cfg.warn_ratio)
 
     @classmethod
-    def from_config(cls, cfg: KDConfig, student_tokenizer: Any, student_model: Any, device: Any) -> KDTerm:
-        """Load the teacher (or top-k file) and run the preflight checks (errors raise ConfigError)."""
-        if cfg.source == "topk_file":
-            return cls(cfg, topk=read_topk(cfg.topk_file))
-        from transformers import AutoTokenizer
+    def from_config(
+        cls,
+        cfg: KDConfig,
+        student_tokenizer: Any,
+        student_model: Any,
+        device: Any,
+        train: Any = None,
+        task: Any = None,
+        annotations: Sequence[Any] = (),
+    ) -> KDTerm:
+        """Load what the term needs (teacher, top-k file, label distributions) and check it.
 
+        `train` (TrainConfig), `task` and the training `annotations` are needed for
+        kd.label_distribution and let the method/task combination be checked up front."""
         from stepdistill.errors import ConfigError
-        from stepdistill.kd.preflight import preflight
 
-        if not cfg.teacher_model:
-            raise ConfigError("kd.teacher_model is required when kd.source is 'whitebox'")
-        dev = cfg.teacher_device or device
-        teacher, kind = load_teacher(
-            cfg.teacher_model, cfg.teacher_gguf_file, dev, cfg.teacher_dtype, cfg.trust_remote_code
+        if train is not None and train.method != "step_by_step" and "label" not in cfg.tasks:
+            raise ConfigError(
+                f"kd.tasks {cfg.tasks}: train.method '{train.method}' has no rationale rows; use [label]"
+            )
+        token_tasks = [t for t in cfg.tasks if not (t == "label" and cfg.label_distribution)]
+        wants_teacher = (token_tasks and cfg.source == "whitebox") or (
+            cfg.label_distribution and cfg.label_distribution_from == "teacher"
         )
-        kwargs = {"gguf_file": cfg.teacher_gguf_file} if cfg.teacher_gguf_file else {}
-        teacher_tok = AutoTokenizer.from_pretrained(
-            cfg.teacher_model, trust_remote_code=cfg.trust_remote_code, **kwargs
-        )
-        preflight(teacher_tok, student_tokenizer, teacher, student_model, device=str(dev)).raise_for_errors()
-        return cls(cfg, teacher=teacher, teacher_kind=kind)
+        teacher = kind = None
+        if wants_teacher:
+            teacher, kind = load_checked_teacher(cfg, student_tokenizer, student_model, device)
+        topk = read_topk(cfg.topk_file) if token_tasks and cfg.source == "topk_file" else None
+        soft = None
+        if cfg.label_distribution:
+            from stepdistill.kd.soft_labels import SoftLabels
 
-    def __call__(
-        self, batch: Any, at: Any, method: str, alpha: float, label: torch.Tensor, rationale: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, terms) for a trainer Batch and its TargetLogits `at` (logits, task_ids)."""
+            if task is None or train is None:
+                raise ValueError("kd.label_distribution needs the task and the train config")
+            soft = SoftLabels(cfg, task, student_tokenizer, train, teacher, kind, annotations)
+        return cls(cfg, teacher=teacher, teacher_kind=kind, topk=topk, soft_labels=soft)
+
+    def _token_kd(self, batch: Any, at: Any) -> dict[str, torch.Tensor]:
+        if not self.token_tasks:
+            return {}
         if self.teacher is not None:
             t_logits = teacher_target_logits(
                 self.teacher, batch.input_ids, batch.attention_mask, batch.labels, self.teacher_kind
             )
-            kd = kd_per_task(self.cfg, at.logits, at.task_ids, teacher_logits=t_logits)
-        else:
-            sparse = sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
-            kd = kd_per_task(self.cfg, at.logits, at.task_ids, sparse=sparse)
+            return kd_per_task(self.cfg, at.logits, at.task_ids, t_logits, tasks=self.token_tasks)
+        if batch.keys is None:
+            raise ValueError("kd.source 'topk_file' needs batches encoded with example ids (keys)")
+        sparse = sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
+        return kd_per_task(self.cfg, at.logits, at.task_ids, sparse=sparse, tasks=self.token_tasks)
+
+    def __call__(
+        self,
+        model: Any,
+        batch: Any,
+        at: Any,
+        method: str,
+        alpha: float,
+        label: torch.Tensor,
+        rationale: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, terms) for a trainer Batch and its TargetLogits `at` (logits, task_ids).
+
+        Logged terms: kd_loss = sum_t m_t KD_t and kd_ce_loss = sum_t m_t CE_t over the KD tasks
+        (m_t: the method's task weights), so total = plain loss + w * (kd_loss - kd_ce_loss);
+        with two KD tasks also kd_<task>_loss."""
+        kd = self._token_kd(batch, at)
+        if self.soft_labels is not None and "label" in self.cfg.tasks:
+            kd["label"] = self.soft_labels.loss(model, batch)
         total = mix_task_losses(method, alpha, self.cfg.weight, label, rationale, kd)
-        ce = label if "label" in kd else rationale
-        parts = {
-            "ce_weighted": (1 - self.cfg.weight) * float(ce.detach()),
-            "kd_weighted": self.cfg.weight * float(next(iter(kd.values())).detach()),
-        }
-        self.monitor.observe(parts)
-        return total, {f"kd_{task}_loss": value.detach() for task, value in kd.items()}
+        ce = {"label": label, "rationale": rationale}
+        m = task_weights(method, alpha)
+        kd_loss = sum(m.get(t, 0.0) * v.detach() for t, v in kd.items())
+        kd_ce = sum(m.get(t, 0.0) * ce[t].detach() for t in kd)
+        terms = {"kd_loss": kd_loss, "kd_ce_loss": kd_ce}
+        if len(kd) > 1:
+            terms.update({f"kd_{t}_loss": v.detach() for t, v in kd.items()})
+        w = self.cfg.weight
+        self.monitor.observe({"ce_weighted": (1 - w) * float(kd_ce), "kd_weighted": w * float(kd_loss)})
+        return total, terms

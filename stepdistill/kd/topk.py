@@ -7,6 +7,7 @@ A top-k file is one safetensors file holding, for every key (an example id and t
     logprobs  [total_tokens, K] float16   -inf at padding
     offsets   [n_keys + 1]      int64     rows of key i are offsets[i]:offsets[i + 1]
     metadata  {"format": "stepdistill-topk/1", "keys": JSON list of keys, "k": K, ...user keys}
+              optional "skipped": JSON list of keys deliberately left out (no KD term for them)
 
 Rows of one key are its target tokens in order, aligned with the student's target tokens for that
 key (the tokens the student is trained to emit). Writes are atomic (temporary file, then rename).
@@ -25,6 +26,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,11 @@ class TopKFile:
     @property
     def k(self) -> int:
         return int(self.meta["k"])
+
+    @cached_property
+    def skipped(self) -> set[str]:
+        """Keys the writer recorded as left out on purpose (their rows get no KD term)."""
+        return set(json.loads(self.meta.get("skipped", "[]")))
 
     def __contains__(self, key: str) -> bool:
         return key in self.index

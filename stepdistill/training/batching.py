@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.formatting import Pair
+from stepdistill.training.formatting import RATIONALE_TASK, Pair
 
 IGNORE = -100  # label value for tokens that carry no loss (source, padding)
 CAUSAL_SEP = "\n"  # between source and target for decoder-only students (also ends the test prompt)
@@ -28,6 +28,7 @@ class Encoded:
     source: list[int]  # token ids the model reads (causal: including the separator)
     target: list[int]  # token ids it learns, ending with eos
     task_id: int
+    key: str | None = None  # "<example id>\t<task>": names the row's precomputed teacher targets
 
 
 def encode_source(tokenizer, text: str, cfg: TrainConfig, kind: str) -> list[int]:
@@ -44,19 +45,26 @@ def encode_target(tokenizer, text: str, cfg: TrainConfig) -> list[int]:
     return ids[: cfg.max_target_length - 1] + [tokenizer.eos_token_id]
 
 
+def row_key(example_id: str, task_id: int) -> str:
+    """The key of a row's teacher targets in a top-k file (= kd.topk.target_key)."""
+    return f"{example_id}\t{'rationale' if task_id == RATIONALE_TASK else 'label'}"
+
+
 def encode_examples(
-    tokenizer, examples: list[list[Pair]], cfg: TrainConfig, kind: str
+    tokenizer, examples: list[list[Pair]], cfg: TrainConfig, kind: str, ids: list[str] | None = None
 ) -> list[list[Encoded]]:
+    """Token ids of every pair; with `ids` (one per example) each row also carries its key."""
     return [
         [
             Encoded(
                 encode_source(tokenizer, p.source, cfg, kind),
                 encode_target(tokenizer, p.target, cfg),
                 p.task_id,
+                row_key(ids[i], p.task_id) if ids is not None else None,
             )
             for p in ex
         ]
-        for ex in examples
+        for i, ex in enumerate(examples)
     ]
 
 
@@ -100,6 +108,7 @@ class Batch:
     task_ids: torch.Tensor  # [rows]; 0 label row, 1 rationale row
     n_examples: int
     kind: str  # "causal" or "seq2seq"
+    keys: list[str] | None = None  # per row, when encoded with example ids (top-k targets, KD)
 
     def to(self, device) -> Batch:
         return Batch(
@@ -109,6 +118,7 @@ class Batch:
             self.task_ids.to(device),
             self.n_examples,
             self.kind,
+            self.keys,
         )
 
     @property
@@ -127,12 +137,12 @@ def collate(examples: list[list[Encoded]], pad_id: int, kind: str) -> Batch:
     """One batch from whole examples (all their rows), right-padded to the longest row."""
     rows = [e for ex in examples for e in ex]
     task_ids = torch.tensor([e.task_id for e in rows], dtype=torch.long)
+    keys = [e.key for e in rows] if all(e.key is not None for e in rows) else None
     if kind == "causal":
         ids = [e.source + e.target for e in rows]
         labels = [[IGNORE] * len(e.source) + e.target for e in rows]
-        mask = [[1] * len(r) for r in ids]
-        return Batch(_pad(ids, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind)
-    src = [e.source for e in rows]
-    mask = [[1] * len(r) for r in src]
-    labels = [e.target for e in rows]
-    return Batch(_pad(src, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind)
+    else:
+        ids = [e.source for e in rows]
+        labels = [e.target for e in rows]
+    mask = [[1] * len(r) for r in ids]
+    return Batch(_pad(ids, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind, keys)

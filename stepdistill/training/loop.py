@@ -143,10 +143,22 @@ def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path |
     if not formatted.examples:
         reasons = ", ".join(f"{n} {r}" for r, n in formatted.skipped.items()) or "no rows"
         raise ConfigError(f"train.method={tc.method}: no usable training example ({reasons})")
-    encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind)
+    # Example ids travel with the rows: precomputed teacher targets are looked up by them.
+    encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
     stream = BatchStream(encoded, tc, student.tokenizer.pad_token_id, student.kind)
     total = tc.max_steps or max(1, math.ceil(tc.epochs * stream.per_epoch / tc.grad_accum))
     return student, formatted, stream, total
+
+
+def _kd_term(cfg: Config, task: Task, student: Student, train_rows: list[Annotation], device):
+    """The soft-target term when the config has a `kd:` section (teacher loaded, checks run)."""
+    if cfg.kd is None:
+        return None
+    from stepdistill.kd.term import KDTerm
+
+    return KDTerm.from_config(
+        cfg.kd, student.tokenizer, student.base, device, train=cfg.train, task=task, annotations=train_rows
+    )
 
 
 def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bool = False) -> Path:
@@ -192,6 +204,7 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
 
     base = student.base  # the transformers model the loss runs on (LoRA layers injected in place)
     device = accelerator.device
+    kd_term = _kd_term(cfg, task, student, splits["train"], device)
     bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.name, disable=None)
     window, clock = Window(), time.perf_counter() - state["elapsed_s"]
     for step in range(state["step"], total_steps):
@@ -202,7 +215,7 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
             torch.manual_seed(_micro_seed(tc.seed, micro))
             with accelerator.autocast():
                 # Label loss, rationale loss and alpha: see step.compute_loss.
-                parts = compute_loss(base, batch, student.kind, tc)
+                parts = compute_loss(base, batch, student.kind, tc, kd_term=kd_term)
             accelerator.backward(parts.total / tc.grad_accum)
             window.add(parts, batch)
         if tc.max_grad_norm:

@@ -86,9 +86,11 @@ def target_logits(model, batch: Batch, kind: str) -> TargetLogits:
     return _seq2seq_targets(model, batch)
 
 
-def compute_loss(model, batch: Batch, kind: str, cfg: TrainConfig, keep_logits: bool = False) -> LossParts:
+def compute_loss(
+    model, batch: Batch, kind: str, cfg: TrainConfig, keep_logits: bool = False, kd_term=None
+) -> LossParts:
     """The loss of one batch. `model` is the plain transformers model (LoRA layers injected);
-    `kind` is "causal" or "seq2seq"."""
+    `kind` is "causal" or "seq2seq"; `kd_term` a stepdistill.kd.term.KDTerm or None."""
     at = target_logits(model, batch, kind)
     per_token = token_losses(at.logits, at.targets)  # [n_targets]
 
@@ -98,8 +100,11 @@ def compute_loss(model, batch: Batch, kind: str, cfg: TrainConfig, keep_logits: 
     # Terms stay tensors (detached) so that logging does not force a device sync every step.
     terms = {"label_loss": label.detach(), "rationale_loss": rationale.detach()}
 
-    # ---- Extra loss terms go here (e.g. soft-target KD on `at.logits`). Each term adds
-    # ---- `total = total + weight * term` and logs `terms["<name>_loss"] = term.detach()`.
+    # Soft-target distillation: per task in kd.tasks, (1 - w) * CE_task + w * KD_task, mixed by
+    # alpha as above; logs kd_loss and kd_ce_loss (the CE it is weighed against). See kd/term.py.
+    if kd_term is not None:
+        total, kd_terms = kd_term(model, batch, at, cfg.method, cfg.alpha, label, rationale)
+        terms.update(kd_terms)
 
     terms["loss"] = total.detach()
     return LossParts(total, label, rationale, n_label, n_rat, terms, at if keep_logits else None)

@@ -141,3 +141,21 @@ def test_bad_config_names_the_key(tmp_path):
         load_spec(str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         load_spec("no-such-config")
+
+
+def test_smoke_training_cell_end_to_end_on_svamp(shared_data, tiny_causal_dir, tmp_path):
+    """A real cell: import the PaLM SVAMP files, train the tiny decoder 4 steps, score valid/test."""
+    from quality import prepare_data, run_training_cell
+
+    data_dir = prepare_data("svamp", tmp_path / "data")
+    spec = dict(
+        SPEC, out_dir=str(tmp_path / "runs"), student={"model": str(tiny_causal_dir), "kind": "causal"}
+    )
+    spec["train"] = {"max_steps": 4, "batch_size": 2}
+    spec["eval"] = {"batch_size": 8, "max_new_tokens": 4}
+    path = tmp_path / "quality-t.json"
+    cell = Cell("svamp", "sbs", 0, 0.5)
+    run_grid([cell], path, lambda c: run_training_cell(spec, c, data_dir, smoke=True))
+    saved = load_results(path)["cells"][cell.key]
+    assert saved["steps"] == 4 and 0.0 <= saved["test_accuracy"] <= 1.0
+    assert saved["cell_wall_s"] > 0 and (tmp_path / "runs").exists()

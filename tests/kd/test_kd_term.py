@@ -51,7 +51,9 @@ def test_whitebox_term_on_trainer_batch(tiny_causal_dir):
     teacher, student, tc, batch, kind = _setup(tiny_causal_dir)
     term = KDTerm(KDConfig(weight=0.3, temperature=2.0), teacher=teacher, teacher_kind=kind)
     parts = compute_loss(student.model, batch, kind, tc, keep_logits=True)
-    total, terms = term(batch, parts.at_targets, tc.method, tc.alpha, parts.label, parts.rationale)
+    total, terms = term(
+        student.model, batch, parts.at_targets, tc.method, tc.alpha, parts.label, parts.rationale
+    )
     # reference: full forward passes, label rows only (rows 0 and 2), shifted targets
     with torch.no_grad():
         s_full = student.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
@@ -60,7 +62,8 @@ def test_whitebox_term_on_trainer_batch(tiny_causal_dir):
     mask[1] = False
     mask[3] = False
     ref_kd = dense_kd_loss(s_full, t_full, mask, temperature=2.0)
-    assert float(terms["kd_label_loss"]) == pytest.approx(float(ref_kd), rel=1e-4)
+    assert float(terms["kd_loss"]) == pytest.approx(0.5 * float(ref_kd), rel=1e-4)  # alpha * KD_label
+    assert float(terms["kd_ce_loss"]) == pytest.approx(0.5 * float(parts.label.detach()), rel=1e-6)
     expect = 0.5 * (0.7 * float(parts.label.detach()) + 0.3 * float(ref_kd)) + 0.5 * float(
         parts.rationale.detach()
     )
@@ -79,7 +82,9 @@ def test_topk_file_term_and_missing_eos_row(tiny_causal_dir, tmp_path):
     cfg = KDConfig(source="topk_file", topk_file=str(path), tasks=["label", "rationale"], weight=0.5)
     term = KDTerm.from_config(cfg, student.tokenizer, student.model, "cpu")
     parts = compute_loss(student.model, batch, kind, tc, keep_logits=True)
-    total, terms = term(batch, parts.at_targets, tc.method, tc.alpha, parts.label, parts.rationale)
+    total, terms = term(
+        student.model, batch, parts.at_targets, tc.method, tc.alpha, parts.label, parts.rationale
+    )
     at = parts.at_targets
     with torch.no_grad():
         from stepdistill.kd.whitebox import teacher_target_logits
