@@ -239,7 +239,10 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
         for t in tasks:
             paper = PAPER_T5_BASE.get(method, {}).get(t)
             cols.append(f"{_fmt(agg.get((t, method, 1.0)))} | {paper if paper is not None else '-'}")
-        lines.append(f"| {METHOD_TITLES.get(method, method)} | " + " | ".join(cols) + " |")
+        title = METHOD_TITLES.get(method, method)
+        if method == FLOOR and spec.get("floor_max_examples"):
+            title += f" (first {spec['floor_max_examples']} test rows)"
+        lines.append(f"| {title} | " + " | ".join(cols) + " |")
     eff = spec.get("data_efficiency", {})
     if eff.get("fractions"):
         fracs = sorted(set(eff["fractions"]) | {1.0})
@@ -309,8 +312,11 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
     }
 
 
-def run_floor_cell(cell: Cell, data_dir: Path, smoke: bool, max_new_tokens: int) -> dict[str, Any]:
-    """The untrained student prompted few-shot with the teacher's prompts, scored on test."""
+def run_floor_cell(
+    cell: Cell, data_dir: Path, smoke: bool, max_new_tokens: int, max_examples: int | None = None
+) -> dict[str, Any]:
+    """The untrained student prompted few-shot with the teacher's prompts, scored on test (the
+    first `max_examples` test rows when set: long few-shot prompts are slow on a CPU)."""
     from train_speed import smollm2_student
 
     from stepdistill.data.io import read_annotations
@@ -324,7 +330,7 @@ def run_floor_cell(cell: Cell, data_dir: Path, smoke: bool, max_new_tokens: int)
 
     task = get_task(TaskConfig(name=cell.task))
     prompt_spec = load_prompt_spec(task, TeacherConfig(backend="precomputed"))
-    test = read_annotations(data_dir / "test.jsonl")[: 8 if smoke else None]
+    test = read_annotations(data_dir / "test.jsonl")[: 8 if smoke else max_examples]
     import torch
 
     model, tok = smollm2_student()
