@@ -8,8 +8,8 @@ Without --base-url it starts a llama.cpp server (llama-cpp-python[server]) on th
 GGUF on 127.0.0.1. For each concurrency level both clients send the same requests (same prompts,
 max_tokens, stop, temperature 0); ours goes through `annotate()` end to end (prompt building, SQLite
 cache commits, parsing, JSONL writing) with a fresh cache. Goal: ours >= 90% of the ceiling's
-requests/s. Prints a Markdown table and replaces the "Teacher annotation throughput" section of
-BENCHMARKS.md. Takes about two minutes on a 2-core CPU.
+requests/s. Prints a Markdown table and replaces the `annotate` section of BENCHMARKS.md (between
+<!-- bench:annotate --> markers). Takes about two minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+from benchmarks_md import write_section
 
 from stepdistill.annotate import annotate
 from stepdistill.data.schema import Annotation
@@ -35,9 +36,6 @@ from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 from stepdistill.teachers.openai_http import OpenAIHTTPTeacher
 from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
-
-ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- bench-annotate:begin -->", "<!-- bench-annotate:end -->"
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
@@ -180,19 +178,6 @@ def table(results: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def update_benchmarks(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + section + "\n"
-    from stepdistill.data.io import atomic_write_text
-
-    atomic_write_text(path, new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=12, help="requests per client, level and round")
@@ -237,7 +222,7 @@ def main() -> None:
         "Ceiling: a bare asyncio + httpx client sending the same requests. stepdistill: `annotate()` end to "
         "end (prompts, SQLite cache commits, parsing, JSONL). Goal: >= 90% of the ceiling."
     )
-    update_benchmarks(section)
+    write_section("annotate", section)
 
 
 if __name__ == "__main__":

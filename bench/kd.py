@@ -32,8 +32,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks_md import write_section  # noqa: E402
+
 from stepdistill.config import config_from_dict  # noqa: E402
-from stepdistill.data.io import atomic_write_text, iter_jsonl, write_json  # noqa: E402
+from stepdistill.data.io import iter_jsonl, write_json  # noqa: E402
 from stepdistill.demo_data import generate_demo_data  # noqa: E402
 
 OUT = ROOT / "runs" / "bench-kd"
@@ -184,7 +186,6 @@ def markdown(results: dict[str, Any], command: str, seconds: float) -> str:
     )
     return "\n".join(
         [
-            "<!-- bench:kd -->",
             "## Soft-target distillation (`make bench-kd`)",
             "",
             f"{dt.date.today().isoformat()} · {platform.machine()}, {os.cpu_count()} CPU cores (shared) · "
@@ -197,20 +198,8 @@ def markdown(results: dict[str, Any], command: str, seconds: float) -> str:
             *rows,
             "",
             verdict,
-            "<!-- /bench:kd -->",
         ]
     )
-
-
-def write_section(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace (or append) this script's section; other scripts own the rest of the file."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find("<!-- bench:kd -->"), text.find("<!-- /bench:kd -->")
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len("<!-- /bench:kd -->") :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         ROOT / "bench" / "results" / "kd.json", {"steps": FULL, "results": results, "seconds": seconds}
     )
-    write_section(markdown(results, "make bench-kd", seconds))
+    write_section("kd", markdown(results, "make bench-kd", seconds))
     return 0
 
 

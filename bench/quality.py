@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"]}
     if not args.report:
-        from train_speed import machine_info
+        from benchmarks_md import machine_info
 
         def runner(cell: Cell) -> dict[str, Any]:
             if cell.method == FLOOR:
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(spec, results, teacher, command.strip())
     print(text)
     if not args.smoke:  # smoke numbers only prove the wiring; they never reach BENCHMARKS.md
-        from train_speed import write_section
+        from benchmarks_md import write_section
 
         write_section(f"quality_{spec['name']}", text)
     return 0

@@ -33,6 +33,7 @@ from transformers import (
 
 IGNORE = -100  # label id HF's built-in losses skip
 _LABEL_COLS = ["input_ids", "attention_mask", "labels"]
+Row = tuple[list[int], list[int], list[int]]  # input_ids, attention_mask, labels of one sequence
 _EXPL_COLS = {"expl_input_ids": "input_ids", "expl_attention_mask": "attention_mask", "aux_labels": "labels"}
 
 
@@ -66,21 +67,27 @@ def tokenize_features(
     if kind not in ("seq2seq", "causal"):
         raise ValueError(f"kind must be 'seq2seq' or 'causal', got {kind!r}")
     pair = _seq2seq_pair if kind == "seq2seq" else _causal_pair
-    feats = []
-    for (lp, lt), (rp, rt) in zip(label_pairs, rationale_pairs):
-        ids, mask, labels = pair(tokenizer, lp, lt, max_input_length, max_target_length)
-        e_ids, e_mask, e_labels = pair(tokenizer, rp, rt, max_input_length, max_target_length)
-        feats.append(
-            {
-                "input_ids": ids,
-                "attention_mask": mask,
-                "labels": labels,
-                "expl_input_ids": e_ids,
-                "expl_attention_mask": e_mask,
-                "aux_labels": e_labels,
-            }
+    return [
+        feature(
+            pair(tokenizer, lp, lt, max_input_length, max_target_length),
+            pair(tokenizer, rp, rt, max_input_length, max_target_length),
         )
-    return feats
+        for (lp, lt), (rp, rt) in zip(label_pairs, rationale_pairs)
+    ]
+
+
+def feature(label_row: Row, rationale_row: Row) -> dict[str, list[int]]:
+    """One example's features from its (input_ids, attention_mask, labels) rows: the label row under
+    the model's own names, the rationale row under the names the collator splits off."""
+    (ids, mask, labels), (e_ids, e_mask, e_labels) = label_row, rationale_row
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "expl_input_ids": e_ids,
+        "expl_attention_mask": e_mask,
+        "aux_labels": e_labels,
+    }
 
 
 def count_tokens(padded: dict[str, torch.Tensor], kind: str) -> int:

@@ -22,8 +22,6 @@ import ctypes
 import datetime as dt
 import gc
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,58 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_trainer import StepTimer, build_reference_trainer  # noqa: E402
+from benchmarks_md import machine_info, write_section  # noqa: E402
+from reference_trainer import StepTimer, build_reference_trainer, feature  # noqa: E402
 
-from stepdistill.data.io import atomic_write_text, write_json  # noqa: E402
+from stepdistill.data.io import write_json  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per card
 GOALS = {"cpu_speedup": 1.5, "gpu_speedup": 3.0, "mfu": 0.40, "memory_ratio": 1.3}
-
-
-# ---------------------------------------------------------------- BENCHMARKS.md sections
-
-
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    """`text` with the section `name` set to `body`: replaced in place when present, else appended.
-    Other sections are left byte-for-byte as they were."""
-    start, end = _markers(name)
-    block = f"{start}\n{body.strip()}\n{end}"
-    i = text.find(start)
-    if i < 0:
-        head = text.rstrip("\n") if text.strip() else "# Benchmarks"
-        return f"{head}\n\n{block}\n"
-    j = text.find(end, i)
-    if j < 0:
-        raise ValueError(f"BENCHMARKS.md: section '{name}' has a start marker but no {end}")
-    return text[:i] + block + text[j + len(end) :]
-
-
-def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace this script's own section of BENCHMARKS.md, atomically."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    atomic_write_text(path, replace_section(old, name, body))
-
-
-def machine_info(device: str) -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__}
-    info["threads"] = str(torch.get_num_threads())
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 # ---------------------------------------------------------------- memory
@@ -262,21 +216,7 @@ def reference_features(encoded, kind: str) -> list[dict[str, list[int]]]:
             return ids, [1] * len(ids), [IGNORE] * len(e.source) + e.target
         return e.source, [1] * len(e.source), e.target
 
-    feats = []
-    for lab, rat in encoded:
-        ids, mask, labels = row(lab)
-        e_ids, e_mask, e_labels = row(rat)
-        feats.append(
-            {
-                "input_ids": ids,
-                "attention_mask": mask,
-                "labels": labels,
-                "expl_input_ids": e_ids,
-                "expl_attention_mask": e_mask,
-                "aux_labels": e_labels,
-            }
-        )
-    return feats
+    return [feature(row(lab), row(rat)) for lab, rat in encoded]
 
 
 # ---------------------------------------------------------------- the two designs

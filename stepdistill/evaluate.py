@@ -217,11 +217,7 @@ def evaluate_run(
     is_folder = isinstance(target, (str, os.PathLike)) and Path(target).is_dir()
     run_dir = Path(target) if is_folder else cfg.run_dir
     model_dir = Path(checkpoint) if checkpoint else run_dir / "best"
-    if not (model_dir / "config.json").exists():
-        raise ConfigError(f"{model_dir}: no trained student there (train first, or pass --checkpoint)")
-    student = load_saved_student(model_dir, kind=cfg.student.kind)
-    if torch.cuda.is_available():
-        student.model.to("cuda")
+    student = _load_trained(model_dir, cfg.student.kind)
     task = get_task(cfg.task)
     out_dir = model_dir if checkpoint else run_dir
     results, latency = evaluate_splits(
@@ -234,6 +230,16 @@ def evaluate_run(
         metrics["latency"] = latency
     write_json(metrics_path, metrics)
     return metrics
+
+
+def _load_trained(model_dir: Path, kind: str) -> Student:
+    """The saved student in `model_dir`, on the GPU when there is one."""
+    if not (model_dir / "config.json").exists():
+        raise ConfigError(f"{model_dir}: no trained student there (train first, or pass --checkpoint)")
+    student = load_saved_student(model_dir, kind=kind)
+    if torch.cuda.is_available():
+        student.model.to("cuda")
+    return student
 
 
 def _read_metrics(path: Path) -> dict[str, Any] | None:
@@ -254,11 +260,7 @@ def predict_file(
     run_dir = Path(run_dir)
     cfg = _resolve_target(run_dir, None)
     model_dir = Path(checkpoint) if checkpoint else run_dir / "best"
-    if not (model_dir / "config.json").exists():
-        raise ConfigError(f"{model_dir}: no trained student there (train first, or pass --checkpoint)")
-    student = load_saved_student(model_dir, kind=cfg.student.kind)
-    if torch.cuda.is_available():
-        student.model.to("cuda")
+    student = _load_trained(model_dir, cfg.student.kind)
     task = get_task(cfg.task)
     rows = predict_labels(
         student, task, load_examples(input_path, task), cfg.train, cfg.eval, rationale=rationale

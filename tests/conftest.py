@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-_TOKENIZER_CACHE = Path(os.environ.get("STEPDISTILL_TEST_CACHE", Path.home() / ".cache" / "stepdistill-tests"))
+_TOKENIZER_CACHE = Path(
+    os.environ.get("STEPDISTILL_TEST_CACHE", Path.home() / ".cache" / "stepdistill-tests")
+)
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +61,38 @@ def _save_tiny(model, tokenizer, path: Path) -> Path:
     return path
 
 
+def tiny_llama_config(vocab_size: int, **overrides: Any):
+    """The config of the tests' tiny Llama decoder (2 layers, hidden 32, 4 heads / 2 key-value heads);
+    `overrides` replace or add LlamaConfig fields."""
+    from transformers import LlamaConfig
+
+    fields: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+    }
+    return LlamaConfig(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="session")
+def make_llama_config():
+    """tiny_llama_config(vocab_size, **overrides) -> LlamaConfig, for tests that build their own models."""
+    return tiny_llama_config
+
+
 @pytest.fixture(scope="session")
 def tiny_causal_dir(tmp_path_factory, smol_tokenizer) -> Path:
     """A 2-layer Llama-architecture decoder (SmolLM2's architecture) with random weights, on disk."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+    cfg = tiny_llama_config(
+        len(smol_tokenizer),
         bos_token_id=smol_tokenizer.bos_token_id,
         eos_token_id=smol_tokenizer.eos_token_id,
         pad_token_id=smol_tokenizer.pad_token_id,

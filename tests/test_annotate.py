@@ -104,32 +104,27 @@ def test_gold_filter_drops_disagreeing_rationales_but_keeps_rows(tmp_path):
         ("What is 3 + 3?", 0): "Three and three. The answer is ( 3 + 3 ).",
     }
     acfg = AnnotateConfig(gold_filter=True, progress=False)
-    out, summary = annotate(
-        ArithTask(),
-        rows,
-        TCFG,
-        acfg,
-        tmp_path / "c",
-        tmp_path / "t.jsonl",
-        teacher=ScriptedTeacher(answers),
-        split="train",
-    )
+
+    def run(split: str):
+        return annotate(
+            ArithTask(),
+            rows,
+            TCFG,
+            acfg,
+            tmp_path / "c",
+            tmp_path / f"{split}.jsonl",
+            teacher=ScriptedTeacher(answers),
+            split=split,
+        )
+
+    out, summary = run("train")
     assert out[0].teacher_label is None and out[0].teacher_rationale is None
     assert out[0].teacher_raw.endswith("( 5 ).") and "does not match gold" in out[0].extra["filtered"]
     assert out[1].teacher_label == "( 3 + 3 )"
     # Accuracy is the teacher's, measured before filtering.
     assert (summary["filtered"], summary["teacher_correct"], summary["teacher_n"]) == (1, 1, 2)
     # The test split is never filtered (gold_filter_splits defaults to train and valid).
-    out, summary = annotate(
-        ArithTask(),
-        rows,
-        TCFG,
-        acfg,
-        tmp_path / "c",
-        tmp_path / "x.jsonl",
-        teacher=ScriptedTeacher(answers),
-        split="test",
-    )
+    out, summary = run("test")
     assert summary["filtered"] == 0 and out[0].teacher_label == "( 5 )"
 
 

@@ -17,20 +17,25 @@ from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically, as atomic_write_bytes does."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
@@ -79,12 +84,13 @@ def annotation_from_obj(obj: dict[str, Any], path: str, lineno: int) -> Annotati
         raise DataError(path, lineno, err.args[0], "unknown key in annotated example") from None
 
 
-def read_annotations(path: str | os.PathLike) -> list[Annotation]:
-    """Read an annotated-example JSONL file (data/schema.py); duplicate ids are an error."""
+def unique_annotations(
+    path: str | os.PathLike, numbered: Iterable[tuple[int, Annotation]]
+) -> list[Annotation]:
+    """Collect (line number, annotation) pairs of `path`; a repeated id raises DataError."""
     out: list[Annotation] = []
     seen: dict[str, int] = {}
-    for lineno, obj in iter_jsonl(path):
-        ann = annotation_from_obj(obj, str(path), lineno)
+    for lineno, ann in numbered:
         if ann.id in seen:
             raise DataError(
                 str(path), lineno, "id", f"duplicate id '{ann.id}' (first on line {seen[ann.id]})"
@@ -92,6 +98,13 @@ def read_annotations(path: str | os.PathLike) -> list[Annotation]:
         seen[ann.id] = lineno
         out.append(ann)
     return out
+
+
+def read_annotations(path: str | os.PathLike) -> list[Annotation]:
+    """Read an annotated-example JSONL file (data/schema.py); duplicate ids are an error."""
+    return unique_annotations(
+        path, ((lineno, annotation_from_obj(obj, str(path), lineno)) for lineno, obj in iter_jsonl(path))
+    )
 
 
 def write_annotations(path: str | os.PathLike, annotations: Iterable[Annotation]) -> int:

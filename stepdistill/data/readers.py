@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stepdistill.data.io import annotation_from_obj, iter_jsonl
+from stepdistill.data.io import annotation_from_obj, iter_jsonl, unique_annotations
 from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
 from stepdistill.tasks.base import RecordError, Task
@@ -123,22 +123,21 @@ def load_examples(path: str | os.PathLike, task: Task) -> list[Annotation]:
     """Annotations from annotated JSONL or from raw task records; duplicate ids are an error."""
     records = read_records(path)
     annotated = bool(records) and is_annotated(records[0][1])
-    out: list[Annotation] = []
-    seen: dict[str, int] = {}
-    for index, (lineno, record) in enumerate(records):
-        if annotated:
-            ann = annotation_from_obj(record, str(path), lineno)
-        else:
-            try:
-                ann = Annotation.from_example(task.example_from_record(record, index))
-            except RecordError as err:
-                raise DataError(str(path), lineno, err.field, err.message) from None
-            except KeyError as err:
-                raise DataError(str(path), lineno, str(err.args[0]), "missing") from None
-        if ann.id in seen:
-            raise DataError(
-                str(path), lineno, "id", f"duplicate id '{ann.id}' (first on line {seen[ann.id]})"
-            )
-        seen[ann.id] = lineno
-        out.append(ann)
-    return out
+    numbered = (
+        (lineno, _annotation(path, task, record, lineno, index, annotated))
+        for index, (lineno, record) in enumerate(records)
+    )
+    return unique_annotations(path, numbered)
+
+
+def _annotation(
+    path: str | os.PathLike, task: Task, record: dict[str, Any], lineno: int, index: int, annotated: bool
+) -> Annotation:
+    if annotated:
+        return annotation_from_obj(record, str(path), lineno)
+    try:
+        return Annotation.from_example(task.example_from_record(record, index))
+    except RecordError as err:
+        raise DataError(str(path), lineno, err.field, err.message) from None
+    except KeyError as err:
+        raise DataError(str(path), lineno, str(err.args[0]), "missing") from None

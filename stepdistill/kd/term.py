@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from stepdistill.errors import DataError
+from stepdistill.embedded import resolve_model
+from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.config import KDConfig
 from stepdistill.kd.losses import KDMonitor, dense_kd_loss, sparse_kd_loss
 from stepdistill.kd.topk import TopKFile, read_topk
@@ -123,15 +124,9 @@ def task_weights(method: str, alpha: float) -> dict[str, float]:
 
 def teacher_source(cfg: KDConfig) -> tuple[str, str | None]:
     """(folder, gguf file) of the white-box teacher; "embedded:smollm2" is the shipped GGUF."""
-    from stepdistill.errors import ConfigError
-
     if not cfg.teacher_model:
         raise ConfigError("kd.teacher_model is required for a white-box teacher")
-    if cfg.teacher_model == "embedded:smollm2":
-        from stepdistill.embedded import GGUF_NAME, smollm2_dir
-
-        return str(smollm2_dir()), cfg.teacher_gguf_file or GGUF_NAME
-    return cfg.teacher_model, cfg.teacher_gguf_file
+    return resolve_model(cfg.teacher_model, cfg.teacher_gguf_file)
 
 
 def load_checked_teacher(cfg: KDConfig, student_tokenizer: Any, student_model: Any, device: Any):
@@ -185,8 +180,6 @@ class KDTerm:
 
         `train` (TrainConfig), `task` and the training `annotations` are needed for
         kd.label_distribution and let the method/task combination be checked up front."""
-        from stepdistill.errors import ConfigError
-
         if train is not None and train.method != "step_by_step" and "label" not in cfg.tasks:
             raise ConfigError(
                 f"kd.tasks {cfg.tasks}: train.method '{train.method}' has no rationale rows; use [label]"

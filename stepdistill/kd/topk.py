@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from stepdistill.data.io import atomic_write_bytes
 from stepdistill.errors import DataError
 
 FORMAT = "stepdistill-topk/1"
@@ -67,20 +67,6 @@ def _pad_to(t: SparseTargets, k: int) -> SparseTargets:
     return SparseTargets(ids, lps)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_topk(
     path: str | os.PathLike, targets: Mapping[str, SparseTargets], meta: Mapping[str, str] | None = None
 ) -> None:
@@ -107,7 +93,7 @@ def write_topk(
     }
     header = {str(a): str(b) for a, b in (meta or {}).items()}
     header.update({"format": FORMAT, "keys": json.dumps(keys), "k": str(k)})
-    _atomic_write_bytes(Path(path), save(tensors, metadata=header))
+    atomic_write_bytes(path, save(tensors, metadata=header))
 
 
 class TopKFile:

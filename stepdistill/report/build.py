@@ -11,19 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stepdistill.data.io import atomic_write_text
+from stepdistill.data.io import atomic_write_bytes, atomic_write_text
 from stepdistill.report.collect import collect
 from stepdistill.report.content import build_content
 from stepdistill.report.render_html import render_html
 from stepdistill.report.render_md import render_md
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic binary write (temporary file + rename), like data.io.atomic_write_text."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _sample_size(config: dict | None, default: int = 20) -> int:
@@ -46,7 +38,7 @@ def build_report(
     report = build_content(runs, sample_size=size)
     files: dict[str, str] = {}
     for name, png in report.figures.items():
-        _write_bytes(out_dir / "figures" / f"{name}.png", png)
+        atomic_write_bytes(out_dir / "figures" / f"{name}.png", png)
         files[name] = f"figures/{name}.png"
     atomic_write_text(out_dir / "report.md", render_md(report, files))
     html_path = out_dir / "report.html"

@@ -15,7 +15,7 @@ from typing import Any
 
 from stepdistill.data.schema import Example
 from stepdistill.tasks.arith_eval import same_value, try_evaluate
-from stepdistill.tasks.base import Parsed, RecordError, Task, cut_at, record_id, require
+from stepdistill.tasks.base import Parsed, RecordError, Task, record_id, require, split_at_answer
 
 # Runs of arithmetic characters: digits, operators, parentheses, points and spaces. A plain character
 # class keeps matching linear on adversarial input (no nested quantifiers to backtrack over).
@@ -59,15 +59,14 @@ class ArithTask(Task):
         return fields["question"]
 
     def parse_completion(self, text: str) -> Parsed:
-        body = cut_at(text or "", "Q:").rstrip()
-        if self.answer_phrase not in body:
+        split = split_at_answer(text, "Q:", self.answer_phrase)
+        if split is None:
             return Parsed(None, None, f"no '{self.answer_phrase}'")
-        # The first phrase ends the chain of thought; a later one is restatement and bounds the answer.
-        rationale, after = body.split(self.answer_phrase, 2)[:2]
+        rationale, after = split
         label = extract_expression(after)
         if label is None:
-            return Parsed(rationale.rstrip(), None, "no arithmetic expression after the answer phrase")
-        return Parsed(rationale.rstrip(), label)
+            return Parsed(rationale, None, "no arithmetic expression after the answer phrase")
+        return Parsed(rationale, label)
 
     def normalize(self, answer: str) -> str:
         return " ".join(answer.split())

@@ -92,3 +92,14 @@ def record_id(record: dict[str, Any], task: str, index: int, key: str = "id") ->
 def cut_at(text: str, marker: str) -> str:
     """Text before the first `marker`: teacher completions run on into the next few-shot exemplar."""
     return text.split(marker, 1)[0]
+
+
+def split_at_answer(text: str | None, marker: str, phrase: str) -> tuple[str, str] | None:
+    """(rationale, text after the answer phrase) of a completion cut at the next exemplar's `marker`;
+    None when the phrase is missing. The first phrase ends the chain of thought; a later one is
+    restatement and bounds the answer."""
+    body = cut_at(text or "", marker).rstrip()
+    if phrase not in body:
+        return None
+    rationale, after = body.split(phrase, 2)[:2]
+    return rationale.rstrip(), after

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from stepdistill.data.schema import Example
-from stepdistill.tasks.base import Parsed, RecordError, Task, cut_at, record_id, require
+from stepdistill.tasks.base import Parsed, RecordError, Task, record_id, require, split_at_answer
 
 N_CHOICES = 5
 LETTERS = "abcde"
@@ -41,17 +41,16 @@ class CQATask(Task):
         return "\n".join(lines)
 
     def parse_completion(self, text: str) -> Parsed:
-        body = cut_at(text or "", "Q:").rstrip()
-        if self.answer_phrase not in body:
+        split = split_at_answer(text, "Q:", self.answer_phrase)
+        if split is None:
             return Parsed(None, None, f"no '{self.answer_phrase}'")
-        # The first phrase ends the chain of thought; a later one is restatement and bounds the answer.
-        rationale, after = body.split(self.answer_phrase, 2)[:2]
+        rationale, after = split
         parts = _CHOICE_MARK.split(after)
         if len(parts) < 2:
-            return Parsed(rationale.rstrip(), None, "no '(x)' choice marker after the answer phrase")
+            return Parsed(rationale, None, "no '(x)' choice marker after the answer phrase")
         label = parts[1].strip()
         if label.endswith("."):
             label = label[:-1]
         if not label:
-            return Parsed(rationale.rstrip(), None, "empty answer after the choice marker")
-        return Parsed(rationale.rstrip(), label)
+            return Parsed(rationale, None, "empty answer after the choice marker")
+        return Parsed(rationale, label)

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from stepdistill.data.schema import Example
-from stepdistill.tasks.base import Parsed, RecordError, Task, cut_at, record_id, require
+from stepdistill.tasks.base import Parsed, RecordError, Task, record_id, require, split_at_answer
 
 LABELS = ("entailment", "neutral", "contradiction")
 _VARIANTS = {
@@ -76,18 +76,15 @@ class NLITask(Task):
         return f"Premise: {fields['premise']}\nHypothesis: {fields['hypothesis']}"
 
     def parse_completion(self, text: str) -> Parsed:
-        body = cut_at(text or "", NEXT_EXEMPLAR).rstrip()
-        if self.answer_phrase not in body:
+        split = split_at_answer(text, NEXT_EXEMPLAR, self.answer_phrase)
+        if split is None:
             return Parsed(None, None, f"no '{self.answer_phrase}'")
-        # The first phrase ends the chain of thought; a later one is restatement and bounds the answer.
-        rationale, after = body.split(self.answer_phrase, 2)[:2]
+        rationale, after = split
         answer = after.strip().split("\n", 1)[0]
         label = normalize_label(answer)
         if label is None:
-            return Parsed(
-                rationale.rstrip(), None, f"answer {answer[:80]!r} is not one of {', '.join(LABELS)}"
-            )
-        return Parsed(rationale.rstrip(), label)
+            return Parsed(rationale, None, f"answer {answer[:80]!r} is not one of {', '.join(LABELS)}")
+        return Parsed(rationale, label)
 
     def normalize(self, answer: str) -> str:
         label = normalize_label(answer)

@@ -13,7 +13,7 @@ from typing import Any
 
 from stepdistill.data.schema import Example
 from stepdistill.tasks.arith_eval import same_value, try_evaluate
-from stepdistill.tasks.base import Parsed, RecordError, Task, cut_at, record_id, require
+from stepdistill.tasks.base import Parsed, RecordError, Task, record_id, require, split_at_answer
 
 # Greedy within one line, as in the official parser: "(a + (b - c))" is kept whole.
 _PARENS = re.compile(r"\(.*\)")
@@ -40,15 +40,14 @@ class SVAMPTask(Task):
         return fields["input"]
 
     def parse_completion(self, text: str) -> Parsed:
-        body = cut_at(text or "", "Q:").rstrip()
-        if self.answer_phrase not in body:
+        split = split_at_answer(text, "Q:", self.answer_phrase)
+        if split is None:
             return Parsed(None, None, f"no '{self.answer_phrase}'")
-        # The first phrase ends the chain of thought; a later one is restatement and bounds the answer.
-        rationale, after = body.split(self.answer_phrase, 2)[:2]
+        rationale, after = split
         m = _PARENS.search(after[:MAX_ANSWER_CHARS])
         if m is None:
-            return Parsed(rationale.rstrip(), None, "no parenthesised equation after the answer phrase")
-        return Parsed(rationale.rstrip(), m.group(0))
+            return Parsed(rationale, None, "no parenthesised equation after the answer phrase")
+        return Parsed(rationale, m.group(0))
 
     def normalize(self, answer: str) -> str:
         return " ".join(answer.split())

@@ -17,10 +17,9 @@ from typing import Any, Literal
 
 import torch
 
+from stepdistill.embedded import resolve_model
 from stepdistill.errors import ConfigError
 from stepdistill.training.config import StudentConfig
-
-EMBEDDED_SMOLLM2 = "embedded:smollm2"
 
 
 @dataclass
@@ -41,15 +40,6 @@ class Student:
     def base(self) -> Any:
         """The transformers model underneath (LoRA layers injected in place when LoRA is on)."""
         return self.model.get_base_model() if self.is_lora else self.model
-
-
-def _source(cfg: StudentConfig) -> tuple[str, str | None]:
-    """(folder or hub id, gguf file name); `embedded:smollm2` resolves to the shipped GGUF."""
-    if cfg.model == EMBEDDED_SMOLLM2:
-        from stepdistill.embedded import GGUF_NAME, smollm2_dir
-
-        return str(smollm2_dir()), cfg.gguf_file or GGUF_NAME
-    return cfg.model, cfg.gguf_file
 
 
 def _auto_classes(kind: str):
@@ -164,7 +154,7 @@ def _plain_copy(auto, loaded):
 
 def load_student(cfg: StudentConfig, seed: int | None = None) -> Student:
     """Build the student described by `cfg`; `seed` fixes random init and LoRA init."""
-    src, gguf = _source(cfg)
+    src, gguf = resolve_model(cfg.model, cfg.gguf_file)
     config = _load_config(cfg, src, gguf)
     kind = cfg.kind
     if kind == "auto":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from train_speed import PeakMemory, replace_section, summarise, write_section
+from benchmarks_md import machine_info, replace_section, write_section
+from train_speed import PeakMemory, summarise
 
 
 def test_section_appended_then_replaced_leaving_others_intact(tmp_path):
@@ -29,6 +30,17 @@ def test_foreign_text_and_similar_names_are_untouched():
 def test_unterminated_section_is_an_error():
     with pytest.raises(ValueError, match="no <!-- /bench:a -->"):
         replace_section("<!-- bench:a -->\nx\n", "a", "y")
+
+
+def test_machine_info_names_cores_and_torch():
+    import os
+
+    import torch
+
+    info = machine_info("cpu")
+    assert info["cores"] == str(os.cpu_count())
+    assert (info["torch"], info["threads"]) == (torch.__version__, str(torch.get_num_threads()))
+    assert info["cpu"] and "gpu" not in info
 
 
 def test_cpu_peak_memory_sees_an_allocation_inside_the_window():

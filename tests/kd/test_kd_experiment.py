@@ -21,23 +21,13 @@ STEPS = 30  # enough for both students to move well away from their (shared) ini
 BATCH = 8
 
 
-def _model(vocab: int, seed: int) -> LlamaForCausalLM:
+def _model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(cfg)
+    return LlamaForCausalLM(config)
 
 
-def _teacher(vocab: int, outputs: torch.Tensor) -> LlamaForCausalLM:
-    teacher = _model(vocab, seed=1)
+def _teacher(config: LlamaConfig, outputs: torch.Tensor) -> LlamaForCausalLM:
+    teacher = _model(config, seed=1)
     with torch.no_grad():
         # The teacher puts its mass on 32 output tokens with a sharp-but-not-one-hot distribution.
         w = teacher.lm_head.weight
@@ -46,8 +36,9 @@ def _teacher(vocab: int, outputs: torch.Tensor) -> LlamaForCausalLM:
     return freeze(teacher)
 
 
-def _train(vocab, train_ids, teacher_logits, use_kd: bool) -> LlamaForCausalLM:
-    student = _model(vocab, seed=2)
+def _train(config: LlamaConfig, train_ids, teacher_logits, use_kd: bool) -> LlamaForCausalLM:
+    vocab = config.vocab_size
+    student = _model(config, seed=2)
     opt = torch.optim.Adam(student.parameters(), lr=3e-2)
     for step in range(STEPS):
         idx = torch.randint(0, len(train_ids), (BATCH,), generator=torch.Generator().manual_seed(step))
@@ -61,15 +52,18 @@ def _train(vocab, train_ids, teacher_logits, use_kd: bool) -> LlamaForCausalLM:
     return student
 
 
-def test_soft_targets_beat_hard_labels_on_heldout_kl(smol_tokenizer):
+def test_soft_targets_beat_hard_labels_on_heldout_kl(smol_tokenizer, make_llama_config):
     vocab = len(smol_tokenizer)
+    # Teacher and students share one architecture (the tests' tiny Llama); untied output layers so
+    # that rescaling the teacher's lm_head leaves its input embeddings alone.
+    config = make_llama_config(vocab, max_position_embeddings=64, tie_word_embeddings=False)
     torch.set_num_threads(1)  # tiny matrices: threads only add contention on a shared CPU
     inputs = torch.arange(1000, 1032)  # 32 ordinary SmolLM2 tokens as the input alphabet
     outputs = torch.arange(2000, 2032)
     g = torch.Generator().manual_seed(0)
     train_ids = inputs[torch.randint(0, len(inputs), (16, 6), generator=g)]
     test_ids = inputs[torch.randint(0, len(inputs), (64, 6), generator=g)]
-    teacher = _teacher(vocab, outputs)
+    teacher = _teacher(config, outputs)
 
     def targets(ids):  # every position after the first is a target token
         labels = ids.clone()
@@ -82,7 +76,7 @@ def test_soft_targets_beat_hard_labels_on_heldout_kl(smol_tokenizer):
 
     results = {}
     for name, use_kd in (("kd", True), ("hard", False)):
-        student = _train(vocab, train_ids, train_t, use_kd)
+        student = _train(config, train_ids, train_t, use_kd)
         with torch.no_grad():
             logits = student(input_ids=test_ids).logits[:, :-1]
         results[name] = (

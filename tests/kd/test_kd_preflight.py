@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from stepdistill.errors import ConfigError
 from stepdistill.kd.preflight import check_models, check_tokenizers, estimate_memory, preflight
@@ -34,19 +34,10 @@ def test_special_token_and_probe_mismatch(smol_tokenizer_dir, smol_tokenizer):
     assert by_check["chat_template"].message == "only the teacher has a chat template"
 
 
-def _tiny(vocab):
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    return LlamaForCausalLM(cfg)
+def test_model_vocab_mismatch_and_memory_error(smol_tokenizer, make_llama_config):
+    def _tiny(vocab: int) -> LlamaForCausalLM:
+        return LlamaForCausalLM(make_llama_config(vocab))
 
-
-def test_model_vocab_mismatch_and_memory_error(smol_tokenizer):
     big, small = _tiny(128), _tiny(96)
     assert check_models(big, small)[0].message == "output vocabularies differ: teacher 128 logits, student 96"
     report = preflight(
