@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stepdistill.threads import sleep_idle_cpu_threads  # noqa: E402
+
+sleep_idle_cpu_threads()  # before torch loads
+
+import torch  # noqa: E402
 from benchmarks_md import write_section  # noqa: E402
 
 from stepdistill.config import config_from_dict  # noqa: E402

@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stepdistill.threads import sleep_idle_cpu_threads  # noqa: E402
+
+sleep_idle_cpu_threads()  # before torch loads
+
 from stepdistill.data.io import write_json  # noqa: E402
 from stepdistill.errors import ConfigError  # noqa: E402
 

@@ -30,6 +30,7 @@ from stepdistill.config import Config, config_from_dict, save_config
 from stepdistill.data.io import read_annotations, write_json
 from stepdistill.errors import ConfigError
 from stepdistill.report.collect import TIMING_FILE
+from stepdistill.threads import sleep_idle_cpu_threads
 
 SPLITS = ("train", "valid", "test")
 
@@ -231,6 +232,7 @@ def timing_stage(cfg: Config, files: dict[str, str | None]) -> None:
 
 def run(cfg: Config) -> Path:
     """Run every stage (reusing finished ones) and return the path of report.html."""
+    sleep_idle_cpu_threads()  # before anything imports torch
     from stepdistill.report.build import build_report
 
     run_dir = cfg.run_dir
