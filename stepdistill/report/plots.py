@@ -82,8 +82,8 @@ def curves_figure(trainings: list[Training]) -> bytes | None:
         for ax, (key, _) in zip(axes, panels):
             rows = t.eval_rows if key == "valid_accuracy" else t.train_rows
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and r.get("step") is not None]
-            if not pts:
-                continue
+            if not pts or (key == "rationale_loss" and not any(p[1] for p in pts)):
+                continue  # methods without rationale rows log a rationale loss of exactly 0
             scale = 100.0 if key == "valid_accuracy" else 1.0
             label = t.method if t.method not in labelled else None
             labelled.add(t.method)
