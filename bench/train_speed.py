@@ -29,12 +29,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from stepdistill.threads import sleep_idle_cpu_threads  # noqa: E402
+
+sleep_idle_cpu_threads()  # before torch loads: both designs run with sleeping idle threads
+
+import torch  # noqa: E402
 from benchmarks_md import machine_info, write_section  # noqa: E402
 from reference_trainer import StepTimer, build_reference_trainer, feature  # noqa: E402
 

@@ -41,9 +41,22 @@ def _pad_batch(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Te
     return torch.tensor(ids), torch.tensor(mask)
 
 
+def generation_budget(train_cfg: TrainConfig, eval_cfg: EvalConfig, rationale_first: bool) -> int:
+    """New tokens to generate: the label's budget, plus a rationale's (max_target_length) when the
+    student writes one before the label (single_task), so the answer is never cut off."""
+    return eval_cfg.max_new_tokens + (train_cfg.max_target_length if rationale_first else 0)
+
+
 @torch.no_grad()
-def generate(student: Student, sources: list[str], train_cfg: TrainConfig, eval_cfg: EvalConfig) -> list[str]:
-    """Greedy completions of `sources`, batched; prompts sorted by length to waste little padding."""
+def generate(
+    student: Student,
+    sources: list[str],
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    max_new_tokens: int | None = None,
+) -> list[str]:
+    """Greedy completions of `sources`, batched; prompts sorted by length to waste little padding.
+    `max_new_tokens` defaults to eval_cfg.max_new_tokens."""
     tok, model = student.tokenizer, student.model
     causal = student.kind == "causal"
     encoded = [encode_source(tok, s, train_cfg, student.kind) for s in sources]
@@ -60,7 +73,7 @@ def generate(student: Student, sources: list[str], train_cfg: TrainConfig, eval_
             gen = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                max_new_tokens=eval_cfg.max_new_tokens,
+                max_new_tokens=max_new_tokens or eval_cfg.max_new_tokens,
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=tok.pad_token_id,
@@ -90,7 +103,9 @@ def predict_labels(
     rationale: bool = False,
 ) -> list[dict[str, Any]]:
     """One prediction row per annotation (see the run-folder contract in the README)."""
-    texts = generate(student, [eval_source(task, a, train_cfg) for a in annotations], train_cfg, eval_cfg)
+    budget = generation_budget(train_cfg, eval_cfg, rationale_first=train_cfg.method == "single_task")
+    sources = [eval_source(task, a, train_cfg) for a in annotations]
+    texts = generate(student, sources, train_cfg, eval_cfg, max_new_tokens=budget)
     rationales: list[str | None] = [None] * len(annotations)
     if train_cfg.method == "single_task":
         split = [split_single_task(task, t) for t in texts]
@@ -100,7 +115,7 @@ def predict_labels(
         preds = [t if t else None for t in texts]
         if rationale and train_cfg.method == "step_by_step":
             asks = [rationale_source(task, a, train_cfg) for a in annotations]
-            rationales = list(generate(student, asks, train_cfg, eval_cfg))
+            rationales = list(generate(student, asks, train_cfg, eval_cfg, train_cfg.max_target_length))
     rows = []
     for ann, pred, why in zip(annotations, preds, rationales):
         row = {

@@ -102,3 +102,33 @@ def test_cli_reports_user_errors(tmp_path, arith_config, capsys):
     assert "neither a run folder" in capsys.readouterr().err
     assert main(["train", str(arith_config), "--train.method", "magic"]) == 2
     assert "train.method" in capsys.readouterr().err
+
+
+def test_single_task_generation_budget_covers_the_rationale(tiny_causal_dir):
+    """A single_task student writes its rationale before the label: the label budget alone would cut
+    the answer off, so generation gets max_target_length more tokens."""
+    from stepdistill.data.schema import Annotation
+    from stepdistill.evaluate import generation_budget, predict_labels
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+    from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
+    from stepdistill.training.models import load_student
+
+    eval_cfg = EvalConfig(max_new_tokens=3)
+    student = load_student(StudentConfig(model=str(tiny_causal_dir)), seed=0)
+    asked: list[int] = []
+    original = student.model.generate
+
+    def recording_generate(*args, **kwargs):
+        asked.append(kwargs["max_new_tokens"])
+        return original(*args, **kwargs)
+
+    student.model.generate = recording_generate
+    task = get_task(TaskConfig(name="arith"))
+    rows = [Annotation(id="a", fields={"question": "Tom has 2 apples and gets 3. How many?"}, gold="2 + 3")]
+    for method, expected in [("single_task", 10), ("standard", 3)]:
+        train_cfg = TrainConfig(method=method, max_target_length=7)
+        assert generation_budget(train_cfg, eval_cfg, rationale_first=method == "single_task") == expected
+        asked.clear()
+        predict_labels(student, task, rows, train_cfg, eval_cfg)
+        assert asked == [expected]
