@@ -28,11 +28,12 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from stepdistill.embedded import EMBEDDED_SMOLLM2, resolve_model
 from stepdistill.errors import TeacherError
 from stepdistill.teachers.base import Completion, Job, Prompt, Sampling, Teacher
 from stepdistill.teachers.config import TeacherConfig
 
-EMBEDDED_NAMES = ("embedded:smollm2", "smollm2")
+EMBEDDED_NAMES = (EMBEDDED_SMOLLM2, "smollm2")
 # Below this many shared tokens a cached prefix saves less than the cache copy costs.
 MIN_PREFIX_TOKENS = 16
 PREFIX_PATH, PLAIN_PATH = "prefix_cache", "plain"
@@ -41,9 +42,7 @@ PREFIX_PATH, PLAIN_PATH = "prefix_cache", "plain"
 def resolve_source(cfg: TeacherConfig) -> tuple[str, str | None]:
     """(folder or hub id, gguf file name) for cfg.model."""
     if cfg.model in EMBEDDED_NAMES:
-        from stepdistill.embedded import GGUF_NAME, smollm2_dir
-
-        return str(smollm2_dir()), cfg.gguf_file or GGUF_NAME
+        return resolve_model(EMBEDDED_SMOLLM2, cfg.gguf_file)
     if cfg.model.endswith(".gguf"):
         path = Path(cfg.model)
         if not path.is_file():
