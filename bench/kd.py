@@ -77,8 +77,8 @@ def base_config(name: str, model: str, steps: int, data: dict[str, str], **extra
 def export_smollm2(out: Path) -> Path:
     """The embedded GGUF as a plain float32 safetensors folder (teacher and students start from it).
 
-    Loading the GGUF directly as a student fails with this transformers version (the dequantised
-    model still reports itself as quantized and refuses .float()), so it is exported once."""
+    Exported once so that the teacher and both students start from the same float32 folder instead
+    of dequantising the GGUF three times."""
     if (out / "config.json").exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
