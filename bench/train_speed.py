@@ -6,9 +6,11 @@
 For each student (T5 at t5-v1_1-base size with random weights; SmolLM2-135M-Instruct from the
 offline GGUF, dequantised) it trains, in this one process and on the same SVAMP examples with the
 PaLM rationales:
-  reference  bench/reference_trainer.py (two padded passes per step, pandas collation, HF Trainer)
-  ours       stepdistill.training batching + compute_loss + AdamW, one pass holding both row kinds
-  standard   ours with label rows only (gold labels), to compare peak memory with step_by_step
+  reference        bench/reference_trainer.py (two padded passes per step, pandas collation, HF Trainer)
+  ours             stepdistill.training batching + forward_backward + AdamW: one pass per task
+  standard         ours with label rows only (gold labels), to compare peak memory with step_by_step
+  ours_budget      ours with train.max_tokens_per_pass (--max-tokens-per-pass) capping every pass
+  standard_budget  standard under the same budget
 Warm-up steps are excluded; the timed window runs from the end of the last warm-up step to the end
 of the last step and includes data loading. Results go to bench/results/train_speed-<device>.json
 and to the `train_speed` section of BENCHMARKS.md.
@@ -123,6 +125,7 @@ class Measure:
     # CPU time of this process (all threads) over the timed window: on a shared machine it is far
     # less disturbed by other users' jobs than wall time.
     cpu_seconds: float = 0.0
+    passes_per_step: float = 0.0  # forward passes per step (reference: always 2)
 
     @property
     def examples_per_s(self) -> float:
@@ -192,7 +195,7 @@ def t5_base_model(tokenizer) -> torch.nn.Module:
     return T5ForConditionalGeneration(cfg)
 
 
-def encode(anns: list, tokenizer, kind: str, method: str):
+def encode(anns: list, tokenizer, kind: str, method: str, max_tokens_per_pass: int | None = None):
     """Our trainer's encoding of the annotations under `method` (same code path as train())."""
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
@@ -200,7 +203,7 @@ def encode(anns: list, tokenizer, kind: str, method: str):
     from stepdistill.training.config import TrainConfig
     from stepdistill.training.formatting import build_pairs
 
-    cfg = TrainConfig(method=method, label_source="teacher")
+    cfg = TrainConfig(method=method, label_source="teacher", max_tokens_per_pass=max_tokens_per_pass)
     task = get_task(TaskConfig(name="svamp"))
     formatted = build_pairs(task, anns, cfg)
     if len(formatted.examples) != len(anns):
@@ -260,15 +263,16 @@ def run_reference(model, tokenizer, encoded, kind: str, args, name: str) -> Meas
     return Measure(
         "reference", name, len(timed), sum(n for n, _ in timed), sum(t for _, t in timed),
         cb.t_end - cb.t_start, peak, over, sum(p.numel() for p in model.parameters()),
-        cb.cpu_end - cb.cpu_start,
+        cb.cpu_end - cb.cpu_start, 2.0,
     )  # fmt: skip
 
 
 def run_ours(model, encoded, kind: str, cfg, args, name: str, design: str, plan=None) -> Measure:
-    """Our trainer's step: length-grouped batches holding label and rationale rows, one forward
-    pass, compute_loss (logits only at target positions), AdamW with a linear schedule."""
-    from stepdistill.training.batching import collate, example_length, plan_epoch
-    from stepdistill.training.step import compute_loss
+    """Our trainer's step (as in training/loop.py): length-grouped steps of label and rationale rows,
+    cut into passes per task (and under cfg.max_tokens_per_pass), each pass forwarded and
+    backpropagated in turn with logits only at target positions; AdamW with a linear schedule."""
+    from stepdistill.training.batching import collate_step, example_length, plan_epoch
+    from stepdistill.training.step import forward_backward
 
     device = torch.device(args.device)
     model.to(device).train()
@@ -279,28 +283,31 @@ def run_ours(model, encoded, kind: str, cfg, args, name: str, design: str, plan=
         plan = plan_epoch([example_length(e) for e in encoded], args.batch_size, 0, 0, True)
     plan = (plan * math.ceil(total / len(plan)))[:total]
     pad_id = model.config.pad_token_id
-    mem, sizes, t_start = PeakMemory(args.device), [], 0.0
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    mem, sizes, t_start, passes = PeakMemory(args.device), [], 0.0, 0
     mem.start()  # before the first step: optimizer state is allocated there
     for step, idx in enumerate(plan):
         if step == args.warmup:
             _sync(args.device)
             t_start, cpu_start = time.perf_counter(), time.process_time()
-        batch = collate([encoded[i] for i in idx], pad_id, kind).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            parts = compute_loss(model, batch, kind, cfg)
-        parts.total.backward()
+        batch = collate_step([encoded[i] for i in idx], pad_id, kind, cfg.max_tokens_per_pass).to(device)
+        forward_backward(model, batch, kind, cfg, backward=lambda loss: loss.backward(), autocast=autocast)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step >= args.warmup:
             sizes.append((batch.n_examples, batch.n_tokens))
+            passes += len(batch.passes)
     _sync(args.device)
     seconds, cpu_seconds = time.perf_counter() - t_start, time.process_time() - cpu_start
     peak, over = mem.stop()
     return Measure(
         design, name, len(sizes), sum(n for n, _ in sizes), sum(t for _, t in sizes), seconds,
-        peak, over, sum(p.numel() for p in model.parameters()), cpu_seconds,
+        peak, over, sum(p.numel() for p in model.parameters()), cpu_seconds, passes / max(1, len(sizes)),
     )  # fmt: skip
 
 
@@ -309,27 +316,45 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+DESIGNS = {  # design -> (label in the tables, method, uses the token budget)
+    "reference": ("reference (two padded passes, full logits)", "step_by_step", False),
+    "ours": ("ours, step_by_step", "step_by_step", False),
+    "standard": ("ours, standard (label rows only)", "standard", False),
+    "ours_budget": ("ours, step_by_step, token budget", "step_by_step", True),
+    "standard_budget": ("ours, standard, token budget", "standard", True),
+}
+
+
 def bench_student(name: str, make: Callable[[], tuple], anns: list, args) -> list[Measure]:
-    """Reference, ours (step_by_step) and ours (standard) on fresh copies of the same weights."""
+    """Every design on fresh copies of the same weights, over the same steps of examples."""
     from stepdistill.training.batching import example_length, plan_epoch
 
     base, tokenizer, kind = make()
-    enc_sbs, cfg_sbs = encode(anns, tokenizer, kind, "step_by_step")
-    enc_std, cfg_std = encode(anns, tokenizer, kind, "standard")
-    plan = plan_epoch([example_length(e) for e in enc_sbs], args.batch_size, 0, 0, True)
+    budget = args.max_tokens_per_pass or None
+    designs = [d for d in DESIGNS if budget or not DESIGNS[d][2]]
+    encoded = {
+        d: encode(anns, tokenizer, kind, DESIGNS[d][1], budget if DESIGNS[d][2] else None) for d in designs
+    }
+    plan = plan_epoch([example_length(e) for e in encoded["ours"][0]], args.batch_size, 0, 0, True)
+    total = args.warmup + args.steps
+    plan = (plan * math.ceil(total / len(plan)))[:total]
+    # The reference trains one epoch over exactly the examples of these steps, in its own random
+    # batches: every design sees the same examples, only the batching differs.
+    used = [i for idx in plan for i in idx]
     out = []
-    for design in ("reference", "ours", "standard"):
+    for design in designs:
         model = copy.deepcopy(base)
         if args.device.startswith("cuda"):
             model.to(args.device)  # weights count in the start memory, as on CPU
+        enc, cfg = encoded[design]
         if design == "reference":
-            m = run_reference(model, tokenizer, enc_sbs, kind, args, name)
-        elif design == "ours":
-            m = run_ours(model, enc_sbs, kind, cfg_sbs, args, name, "ours", plan)
-        else:  # the same batches of examples, label rows only
-            m = run_ours(model, enc_std, kind, cfg_std, args, name, "standard", plan)
+            m = run_reference(model, tokenizer, [enc[i] for i in used], kind, args, name)
+        else:  # the same steps of examples; standard trains on their label rows only
+            m = run_ours(model, enc, kind, cfg, args, name, design, plan)
         out.append(m)
-        print(f"  {name:8s} {design:9s} {m.examples_per_s:7.2f} ex/s {m.tokens_per_s:9.0f} tok/s", flush=True)
+        print(
+            f"  {name:8s} {design:16s} {m.examples_per_s:7.2f} ex/s {m.tokens_per_s:9.0f} tok/s", flush=True
+        )
         del model
         gc.collect()
     return out
@@ -339,27 +364,34 @@ def bench_student(name: str, make: Callable[[], tuple], anns: list, args) -> lis
 
 
 def summarise(measures: list[Measure], device: str, n_epoch: int) -> list[dict]:
-    """Per student: speed-up, throughput, extrapolated epoch time, memory ratio and (GPU) MFU."""
+    """Per student: speed-ups, throughput, extrapolated epoch time, memory ratios and (GPU) MFU."""
     rows = []
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
     peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
     for student in dict.fromkeys(m.student for m in measures):
         by = {m.design: m for m in measures if m.student == student}
-        ref, ours, std = by["reference"], by["ours"], by["standard"]
-        row = {"student": student, "n_params": ours.n_params}
-        row["speedup"] = ours.examples_per_s / ref.examples_per_s
-        if ours.cpu_seconds and ref.cpu_seconds:  # examples per CPU-second, ours over reference
-            row["speedup_cpu_time"] = (ours.examples / ours.cpu_seconds) / (ref.examples / ref.cpu_seconds)
-        for key, m in (("reference", ref), ("ours", ours), ("standard", std)):
-            row[key] = asdict(m) | {
+        ref = by["reference"]
+        row: dict = {"student": student, "n_params": ref.n_params, "designs": {}}
+        for design, m in by.items():
+            d = asdict(m) | {
                 "examples_per_s": m.examples_per_s,
                 "tokens_per_s": m.tokens_per_s,
                 "epoch_s_extrapolated": n_epoch / m.examples_per_s,
+                # non-padding tokens/s: fair even where a warm-up step drew other examples
+                "speedup": m.tokens_per_s / ref.tokens_per_s,
             }
+            if m.cpu_seconds and ref.cpu_seconds:  # tokens per CPU-second, against the reference
+                d["speedup_cpu_time"] = (m.tokens / m.cpu_seconds) / (ref.tokens / ref.cpu_seconds)
             if peak_tflops:
-                row[key]["mfu"] = 6 * m.n_params * m.tokens_per_s / (peak_tflops * 1e12)
-        row["memory_ratio_total"] = ours.peak_bytes / std.peak_bytes
-        row["memory_ratio_over_start"] = ours.peak_over_start_bytes / max(1, std.peak_over_start_bytes)
+                d["mfu"] = 6 * m.n_params * m.tokens_per_s / (peak_tflops * 1e12)
+            row["designs"][design] = d
+        for suffix in ("", "_budget"):
+            sbs, std = by.get("ours" + suffix), by.get("standard" + suffix)
+            if sbs and std:
+                row["memory_ratio_total" + suffix] = sbs.peak_bytes / std.peak_bytes
+                row["memory_ratio_over_start" + suffix] = sbs.peak_over_start_bytes / max(
+                    1, std.peak_over_start_bytes
+                )
         rows.append(row)
     return rows
 
@@ -371,6 +403,7 @@ def _mib(b: int) -> str:
 def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem_method: str) -> str:
     gpu = args.device.startswith("cuda")
     goal = GOALS["gpu_speedup"] if gpu else GOALS["cpu_speedup"]
+    budget = args.max_tokens_per_pass or None
     lines = [
         "## Training speed: our trainer vs the reference design",
         "",
@@ -380,43 +413,57 @@ def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem
         "",
         f"SVAMP train with the PaLM rationales, batch size {args.batch_size} examples (each example is "
         f"a label row and a rationale row), {args.warmup} warm-up steps excluded, {args.steps} timed steps, "
-        f"{'bf16 autocast' if args.bf16 else 'fp32'}. Both designs ran in this one process on fresh copies "
-        "of the same weights. Tokens = non-padding tokens (encoder inputs + targets for T5, whole "
-        f"sequences for decoder-only). Epoch time is extrapolated from the timed steps to {n_epoch} "
-        f"examples. Memory: {mem_method}.",
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}. All designs ran in this one process on fresh copies "
+        "of the same weights, over the same steps of examples (standard: their label rows only). Ours "
+        "runs one forward+backward per task (label rows, then rationale rows, each padded to its own "
+        "length)"
+        + (
+            f"; the token-budget rows also cap every pass at {budget} padded tokens (`train.max_tokens_per_pass`)"
+            if budget
+            else ""
+        )
+        + ". Tokens = non-padding tokens (encoder inputs + targets for T5, whole sequences for "
+        f"decoder-only). Epoch time is extrapolated from the timed steps to {n_epoch} examples. "
+        f"Memory: {mem_method}.",
         "",
-        "| student | design | examples/s | tokens/s | s/epoch (extrap.) | peak MiB | step peak above start MiB |"
-        + (" MFU |" if gpu else ""),
-        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+        "| student | design | passes/step | examples/s | tokens/s | speed-up (wall) | speed-up (CPU time) "
+        "| s/epoch (extrap.) | peak MiB | peak above start MiB |" + (" MFU |" if gpu else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
     for r in rows:
-        for key in ("reference", "ours", "standard"):
-            m = r[key]
-            label = {"ours": "ours (step_by_step)", "standard": "ours (standard, label rows only)"}.get(
-                key, key
-            )
+        for design, m in r["designs"].items():
+            cpu_x = f"{m['speedup_cpu_time']:.2f}x" if "speedup_cpu_time" in m else "n/a"
             line = (
-                f"| {r['student']} | {label} | {m['examples_per_s']:.2f} | {m['tokens_per_s']:,.0f} | "
+                f"| {r['student']} | {DESIGNS[design][0]} | {m['passes_per_step']:.1f} | "
+                f"{m['examples_per_s']:.2f} | {m['tokens_per_s']:,.0f} | {m['speedup']:.2f}x | {cpu_x} | "
                 f"{m['epoch_s_extrapolated']:,.0f} | {_mib(m['peak_bytes'])} | {_mib(m['peak_over_start_bytes'])} |"
             )
             lines.append(line + (f" {m['mfu']:.1%} |" if "mfu" in m else (" n/a |" if gpu else "")))
     lines += [
         "",
-        "| student | speed-up (examples/s, wall) | speed-up (examples per CPU-second) | goal "
-        "| step_by_step / standard memory above start | goal |",
+        "| student | speed-up of ours (step_by_step) over reference | goal "
+        "| step_by_step / standard memory above start | with token budget | goal |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cpu_x = f"{r['speedup_cpu_time']:.2f}x" if "speedup_cpu_time" in r else "n/a"
+        with_budget = (
+            f"{r['memory_ratio_over_start_budget']:.2f}x"
+            if "memory_ratio_over_start_budget" in r
+            else "not run"
+        )
         lines.append(
-            f"| {r['student']} | {r['speedup']:.2f}x | {cpu_x} | >= {goal}x | "
-            f"{r['memory_ratio_over_start']:.2f}x | <= {GOALS['memory_ratio']}x |"
+            f"| {r['student']} | {r['designs']['ours']['speedup']:.2f}x | >= {goal}x | "
+            f"{r['memory_ratio_over_start']:.2f}x | {with_budget} | <= {GOALS['memory_ratio']}x |"
         )
     lines += [
         "",
-        "Peak memory covers every step of a design (warm-up included, since AdamW allocates its state "
-        "there). The memory ratio compares the peak above the memory at the start (weights resident): "
-        "gradients, optimizer state and activations. Ratios of the total peaks: "
+        "Speed-ups are ratios of non-padding tokens/s against the reference. The reference trained one "
+        "epoch over exactly the examples of the timed and warm-up steps, in its own random batches. "
+        "Speed-up (CPU time) divides tokens per CPU-second of this process, which other jobs on a "
+        "shared machine disturb far less than wall time. Peak memory covers every step of a design "
+        "(warm-up included, since AdamW allocates its state there); the memory ratio compares the "
+        "peak above the memory at the start (weights resident): gradients, optimizer state and "
+        "activations. Ratios of the total peaks: "
         + ", ".join(f"{r['student']} {r['memory_ratio_total']:.2f}x" for r in rows)
         + ".",
     ]
@@ -431,6 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="examples per step")
     p.add_argument("--models", default="t5,smollm2", help="comma-separated: t5, smollm2")
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument(
+        "--max-tokens-per-pass", type=int, default=512,
+        help="token budget of the *_budget designs (train.max_tokens_per_pass); 0 skips them",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="2 timed steps, 1 warm-up, batch 2")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)

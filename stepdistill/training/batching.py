@@ -1,7 +1,10 @@
 """Tokenise training pairs, plan length-grouped batches and collate them with dynamic padding.
 
-A batch holds whole examples: for step_by_step both the label row and the rationale row of each
-example go into the SAME batch (one forward pass), told apart by `task_ids` (0 label, 1 rationale).
+A step holds whole examples: for step_by_step both the label row and the rationale row of each
+example go into the SAME step, told apart by `task_ids` (0 label, 1 rationale). Within a step the
+rows are cut into forward passes (`plan_passes`): one pass per task, so that short label rows are
+not padded to the length of the rationale rows, and, with a token budget, passes of at most that
+many padded tokens, so that peak activation memory does not grow with the rationale's length.
 
 Causal students see `source + SEP + target + eos` with loss only on the target tokens; seq2seq
 students read `source` in the encoder and learn `target + eos` in the decoder. The batch order is a
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.formatting import RATIONALE_TASK, Pair
+from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK, Pair
 
 IGNORE = -100  # label value for tokens that carry no loss (source, padding)
 CAUSAL_SEP = "\n"  # between source and target for decoder-only students (also ends the test prompt)
@@ -126,6 +129,66 @@ class Batch:
         """Non-padding tokens (source and target), for throughput logging."""
         n = int(self.attention_mask.sum())
         return n if self.kind == "causal" else n + int((self.labels != IGNORE).sum())
+
+
+@dataclass
+class Step:
+    """One optimizer micro-step: its forward passes and the target-token counts of the whole step
+    (every pass's loss is normalised by these, so the passes add up to the loss of the step)."""
+
+    passes: list[Batch]
+    n_examples: int
+    n_label_tokens: int
+    n_rationale_tokens: int
+
+    def to(self, device) -> Step:
+        return Step(
+            [b.to(device) for b in self.passes], self.n_examples, self.n_label_tokens, self.n_rationale_tokens
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(b.n_tokens for b in self.passes)
+
+
+def padded_cost(rows: list[Encoded], kind: str) -> int:
+    """Tokens a pass of `rows` computes once padded: rows x width (seq2seq: encoder + decoder)."""
+    if kind == "causal":
+        return len(rows) * max(len(e.source) + len(e.target) for e in rows)
+    return len(rows) * (max(len(e.source) for e in rows) + max(len(e.target) for e in rows))
+
+
+def plan_passes(rows: list[Encoded], kind: str, max_tokens: int | None) -> list[list[Encoded]]:
+    """Cut a step's rows into forward passes: by task (label rows first), and within a task into
+    runs of similar length whose padded cost stays within `max_tokens` (a row longer than the
+    budget gets a pass of its own). Every row lands in exactly one pass."""
+    passes: list[list[Encoded]] = []
+    for task in sorted({e.task_id for e in rows}):
+        group = [e for e in rows if e.task_id == task]
+        if max_tokens is None:
+            passes.append(group)
+            continue
+        group.sort(key=lambda e: (len(e.source) + len(e.target), len(e.target)), reverse=True)
+        current: list[Encoded] = []
+        for e in group:
+            if current and padded_cost(current + [e], kind) > max_tokens:
+                passes.append(current)
+                current = []
+            current.append(e)
+        passes.append(current)
+    return passes
+
+
+def collate_step(
+    examples: list[list[Encoded]], pad_id: int, kind: str, max_tokens: int | None = None, split: bool = True
+) -> Step:
+    """A step from whole examples; `split=False` keeps every row in one pass (see `collate`)."""
+    rows = [e for ex in examples for e in ex]
+    n_label = sum(len(e.target) for e in rows if e.task_id == LABEL_TASK)
+    n_rationale = sum(len(e.target) for e in rows if e.task_id == RATIONALE_TASK)
+    groups = plan_passes(rows, kind, max_tokens) if split else [rows]
+    passes = [collate([[e] for e in g], pad_id, kind) for g in groups]
+    return Step(passes, len(examples), n_label, n_rationale)
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -55,6 +55,10 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)  # steps per train_log.jsonl row (losses averaged over them)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
+    # Padded tokens per forward pass (None: one pass per task). Rows of a step are split into passes
+    # of at most this many tokens, each backpropagated before the next: same gradients, bounded
+    # activation memory. Refused with a kd: section (its term needs the whole step in one pass).
+    max_tokens_per_pass: int | None = Field(None, ge=1)
 
 
 class EvalConfig(BaseModel):

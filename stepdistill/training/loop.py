@@ -31,12 +31,12 @@ from stepdistill.errors import ConfigError
 from stepdistill.evaluate import base_metrics, evaluate_splits, predict_labels, score
 from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
-from stepdistill.training.batching import collate, encode_examples, example_length, plan_epoch
+from stepdistill.training.batching import collate_step, encode_examples, example_length, plan_epoch
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.device import mixed_precision
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
-from stepdistill.training.step import compute_loss
+from stepdistill.training.step import compute_loss, forward_backward
 
 
 def train(cfg: Config, resume: bool = False) -> Path:
@@ -70,10 +70,12 @@ def _scheduler(optimizer, tc: TrainConfig, total_steps: int):
 
 
 class BatchStream:
-    """Micro-batch m of the whole run, computed from (seed, m) alone."""
+    """Micro-step m of the whole run (a Step: its forward passes), computed from (seed, m) alone.
+    `one_pass` keeps all rows of a step in one batch (the soft-target term needs that)."""
 
-    def __init__(self, encoded, tc: TrainConfig, pad_id: int, kind: str):
+    def __init__(self, encoded, tc: TrainConfig, pad_id: int, kind: str, one_pass: bool = False):
         self.encoded, self.tc, self.pad_id, self.kind = encoded, tc, pad_id, kind
+        self.one_pass = one_pass
         self.lengths = [example_length(e) for e in encoded]
         self.per_epoch = math.ceil(len(encoded) / tc.batch_size)
         self._plan: tuple[int, list[list[int]]] | None = None
@@ -84,7 +86,9 @@ class BatchStream:
             tc = self.tc
             self._plan = (epoch, plan_epoch(self.lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length))
         rows = [self.encoded[i] for i in self._plan[1][index]]
-        return collate(rows, self.pad_id, self.kind)
+        return collate_step(
+            rows, self.pad_id, self.kind, self.tc.max_tokens_per_pass, split=not self.one_pass
+        )
 
 
 @dataclass
@@ -135,6 +139,11 @@ def _validate(student: Student, task: Task, valid: list[Annotation], cfg: Config
 def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path | None):
     """Student, encoded data and the step budget (restored from `last` when resuming)."""
     tc = cfg.train
+    if cfg.kd is not None and tc.max_tokens_per_pass is not None:
+        raise ConfigError(
+            "train.max_tokens_per_pass: not available with a kd: section (the soft-target term runs "
+            "on the whole step in one pass); remove one of them"
+        )
     torch.manual_seed(tc.seed)
     student = (
         ckpt.restore_student(cfg.student, last, tc.seed) if last else load_student(cfg.student, seed=tc.seed)
@@ -145,7 +154,9 @@ def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path |
         raise ConfigError(f"train.method={tc.method}: no usable training example ({reasons})")
     # Example ids travel with the rows: precomputed teacher targets are looked up by them.
     encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
-    stream = BatchStream(encoded, tc, student.tokenizer.pad_token_id, student.kind)
+    stream = BatchStream(
+        encoded, tc, student.tokenizer.pad_token_id, student.kind, one_pass=cfg.kd is not None
+    )
     total = tc.max_steps or max(1, math.ceil(tc.epochs * stream.per_epoch / tc.grad_accum))
     return student, formatted, stream, total
 
@@ -213,10 +224,17 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
             micro = step * tc.grad_accum + k
             batch = stream[micro].to(device)
             torch.manual_seed(_micro_seed(tc.seed, micro))
-            with accelerator.autocast():
-                # Label loss, rationale loss and alpha: see step.compute_loss.
-                parts = compute_loss(base, batch, student.kind, tc, kd_term=kd_term)
-            accelerator.backward(parts.total / tc.grad_accum)
+            if kd_term is None:
+                # Label loss, rationale loss and alpha, pass by pass: see step.forward_backward.
+                parts = forward_backward(
+                    base, batch, student.kind, tc,
+                    backward=lambda loss: accelerator.backward(loss / tc.grad_accum),
+                    autocast=accelerator.autocast,
+                )  # fmt: skip
+            else:
+                with accelerator.autocast():
+                    parts = compute_loss(base, batch.passes[0], student.kind, tc, kd_term=kd_term)
+                accelerator.backward(parts.total / tc.grad_accum)
             window.add(parts, batch)
         if tc.max_grad_norm:
             accelerator.clip_grad_norm_(student.model.parameters(), tc.max_grad_norm)

@@ -42,3 +42,19 @@ def mix(
     else:
         total = token_loss.mean() if token_loss.numel() else token_loss.sum() * 0.0
     return total, label, rationale, n_label, n_rat
+
+
+def token_weights(
+    method: str, alpha: float, token_task: torch.Tensor, n_label: int, n_rationale: int
+) -> torch.Tensor:
+    """Per-token weights w with sum(w * token_loss) == mix(...)[0] over a whole step, for the tokens
+    of any part of it: the counts are those of the whole step, so the parts' sums add up to the total.
+
+    step_by_step: alpha / n_label on label tokens, (1 - alpha) / n_rationale on rationale tokens;
+    other methods: 1 / (n_label + n_rationale) on every token.
+    """
+    if method != "step_by_step":
+        return torch.full(token_task.shape, 1.0 / max(1, n_label + n_rationale), device=token_task.device)
+    on_label = alpha / n_label if n_label else 0.0
+    on_rationale = (1.0 - alpha) / n_rationale if n_rationale else 0.0
+    return torch.where(token_task == LABEL_TASK, on_label, on_rationale).float()

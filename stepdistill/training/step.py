@@ -1,19 +1,27 @@
-"""The training objective of one batch, written out in one place.
+"""The training objective of one step, written out in one place.
 
 Memory and speed: the vocabulary projection (lm_head) runs only on the hidden states of target
 tokens, never on the full [rows, seq, vocab] tensor. For a causal student with a 400-token prompt and
 a 5-token label that is ~80x less lm_head work and memory than `model(..., labels=...)`.
+
+`forward_backward` runs a step pass by pass (label rows, then rationale rows, each padded to its
+own length) and backpropagates each pass before the next, so peak activation memory is that of the
+largest pass, not of the whole step. Each pass's loss is weighted by the token counts of the whole
+step, so the gradients add up to those of `compute_loss` on all rows at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from stepdistill.training.batching import IGNORE, Batch
+from stepdistill.training.batching import IGNORE, Batch, Step
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.losses import mix, token_losses
+from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
+from stepdistill.training.losses import mix, token_losses, token_weights
 
 
 @dataclass
@@ -108,3 +116,37 @@ def compute_loss(
 
     terms["loss"] = total.detach()
     return LossParts(total, label, rationale, n_label, n_rat, terms, at if keep_logits else None)
+
+
+def forward_backward(
+    model,
+    step: Step,
+    kind: str,
+    cfg: TrainConfig,
+    backward: Callable[[torch.Tensor], None],
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> LossParts:
+    """Loss and gradients of one step, one forward and one `backward(loss)` per pass.
+
+    The loss is the same as `compute_loss` on every row of the step in one batch: alpha * L_label +
+    (1 - alpha) * L_rationale for step_by_step, the token mean otherwise. The returned parts are
+    detached (the gradients are already in the parameters).
+    """
+    n_label, n_rationale = step.n_label_tokens, step.n_rationale_tokens
+    sums = {LABEL_TASK: 0.0, RATIONALE_TASK: 0.0}
+    for batch in step.passes:
+        with autocast():
+            at = target_logits(model, batch, kind)
+            per_token = token_losses(at.logits, at.targets)  # [n_targets]
+        weights = token_weights(cfg.method, cfg.alpha, at.task_ids, n_label, n_rationale)
+        backward((per_token * weights).sum())
+        for task in sums:
+            sums[task] = sums[task] + per_token.detach()[at.task_ids == task].sum()
+    label = torch.as_tensor(sums[LABEL_TASK] / max(1, n_label))
+    rationale = torch.as_tensor(sums[RATIONALE_TASK] / max(1, n_rationale))
+    if cfg.method == "step_by_step":
+        total = cfg.alpha * label + (1.0 - cfg.alpha) * rationale
+    else:
+        total = torch.as_tensor((sums[LABEL_TASK] + sums[RATIONALE_TASK]) / max(1, n_label + n_rationale))
+    terms = {"label_loss": label, "rationale_loss": rationale, "loss": total}
+    return LossParts(total, label, rationale, n_label, n_rationale, terms)

@@ -58,13 +58,20 @@ def test_summarise_ratios_from_measures():
     from train_speed import Measure
 
     ms = [
-        Measure("reference", "m", 4, 40, 4000, 20.0, 1000, 300, 10),
-        Measure("ours", "m", 4, 40, 3000, 5.0, 1100, 330, 10),
-        Measure("standard", "m", 4, 40, 1000, 4.0, 1000, 300, 10),
+        Measure("reference", "m", 4, 40, 4000, 20.0, 1000, 300, 10, 10.0, 2.0),
+        Measure("ours", "m", 4, 40, 3000, 5.0, 1100, 330, 10, 4.0, 2.0),
+        Measure("standard", "m", 4, 40, 1000, 4.0, 1000, 300, 10, 4.0, 1.0),
+        Measure("ours_budget", "m", 4, 40, 3000, 6.0, 1050, 315, 10, 5.0, 3.5),
+        Measure("standard_budget", "m", 4, 40, 1000, 4.0, 1000, 300, 10, 4.0, 1.0),
     ]
     (row,) = summarise(ms, "cpu", n_epoch=720)
-    assert row["speedup"] == pytest.approx(4.0)  # 8 ex/s against 2 ex/s
-    assert row["ours"]["epoch_s_extrapolated"] == pytest.approx(90.0)
+    ours = row["designs"]["ours"]
+    assert ours["speedup"] == pytest.approx(3.0)  # 600 tokens/s against 200
+    assert ours["speedup_cpu_time"] == pytest.approx(1.875)  # 750 tokens per CPU-second against 400
+    assert ours["examples_per_s"] == pytest.approx(8.0)
+    assert ours["epoch_s_extrapolated"] == pytest.approx(90.0)
+    assert ours["tokens_per_s"] == pytest.approx(600.0)
     assert row["memory_ratio_total"] == pytest.approx(1.1)
     assert row["memory_ratio_over_start"] == pytest.approx(1.1)
-    assert row["ours"]["tokens_per_s"] == pytest.approx(600.0)
+    assert row["memory_ratio_over_start_budget"] == pytest.approx(1.05)
+    assert row["designs"]["reference"]["speedup"] == pytest.approx(1.0)

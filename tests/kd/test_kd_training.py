@@ -160,6 +160,15 @@ def test_train_with_kd_end_to_end_logs_terms(tmp_path, tiny_causal_dir, teacher_
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 4
 
 
+def test_kd_refuses_a_token_budget_per_pass(tmp_path, tiny_causal_dir, teacher_dir):
+    from stepdistill.errors import ConfigError
+
+    cfg = _config(tmp_path, tiny_causal_dir, {"teacher_model": str(teacher_dir)})
+    cfg.train.max_tokens_per_pass = 64
+    with pytest.raises(ConfigError, match="train.max_tokens_per_pass"):
+        train(cfg)
+
+
 def test_kd_rationale_only_refused_without_rationale_rows(tmp_path, tiny_causal_dir, teacher_dir):
     from stepdistill.errors import ConfigError
 

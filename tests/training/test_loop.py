@@ -92,12 +92,16 @@ def _stop_after(monkeypatch, step: int) -> None:
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
 
 
+@pytest.mark.parametrize("budget", [None, 40])
 def test_resume_equals_uninterrupted_run(
-    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task, monkeypatch
+    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task, monkeypatch, budget
 ):
-    # Dropout on, 6 examples in batches of 4 (a partial batch), accumulation, warmup + linear decay:
-    # everything that could make a resumed run drift.
-    train = dict(max_steps=4, eval_every=2, log_every=1, grad_accum=2, warmup_ratio=0.3, lr=5e-3)
+    # Dropout on, 6 examples in batches of 4 (a partial batch), accumulation, warmup + linear decay,
+    # several passes per step: everything that could make a resumed run drift.
+    train = dict(
+        max_steps=4, eval_every=2, log_every=1, grad_accum=2, warmup_ratio=0.3, lr=5e-3,
+        max_tokens_per_pass=budget,
+    )  # fmt: skip
     splits = make_splits(6)
     full_cfg = make_config(tmp_path / "a", tiny_causal_dir, **train)
     full_cfg.student.config_overrides = {"attention_dropout": 0.2}

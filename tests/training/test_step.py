@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stepdistill.training.batching import collate, encode_examples
+from stepdistill.training.batching import collate, collate_step, encode_examples
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import load_student
-from stepdistill.training.step import compute_loss
+from stepdistill.training.step import compute_loss, forward_backward
 
 
 def _student(request, kind):
@@ -77,3 +77,41 @@ def test_every_trainable_parameter_changes_after_one_step(tiny_causal_dir, toy_t
     opt.step()
     unchanged = [n for n, p in student.model.named_parameters() if torch.equal(p, params[n])]
     assert unchanged == []
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("method", ["step_by_step", "standard"])
+@pytest.mark.parametrize("budget", [None, 40])
+def test_pass_by_pass_gradients_equal_one_batch(request, kind, method, budget, toy_task, toy_annotations):
+    """Backpropagating pass by pass (per task, or under a token budget) gives the gradients and the
+    logged losses of the whole step in one batch."""
+    student = _student(request, kind)
+    cfg = TrainConfig(method=method, alpha=0.3)
+    enc = encode_examples(student.tokenizer, build_pairs(toy_task, toy_annotations, cfg).examples, cfg, kind)
+    pad = student.tokenizer.pad_token_id
+    whole = compute_loss(student.model, collate(enc, pad, kind), kind, cfg)
+    whole.total.backward()
+    expected = _grads(student.model)
+    student.model.zero_grad(set_to_none=True)
+
+    step = collate_step(enc, pad, kind, budget)
+    assert len(step.passes) >= (2 if method == "step_by_step" else 1)
+    if budget is not None:
+        assert len(step.passes) > (2 if method == "step_by_step" else 1)
+    parts = forward_backward(student.model, step, kind, cfg, backward=lambda loss: loss.backward())
+    got = _grads(student.model)
+    assert got.keys() == expected.keys()
+    for name, grad in expected.items():
+        torch.testing.assert_close(
+            got[name], grad, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}"
+        )
+    for key in ("loss", "label_loss", "rationale_loss"):
+        assert float(parts.terms[key]) == pytest.approx(float(whole.terms[key]), abs=1e-5)
+    assert (parts.n_label_tokens, parts.n_rationale_tokens) == (
+        whole.n_label_tokens,
+        whole.n_rationale_tokens,
+    )

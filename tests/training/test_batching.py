@@ -1,0 +1,55 @@
+"""Cutting a step's rows into forward passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from stepdistill.training.batching import Encoded, collate_step, padded_cost, plan_passes
+
+
+def _row(n_src: int, n_tgt: int, task: int) -> Encoded:
+    return Encoded(list(range(1, n_src + 1)), [7] * (n_tgt - 1) + [2], task)
+
+
+def _examples() -> list[list[Encoded]]:
+    # (label row, rationale row) per example: short labels, rationales of very different lengths
+    return [
+        [_row(10, 2, 0), _row(10, 30, 1)],
+        [_row(12, 3, 0), _row(12, 5, 1)],
+        [_row(8, 2, 0), _row(8, 60, 1)],
+    ]
+
+
+def test_without_budget_one_pass_per_task_label_rows_first():
+    rows = [e for ex in _examples() for e in ex]
+    passes = plan_passes(rows, "causal", None)
+    assert [[e.task_id for e in p] for p in passes] == [[0, 0, 0], [1, 1, 1]]
+    # the label pass is padded to the longest label row (15), not to the longest rationale row (68)
+    assert padded_cost(passes[0], "causal") == 3 * 15
+    assert padded_cost(rows, "causal") == 6 * 68
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("budget", [1, 40, 80, 150, 10_000])
+def test_budget_bounds_every_pass_and_keeps_every_row(kind, budget):
+    rows = [e for ex in _examples() for e in ex]
+    passes = plan_passes(rows, kind, budget)
+    assert sorted(id(e) for p in passes for e in p) == sorted(id(e) for e in rows)
+    for p in passes:
+        assert len({e.task_id for e in p}) == 1
+        # over budget only when a single row is longer than the budget by itself
+        assert padded_cost(p, kind) <= budget or len(p) == 1
+    if budget == 1:
+        assert len(passes) == len(rows)
+    if budget == 10_000:
+        assert len(passes) == 2
+
+
+def test_step_counts_target_tokens_of_the_whole_step():
+    step = collate_step(_examples(), pad_id=0, kind="causal", max_tokens=80)
+    assert step.n_examples == 3
+    assert step.n_label_tokens == 2 + 3 + 2 and step.n_rationale_tokens == 30 + 5 + 60
+    assert sum(int((b.labels[:, 1:] != -100).sum()) for b in step.passes) == 7 + 95
+    assert step.n_tokens == sum(10 + 2 + 10 + 30 + 12 + 3 + 12 + 5 + 8 + 2 + 8 + 60 for _ in [0])
+    one = collate_step(_examples(), pad_id=0, kind="causal", split=False)
+    assert len(one.passes) == 1 and one.passes[0].task_ids.tolist() == [0, 1, 0, 1, 0, 1]
