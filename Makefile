@@ -45,7 +45,9 @@ bench-quality: $(STAMP)
 	$(PY) bench/quality.py --config cpu
 
 bench-train-speed: $(STAMP)
-	$(PY) bench/train_speed.py
+	$(PY) bench/train_speed.py --device cpu --steps 4 --warmup 1 --batch-size 16 --max-tokens-per-pass 1024
+	$(PY) bench/train_speed.py --device cpu --steps 8 --warmup 1 --batch-size 4 --max-tokens-per-pass 256 \
+		--section train_speed_b4
 
 bench-annotate: $(STAMP)
 	$(PY) bench/annotate_throughput.py

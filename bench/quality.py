@@ -320,36 +320,41 @@ def run_floor_cell(
     cell: Cell, data_dir: Path, smoke: bool, max_new_tokens: int, max_examples: int | None = None
 ) -> dict[str, Any]:
     """The untrained student prompted few-shot with the teacher's prompts, scored on test (the
-    first `max_examples` test rows when set: long few-shot prompts are slow on a CPU)."""
+    first `max_examples` test rows when set: long few-shot prompts are slow on a CPU).
+
+    Generation goes through the local teacher backend, as an annotation run with this model would:
+    plain-text prompts, greedy, the shared few-shot prefix read once (prefix cache) and each batch
+    stopped at the prompts' stop strings."""
+    import torch
     from train_speed import smollm2_student
 
     from stepdistill.data.io import read_annotations
-    from stepdistill.evaluate import generate
+    from stepdistill.embedded import EMBEDDED_SMOLLM2
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
+    from stepdistill.teachers.base import Sampling
     from stepdistill.teachers.config import TeacherConfig
+    from stepdistill.teachers.hf_local import HFLocalTeacher
     from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
-    from stepdistill.training.config import EvalConfig, TrainConfig
-    from stepdistill.training.models import Student
 
     task = get_task(TaskConfig(name=cell.task))
     prompt_spec = load_prompt_spec(task, TeacherConfig(backend="precomputed"))
     test = read_annotations(data_dir / "test.jsonl")[: 8 if smoke else max_examples]
-    import torch
-
     model, tok = smollm2_student()
-    if torch.cuda.is_available():
-        model.to("cuda")
-    student = Student(model, tok, "causal", sum(p.numel() for p in model.parameters()), "embedded:smollm2")
-    prompts = [build_prompt(prompt_spec, task, a.fields).text for a in test]
-    # Few-shot prompts are long; the default 512-token input cap would cut off the question.
-    tcfg = TrainConfig(max_input_length=4096, precision="fp32")
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    tok.padding_side = "left"  # decoder-only batches must end where generation starts
     batch = 32 if torch.cuda.is_available() else 4
-    texts = generate(student, prompts, tcfg, EvalConfig(batch_size=batch, max_new_tokens=max_new_tokens))
+    cfg = TeacherConfig(backend="hf_local", model=EMBEDDED_SMOLLM2, prompt_format="text", batch_size=batch)
+    teacher = HFLocalTeacher(model, tok, cfg)
+    sampling = Sampling(max_tokens=max_new_tokens, stop=tuple(prompt_spec.stop))
+    prompts = [build_prompt(prompt_spec, task, a.fields) for a in test]
+    texts = [
+        c.text
+        for start in range(0, len(prompts), batch)
+        for c in teacher.generate_batch(prompts[start : start + batch], sampling, 0)
+    ]
     correct = 0
-    for ann, text in zip(test, texts):
-        for stop in prompt_spec.stop:  # the student, like the teacher, runs on into a next exemplar
-            text = text.split(stop)[0]
+    for ann, text in zip(test, texts):  # texts end before the first stop string, as the teacher's
         parsed = task.parse_completion(text)
         correct += task.is_correct(parsed.label, ann.gold)
     return {"valid_accuracy": None, "test_accuracy": correct / len(test), "n_test": len(test)}
@@ -386,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         def runner(cell: Cell) -> dict[str, Any]:
             if cell.method == FLOOR:
                 return run_floor_cell(
-                    cell, data_dirs[cell.task], args.smoke, spec.get("floor_max_new_tokens", 96)
+                    cell,
+                    data_dirs[cell.task],
+                    args.smoke,
+                    spec.get("floor_max_new_tokens", 96),
+                    spec.get("floor_max_examples"),
                 )
             return run_training_cell(spec, cell, data_dirs[cell.task], args.smoke)
 

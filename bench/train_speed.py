@@ -484,6 +484,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="2 timed steps, 1 warm-up, batch 2")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    p.add_argument(
+        "--section", default="train_speed",
+        help="BENCHMARKS.md section (and results file) to write, e.g. train_speed_b4 for a second batch size",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:  # a 135M model takes tens of seconds per step on 2 shared cores
         args.steps, args.warmup, args.batch_size = 2, 1, 2
@@ -509,14 +513,14 @@ def main(argv: list[str] | None = None) -> int:
         measures += bench_student(name, makers[name], anns, args)
     info = machine_info(args.device)
     rows = summarise(measures, args.device, len(anns))
-    out = ROOT / "bench" / "results" / f"train_speed-{args.device.split(':')[0]}.json"
+    out = ROOT / "bench" / "results" / f"{args.section}-{args.device.split(':')[0]}.json"
     write_json(out, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": info,
                      "args": {k: v for k, v in vars(args).items()}, "results": rows})  # fmt: skip
     command = "python bench/train_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(rows, info, args, command.strip(), len(anns), PeakMemory(args.device).method)
     print(text)
     if not args.no_write:
-        write_section("train_speed", text)
+        write_section(args.section, text)
     return 0
 
 
