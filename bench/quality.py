@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -225,7 +226,8 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
         f"Updated {dt.date.today().isoformat()}. Command: `{command}`",
         f"Student: {spec.get('student', {}).get('model', 'embedded:smollm2')} (SmolLM2-135M-Instruct, offline "
         f"GGUF dequantised) for every method; {tr.get('max_steps')} steps, batch {tr.get('batch_size')}, "
-        f"lr {tr.get('lr')}, alpha {tr.get('alpha', 0.5)}; seeds {spec['seeds']}. Validation: 10% of train "
+        f"lr {tr.get('lr')}, alpha {tr.get('alpha', 0.5)}; seeds run: "
+        f"{sorted({c['seed'] for c in results['cells'].values()})} (each entry says how many). Validation: 10% of train "
         "(fixed seed 0); test scored once with the checkpoint chosen on validation. "
         f"Hardware: {machine.get('device', '?')} ({machine.get('cpu', '?')}). "
         f"Wall time of the cells so far: {wall / 60:.1f} min ({len(results['cells'])} cells).",
@@ -306,6 +308,11 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
     # A cell interrupted mid-training continues from its last checkpoint rather than restarting.
     run_dir = train(cfg, resume=latest_checkpoint(cfg.run_dir) is not None)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    # A finished cell needs no resume state; its weights (~0.5 GB for SmolLM2, 3.5 GB with the two
+    # checkpoints) stay only with `keep_best: true`, so a 40-cell grid does not fill the disk.
+    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+    if not spec.get("keep_best", False):
+        shutil.rmtree(Path(run_dir) / "best", ignore_errors=True)
     return {
         "valid_accuracy": metrics["splits"]["valid"]["accuracy"],
         "test_accuracy": metrics["splits"]["test"]["accuracy"],
@@ -372,8 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", action="store_true", help="rebuild the BENCHMARKS.md table, train nothing")
     p.add_argument("--list", action="store_true", help="print the grid's cells and whether each is done")
+    p.add_argument(
+        "--seeds", help="comma-separated seeds replacing the config's, e.g. 0,1,2 to add seeds to a grid"
+    )
     args = p.parse_args(argv)
     spec = load_spec(args.config)
+    if args.seeds:
+        spec["seeds"] = [int(s) for s in args.seeds.split(",")]
     suffix = "-smoke" if args.smoke else ""
     path = RESULTS_DIR / f"quality-{spec['name']}{suffix}.json"
     cells = [c for c in grid(spec) if matches(c, parse_only(args.only))]

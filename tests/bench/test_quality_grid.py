@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from quality import (
@@ -159,3 +160,6 @@ def test_smoke_training_cell_end_to_end_on_svamp(shared_data, tiny_causal_dir, t
     saved = load_results(path)["cells"][cell.key]
     assert saved["steps"] == 4 and 0.0 <= saved["test_accuracy"] <= 1.0
     assert saved["cell_wall_s"] > 0 and (tmp_path / "runs").exists()
+    run_dir = Path(saved["run_dir"])  # the finished cell keeps its results, not its weights
+    assert (run_dir / "metrics.json").exists() and (run_dir / "predictions").is_dir()
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "best").exists()

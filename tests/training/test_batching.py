@@ -50,6 +50,6 @@ def test_step_counts_target_tokens_of_the_whole_step():
     assert step.n_examples == 3
     assert step.n_label_tokens == 2 + 3 + 2 and step.n_rationale_tokens == 30 + 5 + 60
     assert sum(int((b.labels[:, 1:] != -100).sum()) for b in step.passes) == 7 + 95
-    assert step.n_tokens == sum(10 + 2 + 10 + 30 + 12 + 3 + 12 + 5 + 8 + 2 + 8 + 60 for _ in [0])
+    assert step.n_tokens == (10 + 2) + (10 + 30) + (12 + 3) + (12 + 5) + (8 + 2) + (8 + 60)  # no padding
     one = collate_step(_examples(), pad_id=0, kind="causal", split=False)
     assert len(one.passes) == 1 and one.passes[0].task_ids.tolist() == [0, 1, 0, 1, 0, 1]
