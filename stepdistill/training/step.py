@@ -134,19 +134,19 @@ def forward_backward(
     """
     n_label, n_rationale = step.n_label_tokens, step.n_rationale_tokens
     sums = {LABEL_TASK: 0.0, RATIONALE_TASK: 0.0}
+    total = 0.0
     for batch in step.passes:
         with autocast():
             at = target_logits(model, batch, kind)
             per_token = token_losses(at.logits, at.targets)  # [n_targets]
         weights = token_weights(cfg.method, cfg.alpha, at.task_ids, n_label, n_rationale)
-        backward((per_token * weights).sum())
+        loss = (per_token * weights).sum()
+        backward(loss)
+        total = total + loss.detach()  # the weights carry the method's mix: the parts add up to it
         for task in sums:
             sums[task] = sums[task] + per_token.detach()[at.task_ids == task].sum()
     label = torch.as_tensor(sums[LABEL_TASK] / max(1, n_label))
     rationale = torch.as_tensor(sums[RATIONALE_TASK] / max(1, n_rationale))
-    if cfg.method == "step_by_step":
-        total = cfg.alpha * label + (1.0 - cfg.alpha) * rationale
-    else:
-        total = torch.as_tensor((sums[LABEL_TASK] + sums[RATIONALE_TASK]) / max(1, n_label + n_rationale))
+    total = torch.as_tensor(total)
     terms = {"label_loss": label, "rationale_loss": rationale, "loss": total}
     return LossParts(total, label, rationale, n_label, n_rationale, terms)
