@@ -44,9 +44,9 @@ from benchmarks_md import machine_info, write_section  # noqa: E402
 from reference_trainer import StepTimer, build_reference_trainer, feature  # noqa: E402
 
 from stepdistill.data.io import write_json  # noqa: E402
+from stepdistill.training.flops import FlopModel, device_peak_tflops, measure_matmul_tflops  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per card
 GOALS = {"cpu_speedup": 1.5, "gpu_speedup": 3.0, "mfu": 0.40, "memory_ratio": 1.3}
 
 
@@ -126,6 +126,9 @@ class Measure:
     # less disturbed by other users' jobs than wall time.
     cpu_seconds: float = 0.0
     passes_per_step: float = 0.0  # forward passes per step (reference: always 2)
+    # Useful training FLOPs of the timed window (stepdistill.training.flops: no padding, lm_head at
+    # target tokens only), the same for every design that trains on the same rows.
+    flops: int = 0
 
     @property
     def examples_per_s(self) -> float:
@@ -247,8 +250,14 @@ class _WindowCallback(StepTimer):
         self.t_end, self.cpu_end = time.perf_counter(), time.process_time()
 
 
+def _rows(examples) -> list[tuple[int, int]]:
+    """(source tokens, target tokens) of every row of the examples, for FLOP accounting."""
+    return [(len(e.source), len(e.target)) for ex in examples for e in ex]
+
+
 def run_reference(model, tokenizer, encoded, kind: str, args, name: str) -> Measure:
-    """The reference design: HF Trainer subclass, two padded passes, pandas collation."""
+    """The reference design: HF Trainer subclass, two padded passes, pandas collation. Its timed steps
+    are random batches of `encoded`: their FLOPs are their tokens at the epoch's FLOPs per token."""
     mem = PeakMemory(args.device)
     cb = _WindowCallback(args.warmup, mem)
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,10 +269,13 @@ def run_reference(model, tokenizer, encoded, kind: str, args, name: str) -> Meas
         trainer.train()
     peak, over = mem.stop()
     timed = trainer.step_sizes[args.warmup :]
+    rows = _rows(encoded)
+    flops_per_token = FlopModel.from_model(model, kind).train_flops(rows) / sum(s + t for s, t in rows)
+    tokens = sum(t for _, t in timed)
     return Measure(
-        "reference", name, len(timed), sum(n for n, _ in timed), sum(t for _, t in timed),
+        "reference", name, len(timed), sum(n for n, _ in timed), tokens,
         cb.t_end - cb.t_start, peak, over, sum(p.numel() for p in model.parameters()),
-        cb.cpu_end - cb.cpu_start, 2.0,
+        cb.cpu_end - cb.cpu_start, 2.0, round(tokens * flops_per_token),
     )  # fmt: skip
 
 
@@ -287,7 +299,8 @@ def run_ours(model, encoded, kind: str, cfg, args, name: str, design: str, plan=
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
-    mem, sizes, t_start, passes = PeakMemory(args.device), [], 0.0, 0
+    mem, sizes, t_start, passes, flops = PeakMemory(args.device), [], 0.0, 0, 0
+    flop_model = FlopModel.from_model(model, kind)
     mem.start()  # before the first step: optimizer state is allocated there
     for step, idx in enumerate(plan):
         if step == args.warmup:
@@ -302,12 +315,14 @@ def run_ours(model, encoded, kind: str, cfg, args, name: str, design: str, plan=
         if step >= args.warmup:
             sizes.append((batch.n_examples, batch.n_tokens))
             passes += len(batch.passes)
+            flops += flop_model.train_flops(_rows(encoded[i] for i in idx))
     _sync(args.device)
     seconds, cpu_seconds = time.perf_counter() - t_start, time.process_time() - cpu_start
     peak, over = mem.stop()
     return Measure(
         design, name, len(sizes), sum(n for n, _ in sizes), sum(t for _, t in sizes), seconds,
         peak, over, sum(p.numel() for p in model.parameters()), cpu_seconds, passes / max(1, len(sizes)),
+        flops,
     )  # fmt: skip
 
 
@@ -363,11 +378,16 @@ def bench_student(name: str, make: Callable[[], tuple], anns: list, args) -> lis
 # ---------------------------------------------------------------- report
 
 
-def summarise(measures: list[Measure], device: str, n_epoch: int) -> list[dict]:
-    """Per student: speed-ups, throughput, extrapolated epoch time, memory ratios and (GPU) MFU."""
+def summarise(
+    measures: list[Measure],
+    device: str,
+    n_epoch: int,
+    peak_tflops: float | None = None,
+    ceiling_tflops: float | None = None,
+) -> list[dict]:
+    """Per student: speed-ups, throughput, extrapolated epoch time, memory ratios, achieved TFLOP/s,
+    MFU against the card's datasheet peak (`peak_tflops`, GPU) and against a measured matmul ceiling."""
     rows = []
-    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
-    peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
     for student in dict.fromkeys(m.student for m in measures):
         by = {m.design: m for m in measures if m.student == student}
         ref = by["reference"]
@@ -382,8 +402,12 @@ def summarise(measures: list[Measure], device: str, n_epoch: int) -> list[dict]:
             }
             if m.cpu_seconds and ref.cpu_seconds:  # tokens per CPU-second, against the reference
                 d["speedup_cpu_time"] = (m.tokens / m.cpu_seconds) / (ref.tokens / ref.cpu_seconds)
-            if peak_tflops:
-                d["mfu"] = 6 * m.n_params * m.tokens_per_s / (peak_tflops * 1e12)
+            if m.flops:
+                d["achieved_tflops"] = m.flops / m.seconds / 1e12
+                if peak_tflops:
+                    d["mfu"] = d["achieved_tflops"] / peak_tflops
+                if ceiling_tflops:
+                    d["mfu_of_ceiling"] = d["achieved_tflops"] / ceiling_tflops
             row["designs"][design] = d
         for suffix in ("", "_budget"):
             sbs, std = by.get("ours" + suffix), by.get("standard" + suffix)
@@ -427,8 +451,9 @@ def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem
         f"Memory: {mem_method}.",
         "",
         "| student | design | passes/step | examples/s | tokens/s | speed-up (wall) | speed-up (CPU time) "
-        "| s/epoch (extrap.) | peak MiB | peak above start MiB |" + (" MFU |" if gpu else ""),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+        "| s/epoch (extrap.) | peak MiB | peak above start MiB | TFLOP/s | of matmul ceiling |"
+        + (" MFU |" if gpu else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
     for r in rows:
         for design, m in r["designs"].items():
@@ -438,6 +463,8 @@ def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem
                 f"{m['examples_per_s']:.2f} | {m['tokens_per_s']:,.0f} | {m['speedup']:.2f}x | {cpu_x} | "
                 f"{m['epoch_s_extrapolated']:,.0f} | {_mib(m['peak_bytes'])} | {_mib(m['peak_over_start_bytes'])} |"
             )
+            line += f" {m['achieved_tflops']:.3g} |" if "achieved_tflops" in m else " n/a |"
+            line += f" {m['mfu_of_ceiling']:.1%} |" if "mfu_of_ceiling" in m else " n/a |"
             lines.append(line + (f" {m['mfu']:.1%} |" if "mfu" in m else (" n/a |" if gpu else "")))
     lines += [
         "",
@@ -465,6 +492,19 @@ def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem
         "peak above the memory at the start (weights resident): gradients, optimizer state and "
         "activations. Ratios of the total peaks: "
         + ", ".join(f"{r['student']} {r['memory_ratio_total']:.2f}x" for r in rows)
+        + ".",
+        "",
+        "TFLOP/s counts the useful training FLOPs of the rows (`stepdistill/training/flops.py`: every "
+        "non-embedding matmul per token of its stack, the output projection at target tokens only, "
+        "causal attention pairs only, no padding; backward = 2x forward), so every design is credited "
+        "with the same work for the same rows. The matmul ceiling is "
+        f"{info['matmul_ceiling_tflops']:.3g} TFLOP/s, a {info['matmul_ceiling_shape']} product measured "
+        "in this run on this device"
+        + (
+            f"; MFU divides by the card's dense bf16 datasheet peak, {info['peak_tflops']} TFLOP/s"
+            if info.get("peak_tflops")
+            else ("; the card's name is not in the peak table, so no datasheet MFU" if gpu else "")
+        )
         + ".",
     ]
     return "\n".join(lines)
@@ -498,6 +538,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def device_ceilings(args) -> dict:
+    """The datasheet peak (GPU, exact card name) and a matmul ceiling measured now, in the precision
+    the designs ran in (bf16 on GPU, fp32 on CPU)."""
+    gpu = args.device.startswith("cuda")
+    n, dtype = (8192, torch.bfloat16) if gpu else (1024, torch.float32)
+    return {
+        "peak_tflops": device_peak_tflops(torch.cuda.get_device_name()) if gpu else None,
+        "matmul_ceiling_tflops": measure_matmul_tflops(args.device, n=n, dtype=dtype),
+        "matmul_ceiling_shape": f"{n}x{n}x{n} {str(dtype).removeprefix('torch.')}",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
@@ -512,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         measures += bench_student(name, makers[name], anns, args)
     info = machine_info(args.device)
-    rows = summarise(measures, args.device, len(anns))
+    info.update(device_ceilings(args))
+    rows = summarise(measures, args.device, len(anns), info.get("peak_tflops"), info["matmul_ceiling_tflops"])
     out = ROOT / "bench" / "results" / f"{args.section}-{args.device.split(':')[0]}.json"
     write_json(out, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": info,
                      "args": {k: v for k, v in vars(args).items()}, "results": rows})  # fmt: skip
