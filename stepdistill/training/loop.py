@@ -23,8 +23,6 @@ float summation order.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -42,6 +40,7 @@ from stepdistill.errors import ConfigError
 from stepdistill.evaluate import base_metrics, evaluate_splits, predict_labels, score
 from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
+from stepdistill.training import distributed as dist
 from stepdistill.training.batching import (
     RankStep,
     StepCounts,
@@ -51,7 +50,7 @@ from stepdistill.training.batching import (
     shard_step,
 )
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.device import device_of, gather_objects, make_accelerator
+from stepdistill.training.device import device_of, make_accelerator
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
@@ -171,29 +170,18 @@ def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     return last if resume else None
 
 
-def _check_launch(cfg: Config, world: int) -> None:
-    """Checks every process makes before anything is trained or written, so all of them fail
-    together: the batch divides over the processes, and every process read the same config."""
-    tc = cfg.train
-    if tc.batch_size % world:
-        raise ConfigError(
-            f"train.batch_size: {tc.batch_size} examples per micro-batch cannot be split evenly over "
-            f"{world} processes; use a multiple of {world}"
-        )
-    if world > 1:
-        mine = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-        seen = gather_objects([mine])
-        if len(set(seen)) > 1:
-            ranks = [r for r, h in enumerate(seen) if h != seen[0]]
-            raise ConfigError(f"processes {ranks} loaded a different config than process 0; launch all "
-                              "processes with the same config file and overrides")  # fmt: skip
-
-
-def _validate(student: Student, task: Task, valid: list[Annotation], cfg: Config) -> dict[str, Any]:
+def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, Any]) -> dict[str, Any]:
+    """Validation accuracy of the current student; updates the best step in `state`."""
+    valid = splits.get("valid", [])
     if not valid:
-        return {"valid_accuracy": None, "valid_n": 0}
-    scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
-    return {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"]}
+        result = {"valid_accuracy": None, "valid_n": 0}
+    else:
+        scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
+        result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"]}
+    acc = result["valid_accuracy"]
+    if state["best_step"] is None or (acc is not None and acc > (state["best_valid_accuracy"] or -1.0)):
+        state.update(best_step=state["step"], best_valid_accuracy=acc)
+    return result
 
 
 def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path | None, rank: int, world: int):
@@ -251,18 +239,6 @@ def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: i
     return sums
 
 
-def _save(accelerator, run_dir: Path, student: Student, optimizer, scheduler, state, is_eval: bool,
-          tc: TrainConfig) -> None:  # fmt: skip
-    """A checkpoint, written by the main process while the others wait."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        ckpt.save_checkpoint(run_dir, student, optimizer, scheduler, state)
-        if is_eval and state["best_step"] == state["step"]:
-            ckpt.record_best(run_dir, state["step"], state["best_valid_accuracy"])
-        ckpt.prune(run_dir, tc.keep_checkpoints, state["best_step"])
-    accelerator.wait_for_everyone()
-
-
 def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bool = False) -> Path:
     """Train on splits['train'], select on splits['valid'], evaluate cfg.eval.splits; the run folder."""
     from torch.utils.tensorboard import SummaryWriter
@@ -270,7 +246,7 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
     run_dir, tc = cfg.run_dir, cfg.train
     accelerator = make_accelerator(tc.precision, tc.dist_timeout_s)
     main, world = accelerator.is_main_process, accelerator.num_processes
-    _check_launch(cfg, world)
+    dist.check_launch(cfg, accelerator)
     last = _check_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()  # every process has looked at the folder before it changes
     if main:
@@ -284,11 +260,12 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
     scheduler = _scheduler(optimizer, tc, total_steps)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     keys = Objective.sum_keys(accelerator.unwrap_model(objective))
+    fsdp = dist.is_fsdp(accelerator)
     state: dict[str, Any] = {"step": 0, "best_step": None, "best_valid_accuracy": None, "elapsed_s": 0.0,
                              "examples_seen": 0, "tokens_seen": 0, "num_processes": world}  # fmt: skip
     log_rows: list[dict[str, Any]] = []
     if last is not None:
-        ckpt.restore_optimizer(last, optimizer, scheduler)
+        dist.restore_optimizer(accelerator, last, objective, optimizer, scheduler)
         state = {**ckpt.read_state(last), "num_processes": world}
         log_path = run_dir / "train_log.jsonl"
         log_rows = (
@@ -340,16 +317,26 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
                 )
             bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
             window = Window()
-        if is_eval:
-            result = _validate(student, task, splits.get("valid", []), cfg)
-            log({"step": done, **result})
-            acc = result["valid_accuracy"]
-            if state["best_step"] is None or (
-                acc is not None and acc > (state["best_valid_accuracy"] or -1.0)
-            ):
-                state.update(best_step=done, best_valid_accuracy=acc)
+        if is_eval and not fsdp:
+            log({"step": done, **_select(student, task, splits, cfg, state)})
         if is_save:
-            _save(accelerator, run_dir, student, optimizer, scheduler, state, is_eval, tc)
+            dist.save(
+                accelerator,
+                run_dir,
+                student,
+                objective,
+                optimizer,
+                scheduler,
+                state,
+                is_eval and not fsdp,
+                tc,
+            )
+        if is_eval and fsdp:
+            # Sharded weights cannot generate: validate the checkpoint just written, as a plain model.
+            saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
+            saved.model.to(accelerator.device)
+            log({"step": done, **_select(saved, task, splits, cfg, state)})
+            dist.record_best(accelerator, run_dir, state, tc)
     bar.close()
     if writer is not None:
         writer.close()

@@ -197,11 +197,12 @@ def exportable_model(student: Student):
     return student.model
 
 
-def save_student(student: Student, path: str | Path) -> Path:
-    """Write weights (safetensors), config and tokenizer so plain from_pretrained loads them."""
+def save_student(student: Student, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
+    """Write weights (safetensors), config and tokenizer so plain from_pretrained loads them;
+    `state_dict` (full weights gathered from FSDP processes) replaces the model's own tensors."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    exportable_model(student).save_pretrained(path)  # safetensors
+    exportable_model(student).save_pretrained(path, state_dict=state_dict)  # safetensors
     student.tokenizer.save_pretrained(path)
     return path
 
