@@ -248,3 +248,27 @@ def test_shipped_accelerate_configs_load(tmp_path):
     assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     two = cfgs["ddp-2nodes"]
     assert (two.num_machines, two.num_processes) == (2, 16) and two.main_process_port == 29500
+
+
+def test_fsdp2_sharded_objective_equals_one_process(tmp_path, tiny_causal_dir):
+    """The objective, step plan and pass loop under torch's fully_shard on 2 CPU processes give the
+    weights of one unsharded process, and the gathered full state saves a from_pretrained folder.
+    (accelerate's FSDP plugin itself needs GPUs; see fsdp_worker.py.)"""
+    from fsdp_worker import main as worker
+    from transformers import AutoModelForCausalLM
+
+    worker(str(tiny_causal_dir), str(tmp_path / "one"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(ROOT / "tests" / "training" / "fsdp_worker.py"), str(tiny_causal_dir),
+           str(tmp_path / "two")]  # fmt: skip
+    _run(cmd)
+    a, b = (
+        load_file(tmp_path / "one" / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=lambda m, k=key: f"{k}: {m}")
+    base = load_file(tiny_causal_dir / "model.safetensors")
+    assert not torch.equal(base["model.layers.0.mlp.up_proj.weight"], b["model.layers.0.mlp.up_proj.weight"])
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "two").config.num_hidden_layers == 2
