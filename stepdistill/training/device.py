@@ -48,14 +48,15 @@ def make_accelerator(precision: str, timeout_s: float) -> Any:
     )
 
 
-def join_launcher() -> None:
-    """Join the launcher's process group when started by one (evaluation outside training)."""
+def join_launcher(timeout_s: float = 600.0) -> None:
+    """Join the launcher's process group when started by one (for the work around the trainings:
+    `stepdistill run`, `evaluate`, `predict`)."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _initialized():
         from accelerate import PartialState
 
-        PartialState(cpu=not torch.cuda.is_available())
+        PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
 
 
 def _initialized() -> bool:

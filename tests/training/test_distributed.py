@@ -272,3 +272,41 @@ def test_fsdp2_sharded_objective_equals_one_process(tmp_path, tiny_causal_dir):
     base = load_file(tiny_causal_dir / "model.safetensors")
     assert not torch.equal(base["model.layers.0.mlp.up_proj.weight"], b["model.layers.0.mlp.up_proj.weight"])
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "two").config.num_hidden_layers == 2
+
+
+def test_stepdistill_run_under_torchrun(tmp_path, tiny_causal_dir):
+    """The sweep launched like a training: data, teacher and report on the main process, the
+    training on both; one copy of every file."""
+    from stepdistill.demo_data import demo_splits
+
+    sizes = {"train": 8, "valid": 2, "test": 2}
+    rows = [{"id": r["id"], "completion": f"{r['explanation']} The answer is ( {r['answer']} )."}
+            for recs in demo_splits(sizes, seed=0).values() for r in recs]  # fmt: skip
+    write_jsonl(tmp_path / "teacher.jsonl", rows)
+    data = tmp_path / "runs" / "t" / "data"
+    raw = {
+        "name": "t",
+        "out_dir": str(tmp_path / "runs"),
+        "task": {"name": "arith"},
+        "data": {s: str(data / f"{s}.jsonl") for s in sizes},
+        "teacher": {"backend": "precomputed", "path": str(tmp_path / "teacher.jsonl")},
+        "annotate": {"progress": False},
+        "student": {"model": str(tiny_causal_dir)},
+        "train": {"batch_size": 4, "lr": 1e-2, "max_steps": 2, "eval_every": 2, "precision": "fp32"},
+        "eval": {"batch_size": 2, "max_new_tokens": 4},
+        "sweep": {
+            "methods": ["step_by_step"],
+            "seeds": [0],
+            "fractions": [1.0],
+            "demo_data": {"seed": 0, "sizes": sizes},
+        },  # fmt: skip
+        "report": {"sample_size": 2},
+    }
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    done = _run(torchrun(2, "run", str(cfg)))
+    assert done.stdout.count("report: ") == 1
+    run = tmp_path / "runs" / "t"
+    (trained,) = [p.parent for p in run.glob("*/metrics.json")]
+    assert json.loads((trained / "metrics.json").read_text())["train"]["num_processes"] == 2
+    assert (run / "report" / "report.html").exists() and _files(trained).count("tb/events") == 1
