@@ -31,11 +31,10 @@ from stepdistill.kd.labels import (
     label_scores,
 )
 from stepdistill.tasks.base import Task
+from stepdistill.training.batching import IGNORE
+from stepdistill.training.formatting import LABEL_TASK
 
 log = logging.getLogger(__name__)
-
-IGNORE = -100
-LABEL_TASK = 0
 
 
 def row_sources(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, kind: str):

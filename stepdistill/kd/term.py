@@ -25,9 +25,11 @@ from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.config import KDConfig
 from stepdistill.kd.losses import KDMonitor, dense_kd_loss, sparse_kd_loss
 from stepdistill.kd.topk import TopKFile, read_topk
-from stepdistill.kd.whitebox import IGNORE, load_teacher, teacher_target_logits
+from stepdistill.kd.whitebox import load_teacher, teacher_target_logits
+from stepdistill.training.batching import IGNORE
+from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
 
-TASK_IDS = {"label": 0, "rationale": 1}  # the trainer's LABEL_TASK / RATIONALE_TASK
+TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
 
 
 def sparse_for_batch(

@@ -310,3 +310,13 @@ def test_stepdistill_run_under_torchrun(tmp_path, tiny_causal_dir):
     (trained,) = [p.parent for p in run.glob("*/metrics.json")]
     assert json.loads((trained / "metrics.json").read_text())["train"]["num_processes"] == 2
     assert (run / "report" / "report.html").exists() and _files(trained).count("tb/events") == 1
+
+
+def test_fsdp_config_on_cpu_is_refused_not_run_as_ddp(tmp_path, tiny_causal_dir, monkeypatch):
+    from stepdistill.errors import ConfigError
+
+    cfg = _write_config(tmp_path, tiny_causal_dir, "fsdp")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for an FSDP config
+    with pytest.raises(ConfigError, match="FSDP, which accelerate runs on GPUs only"):
+        _in_process(cfg)
+    assert not (tmp_path / "runs" / "fsdp").exists()
