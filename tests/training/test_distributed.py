@@ -229,6 +229,7 @@ def test_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path, tiny_causal_d
     finally:
         if launcher.poll() is None:
             launcher.kill()
+    print(f"job ended {waited:.1f} s after the kill, exit {launcher.returncode}")
     assert launcher.returncode != 0
     assert waited < 60, f"the job took {waited:.0f}s to end after a rank died"
     assert not (run / "metrics.json").exists()
