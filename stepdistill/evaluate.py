@@ -26,7 +26,15 @@ from stepdistill.errors import ConfigError
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import encode_source
 from stepdistill.training.config import EvalConfig, TrainConfig
-from stepdistill.training.device import autocast
+from stepdistill.training.device import (
+    autocast,
+    barrier,
+    device_of,
+    gather_objects,
+    is_main,
+    join_launcher,
+    rank_world,
+)
 from stepdistill.training.formatting import eval_source, rationale_source, split_single_task
 from stepdistill.training.models import Student, load_saved_student
 
@@ -64,9 +72,12 @@ def generate(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[str] = [""] * len(sources)
-    for start in range(0, len(order), eval_cfg.batch_size):
-        chunk = order[start : start + eval_cfg.batch_size]
+    # Under several processes each takes every N-th batch of the single-process batching, so every
+    # prompt is decoded with the same batch mates (same padding) as in a one-process run.
+    rank, world = rank_world()
+    chunks = [order[i : i + eval_cfg.batch_size] for i in range(0, len(order), eval_cfg.batch_size)]
+    done: list[tuple[int, str]] = []
+    for chunk in chunks[rank::world]:
         # Decoder-only models continue the prompt, so prompts are left-padded to end together.
         ids, mask = _pad_batch([encoded[i] for i in chunk], tok.pad_token_id, left=causal)
         with autocast(device, train_cfg.precision):
@@ -81,9 +92,13 @@ def generate(
             )
         if causal:
             gen = gen[:, ids.shape[1] :]
-        for i, text in zip(chunk, tok.batch_decode(gen, skip_special_tokens=True)):
-            out[i] = text.strip()
+        done.extend(
+            (i, text.strip()) for i, text in zip(chunk, tok.batch_decode(gen, skip_special_tokens=True))
+        )
     model.train(was_training)
+    out: list[str] = [""] * len(sources)
+    for i, text in gather_objects(done):
+        out[i] = text
     return out
 
 
@@ -177,7 +192,8 @@ def evaluate_splits(
         start = time.perf_counter()
         rows = predict_labels(student, task, data[split], cfg.train, cfg.eval)
         wall = time.perf_counter() - start
-        write_jsonl(out_dir / "predictions" / f"{split}.jsonl", rows)
+        if is_main():
+            write_jsonl(out_dir / "predictions" / f"{split}.jsonl", rows)
         results[split] = score(task, rows)
         if latency is None and rows:
             latency = {
@@ -185,7 +201,9 @@ def evaluate_splits(
                 "examples_per_s": len(rows) / wall,
                 "batch_size": cfg.eval.batch_size,
                 "device": str(next(student.model.parameters()).device),
+                "num_processes": rank_world()[1],
             }
+    barrier()
     return results, latency
 
 
@@ -228,6 +246,7 @@ def evaluate_run(
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
 
+    join_launcher()
     cfg = _resolve_target(target, overrides)
     is_folder = isinstance(target, (str, os.PathLike)) and Path(target).is_dir()
     run_dir = Path(target) if is_folder else cfg.run_dir
@@ -243,7 +262,9 @@ def evaluate_run(
     metrics.setdefault("splits", {}).update(results)
     if latency is not None:
         metrics["latency"] = latency
-    write_json(metrics_path, metrics)
+    if is_main():
+        write_json(metrics_path, metrics)
+    barrier()
     return metrics
 
 
@@ -252,8 +273,7 @@ def _load_trained(model_dir: Path, kind: str) -> Student:
     if not (model_dir / "config.json").exists():
         raise ConfigError(f"{model_dir}: no trained student there (train first, or pass --checkpoint)")
     student = load_saved_student(model_dir, kind=kind)
-    if torch.cuda.is_available():
-        student.model.to("cuda")
+    student.model.to(device_of())
     return student
 
 
@@ -272,6 +292,7 @@ def predict_file(
     from stepdistill.data.readers import load_examples
     from stepdistill.tasks import get_task
 
+    join_launcher()
     run_dir = Path(run_dir)
     cfg = _resolve_target(run_dir, None)
     model_dir = Path(checkpoint) if checkpoint else run_dir / "best"
@@ -281,5 +302,7 @@ def predict_file(
         student, task, load_examples(input_path, task), cfg.train, cfg.eval, rationale=rationale
     )
     out_path = Path(out) if out else run_dir / f"predictions-{Path(input_path).stem}.jsonl"
-    write_jsonl(out_path, rows)
+    if is_main():
+        write_jsonl(out_path, rows)
+    barrier()
     return out_path

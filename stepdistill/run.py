@@ -128,6 +128,7 @@ def training_config(
 def _train_one(cfg: Config, sub: Config) -> None:
     """Train one sweep point unless its metrics.json exists; a stale finished folder is an error."""
     from stepdistill.training.checkpoint import latest_checkpoint
+    from stepdistill.training.device import is_main
     from stepdistill.training.loop import train
 
     folder = sub.run_dir
@@ -145,8 +146,9 @@ def _train_one(cfg: Config, sub: Config) -> None:
     _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
     start = time.perf_counter()
     train(sub, resume=resume)
-    _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
-    _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
+    if is_main():
+        _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
+        _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
 
 
 def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
@@ -234,18 +236,27 @@ def run(cfg: Config) -> Path:
     """Run every stage (reusing finished ones) and return the path of report.html."""
     sleep_idle_cpu_threads()  # before anything imports torch
     from stepdistill.report.build import build_report
+    from stepdistill.training.device import barrier, is_main, join_launcher
 
+    # Under torchrun / accelerate launch every process runs this: the trainings use all of them,
+    # everything else (data, teacher, report) runs on the main process while the others wait.
+    join_launcher(cfg.train.dist_timeout_s)
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     start = time.perf_counter()
-    if cfg.sweep.demo_data is not None:
-        make_demo_data(cfg)
-    annotate_stage(cfg)
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        if cfg.sweep.demo_data is not None:
+            make_demo_data(cfg)
+        annotate_stage(cfg)
+    barrier()
     files = annotation_files(cfg)
     train_stage(cfg, files)
-    timing_stage(cfg, files)
-    path = build_report([run_dir])
-    _say(f"all stages done in {time.perf_counter() - start:.0f} s")
-    print(f"report: {path}", flush=True)
+    path = run_dir / "report" / "report.html"
+    if is_main():
+        timing_stage(cfg, files)
+        path = build_report([run_dir])
+        _say(f"all stages done in {time.perf_counter() - start:.0f} s")
+        print(f"report: {path}", flush=True)
+    barrier()
     return path

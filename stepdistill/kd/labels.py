@@ -20,8 +20,7 @@ from typing import Any
 import torch
 
 from stepdistill.errors import DataError
-
-IGNORE = -100
+from stepdistill.training.batching import IGNORE
 
 
 def candidate_batch(

@@ -31,11 +31,10 @@ from stepdistill.kd.labels import (
     label_scores,
 )
 from stepdistill.tasks.base import Task
+from stepdistill.training.batching import IGNORE
+from stepdistill.training.formatting import LABEL_TASK
 
 log = logging.getLogger(__name__)
-
-IGNORE = -100
-LABEL_TASK = 0
 
 
 def row_sources(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, kind: str):
@@ -147,6 +146,10 @@ class SoftLabels:
 
     def loss(self, model: Any, batch: Any) -> torch.Tensor:
         """KD between label distributions over the batch's label rows (mean over those rows)."""
+        return self.loss_and_count(model, batch)[0]
+
+    def loss_and_count(self, model: Any, batch: Any) -> tuple[torch.Tensor, int]:
+        """The mean KD over the label rows that have a teacher distribution, and their number."""
         rows = (batch.task_ids == LABEL_TASK).nonzero(as_tuple=True)[0].tolist()
         keys = batch.keys or [None] * batch.task_ids.shape[0]
         ids = [keys[r].split("\t")[0] if keys[r] else None for r in rows]
@@ -156,10 +159,10 @@ class SoftLabels:
         keep = [i for i, p in enumerate(probs) if p is not None]
         dev = batch.input_ids.device
         if not keep:
-            return torch.zeros((), device=dev)
+            return torch.zeros((), device=dev), 0
         scores = student_label_scores(
             model, batch.kind, [prompts[i] for i in keep], self.candidates, self.pad_id
         )
         teacher = torch.stack([probs[i] for i in keep]).to(scores.device)
         c = self.cfg
-        return label_kd_loss(scores, teacher, c.loss, c.temperature, c.jsd_beta)
+        return label_kd_loss(scores, teacher, c.loss, c.temperature, c.jsd_beta), len(keep)

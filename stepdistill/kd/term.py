@@ -25,9 +25,11 @@ from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.config import KDConfig
 from stepdistill.kd.losses import KDMonitor, dense_kd_loss, sparse_kd_loss
 from stepdistill.kd.topk import TopKFile, read_topk
-from stepdistill.kd.whitebox import IGNORE, load_teacher, teacher_target_logits
+from stepdistill.kd.whitebox import load_teacher, teacher_target_logits
+from stepdistill.training.batching import IGNORE
+from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
 
-TASK_IDS = {"label": 0, "rationale": 1}  # the trainer's LABEL_TASK / RATIONALE_TASK
+TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
 
 
 def sparse_for_batch(
@@ -201,18 +203,34 @@ class KDTerm:
             soft = SoftLabels(cfg, task, student_tokenizer, train, teacher, kind, annotations)
         return cls(cfg, teacher=teacher, teacher_kind=kind, topk=topk, soft_labels=soft)
 
-    def _token_kd(self, batch: Any, at: Any) -> dict[str, torch.Tensor]:
+    def _token_kd(self, batch: Any, at: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(token-mean KD, number of tokens it is taken over) per token-level KD task."""
         if not self.token_tasks:
             return {}
         if self.teacher is not None:
             t_logits = teacher_target_logits(
                 self.teacher, batch.input_ids, batch.attention_mask, batch.labels, self.teacher_kind
             )
-            return kd_per_task(self.cfg, at.logits, at.task_ids, t_logits, tasks=self.token_tasks)
-        if batch.keys is None:
-            raise ValueError("kd.source 'topk_file' needs batches encoded with example ids (keys)")
-        sparse = sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
-        return kd_per_task(self.cfg, at.logits, at.task_ids, sparse=sparse, tasks=self.token_tasks)
+            means = kd_per_task(self.cfg, at.logits, at.task_ids, t_logits, tasks=self.token_tasks)
+            valid = torch.ones_like(at.task_ids, dtype=torch.bool)
+        else:
+            if batch.keys is None:
+                raise ValueError("kd.source 'topk_file' needs batches encoded with example ids (keys)")
+            sparse = sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
+            means = kd_per_task(self.cfg, at.logits, at.task_ids, sparse=sparse, tasks=self.token_tasks)
+            valid = sparse[2].to(at.task_ids.device)
+        return {t: (m, (valid & (at.task_ids == TASK_IDS[t])).sum()) for t, m in means.items()}
+
+    def task_sums(self, model: Any, batch: Any, at: Any) -> tuple[dict[str, torch.Tensor], bool]:
+        """The KD term summed over each KD task's units in this batch (the trainer normalises it by
+        the step's counts), and whether the label task's units are rows (label distributions)
+        rather than tokens. Units without teacher targets add nothing."""
+        sums = {t: mean * count for t, (mean, count) in self._token_kd(batch, at).items()}
+        per_row = self.soft_labels is not None and "label" in self.cfg.tasks
+        if per_row:
+            mean, count = self.soft_labels.loss_and_count(model, batch)
+            sums["label"] = mean * count
+        return sums, per_row
 
     def __call__(
         self,
@@ -229,7 +247,7 @@ class KDTerm:
         Logged terms: kd_loss = sum_t m_t KD_t and kd_ce_loss = sum_t m_t CE_t over the KD tasks
         (m_t: the method's task weights), so total = plain loss + w * (kd_loss - kd_ce_loss);
         with two KD tasks also kd_<task>_loss."""
-        kd = self._token_kd(batch, at)
+        kd = {t: mean for t, (mean, _) in self._token_kd(batch, at).items()}
         if self.soft_labels is not None and "label" in self.cfg.tasks:
             kd["label"] = self.soft_labels.loss(model, batch)
         total = mix_task_losses(method, alpha, self.cfg.weight, label, rationale, kd)

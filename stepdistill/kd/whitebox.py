@@ -21,8 +21,8 @@ import torch
 
 from stepdistill.errors import ConfigError
 from stepdistill.kd.topk import SparseTargets, write_topk
+from stepdistill.training.batching import IGNORE
 
-IGNORE = -100
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

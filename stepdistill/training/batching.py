@@ -191,6 +191,81 @@ def collate_step(
     return Step(passes, len(examples), n_label, n_rationale)
 
 
+@dataclass(frozen=True)
+class StepCounts:
+    """Loss normalisers of one optimizer step: target tokens per task and label rows, counted over
+    every micro-batch on every process (every rank derives them from the same step plan)."""
+
+    n_label_tokens: int
+    n_rationale_tokens: int
+    n_label_rows: int
+    n_examples: int
+
+
+def step_counts(examples: list[list[Encoded]]) -> StepCounts:
+    rows = [e for ex in examples for e in ex]
+    return StepCounts(
+        sum(len(e.target) for e in rows if e.task_id == LABEL_TASK),
+        sum(len(e.target) for e in rows if e.task_id == RATIONALE_TASK),
+        sum(1 for e in rows if e.task_id == LABEL_TASK),
+        len(examples),
+    )
+
+
+def step_counts_of_batch(batch: Batch) -> StepCounts:
+    """The counts of a step made of this one batch."""
+    per_row = (batch.labels != IGNORE).sum(-1)  # target tokens per row  # [rows]
+    is_label = batch.task_ids == LABEL_TASK
+    return StepCounts(
+        int(per_row[is_label].sum()),
+        int(per_row[batch.task_ids == RATIONALE_TASK].sum()),
+        int(is_label.sum()),
+        batch.n_examples,
+    )
+
+
+@dataclass
+class RankStep:
+    """What one process runs for one optimizer step: per micro-batch, its passes (`real` False for a
+    padding pass whose loss weight is zero), so that every process runs the same number of passes."""
+
+    micro: list[list[tuple[Batch, bool]]]
+    counts: StepCounts  # of the whole step, all processes
+    n_examples: int  # examples of this process
+    n_tokens: int  # non-padding tokens of this process's real passes
+
+
+def shard_step(
+    micro_batches: list[list[list[Encoded]]],
+    rank: int,
+    world: int,
+    pad_id: int,
+    kind: str,
+    max_tokens: int | None,
+    split: bool = True,
+) -> RankStep:
+    """This process's share of an optimizer step. Each micro-batch's examples are dealt to the
+    processes in turn (example i to process i % world); the pass plan of every process is derived
+    here on every process, and each pads its list to the longest with zero-weight passes."""
+    micro: list[list[tuple[Batch, bool]]] = []
+    n_examples = n_tokens = 0
+    for examples in micro_batches:
+        plans = []
+        for r in range(world):
+            rows = [e for ex in examples[r::world] for e in ex]
+            plans.append(plan_passes(rows, kind, max_tokens) if split and rows else ([rows] if rows else []))
+        mine = [collate([[e] for e in g], pad_id, kind) for g in plans[rank]]
+        n_examples += len(examples[rank::world])
+        n_tokens += sum(b.n_tokens for b in mine)
+        n_pass = max(len(p) for p in plans)
+        # A padding pass: one real row of the step, weighted zero (its gradients are exact zeros, but
+        # every parameter takes part, so DDP/FSDP issue the same collectives on every process).
+        filler = mine[0] if mine else collate([[examples[0][0]]], pad_id, kind)
+        micro.append([(b, True) for b in mine] + [(filler, False)] * (n_pass - len(mine)))
+    counts = step_counts([ex for examples in micro_batches for ex in examples])
+    return RankStep(micro, counts, n_examples, n_tokens)
+
+
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)

@@ -49,13 +49,23 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_checkpoint(run_dir: Path, student: Student, optimizer, scheduler, state: dict[str, Any]) -> Path:
-    """Write checkpoints/step-<state['step']>/; written to a temporary folder then renamed."""
+def save_checkpoint(
+    run_dir: Path,
+    student: Student,
+    optimizer,
+    scheduler,
+    state: dict[str, Any],
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write checkpoints/step-<state['step']>/; written to a temporary folder then renamed.
+    `model_state` / `optimizer_state`: full states gathered from sharded (FSDP) processes, used
+    instead of the student's and optimizer's own."""
     root = checkpoints_dir(run_dir)
     final = root / f"step-{state['step']}"
     tmp = root / f".tmp-step-{state['step']}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_student(student, tmp)
+    save_student(student, tmp, state_dict=model_state)
     if student.is_lora:
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
@@ -65,7 +75,11 @@ def save_checkpoint(run_dir: Path, student: Student, optimizer, scheduler, state
         }
         save_file(adapter, str(tmp / "adapter.safetensors"))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt"
+        {
+            "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
+            "scheduler": scheduler.state_dict(),
+        },
+        tmp / "trainer_state.pt",
     )
     write_json(tmp / "trainer_state.json", state)
     shutil.rmtree(final, ignore_errors=True)

@@ -41,8 +41,10 @@ class TrainConfig(BaseModel):
     max_target_length: int = 256
     max_steps: int | None = None
     epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
+    # Examples per micro-batch over ALL processes (each of N processes takes batch_size / N of them);
+    # an optimizer step takes batch_size * grad_accum examples whatever the number of processes.
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
     lr: float = 5e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
@@ -59,6 +61,9 @@ class TrainConfig(BaseModel):
     # of at most this many tokens, each backpropagated before the next: same gradients, bounded
     # activation memory. Refused with a kd: section (its term needs the whole step in one pass).
     max_tokens_per_pass: int | None = Field(None, ge=1)
+    # Seconds a process waits in a collective for the others before it fails (process-group timeout):
+    # the bound on a hang when a rank dies and the launcher does not stop the others first.
+    dist_timeout_s: float = Field(600.0, gt=0)
 
 
 class EvalConfig(BaseModel):

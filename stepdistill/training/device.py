@@ -1,8 +1,19 @@
-"""Device and precision, decided in one place: CPU runs in fp32, CUDA in bf16 when `auto`."""
+"""Device, precision and processes, decided in one place.
+
+CPU runs in fp32, CUDA in bf16 when `auto`. Under a launcher (`torchrun`, `accelerate launch`)
+`make_accelerator` joins the process group (NCCL on GPUs, gloo on CPU) with a collective timeout
+of `train.dist_timeout_s`: a rank that waits longer than that for the others raises instead of
+hanging (torchrun already stops the remaining ranks within seconds when one dies; the timeout is the
+bound when nothing else notices, e.g. a lost node).
+
+The helpers below work with or without a process group, so evaluation code calls them freely.
+"""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
+from typing import Any
 
 import torch
 
@@ -22,3 +33,67 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     if mixed == "no":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if mixed == "bf16" else torch.float16)
+
+
+def make_accelerator(precision: str, timeout_s: float) -> Any:
+    """The run's Accelerator. Without CUDA it is told `cpu=True`, which is what makes accelerate
+    start a gloo process group under torchrun instead of treating each rank as a lone process."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return Accelerator(
+        mixed_precision=mixed_precision(precision),
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))],
+    )
+
+
+def join_launcher(timeout_s: float = 600.0) -> None:
+    """Join the launcher's process group when started by one (for the work around the trainings:
+    `stepdistill run`, `evaluate`, `predict`)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _initialized():
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
+
+
+def _initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank_world() -> tuple[int, int]:
+    """(this process's rank, number of processes); (0, 1) without a process group."""
+    if not _initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def is_main() -> bool:
+    return rank_world()[0] == 0
+
+
+def barrier() -> None:
+    if _initialized():
+        torch.distributed.barrier()
+
+
+def gather_objects(items: list[Any]) -> list[Any]:
+    """Every process's `items`, concatenated in rank order, on every process."""
+    if not _initialized():
+        return list(items)
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, items)
+    return [x for part in out for x in part]
+
+
+def device_of(accelerator_device: Any = None) -> torch.device:
+    """Where a model for evaluation goes: this rank's accelerator device, else CUDA when present."""
+    if accelerator_device is not None:
+        return torch.device(accelerator_device)
+    if torch.cuda.is_available():
+        import os
+
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")

@@ -9,14 +9,23 @@ checkpoints/step-<N>/ (+ best.json), best/ (the selected student, plain from_pre
 metrics.json and predictions/<split>.jsonl. Model selection uses the valid split only.
 
 Exact resume: the data order is a function of (seed, epoch) and dropout is re-seeded from
-(seed, micro-step) before every forward pass, so a run resumed from step N repeats the losses,
+(seed, micro-step, rank) before every micro-batch, so a run resumed from step N repeats the losses,
 weights and metrics of an uninterrupted run bit for bit (on the same machine and precision).
+
+Several processes (`torchrun --nproc_per_node N -m stepdistill.cli train CONFIG`, or `accelerate
+launch`): an optimizer step is the same batch_size * grad_accum examples whatever N is; each
+process takes every N-th example of each micro-batch, every process derives the pass plan of all of
+them (and pads its own with zero-weight passes to the longest), the loss is normalised by the counts
+of the whole step, and gradients are all-reduced once per optimizer step. Only the main process
+writes files, between barriers. Without dropout, 1 and N processes give the same weights up to
+float summation order.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +40,20 @@ from stepdistill.errors import ConfigError
 from stepdistill.evaluate import base_metrics, evaluate_splits, predict_labels, score
 from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
-from stepdistill.training.batching import collate_step, encode_examples, example_length, plan_epoch
+from stepdistill.training import distributed as dist
+from stepdistill.training.batching import (
+    RankStep,
+    StepCounts,
+    encode_examples,
+    example_length,
+    plan_epoch,
+    shard_step,
+)
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.device import mixed_precision
+from stepdistill.training.device import device_of, make_accelerator
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
-from stepdistill.training.step import compute_loss, forward_backward
+from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
 
 
 def train(cfg: Config, resume: bool = False) -> Path:
@@ -48,9 +65,9 @@ def train(cfg: Config, resume: bool = False) -> Path:
     return fit(cfg, task, load_splits(cfg.data, task), resume=resume)
 
 
-def _micro_seed(seed: int, micro_step: int) -> int:
-    # Distinct, reproducible torch seed per micro-step: dropout masks depend on (seed, step) only.
-    return (seed * 1_000_003 + micro_step) % (2**63 - 1)
+def _micro_seed(seed: int, micro_step: int, rank: int = 0) -> int:
+    # Distinct, reproducible torch seed per micro-step and process: dropout depends on these only.
+    return (seed * 1_000_003 + micro_step + rank * 7_919_993) % (2**63 - 1)
 
 
 def _param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
@@ -69,52 +86,76 @@ def _scheduler(optimizer, tc: TrainConfig, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-class BatchStream:
-    """Micro-step m of the whole run (a Step: its forward passes), computed from (seed, m) alone.
-    `one_pass` keeps all rows of a step in one batch (the soft-target term needs that)."""
+class StepStream:
+    """Optimizer step s of the whole run for one process, computed from (seed, s) alone.
 
-    def __init__(self, encoded, tc: TrainConfig, pad_id: int, kind: str, one_pass: bool = False):
+    An epoch is planned in optimizer steps of batch_size * grad_accum examples (so batch 8 x
+    accumulation 2 trains on exactly the steps of batch 16), each cut into micro-batches of
+    batch_size, each dealt out to the processes. `one_pass` keeps a process's rows of a
+    micro-batch in one pass (the soft-target term needs that)."""
+
+    def __init__(self, encoded, tc: TrainConfig, pad_id: int, kind: str, rank: int = 0, world: int = 1,
+                 one_pass: bool = False):  # fmt: skip
         self.encoded, self.tc, self.pad_id, self.kind = encoded, tc, pad_id, kind
-        self.one_pass = one_pass
+        self.rank, self.world, self.one_pass = rank, world, one_pass
         self.lengths = [example_length(e) for e in encoded]
-        self.per_epoch = math.ceil(len(encoded) / tc.batch_size)
+        self.step_size = tc.batch_size * tc.grad_accum
+        self.per_epoch = math.ceil(len(encoded) / self.step_size)  # optimizer steps per epoch
         self._plan: tuple[int, list[list[int]]] | None = None
 
-    def __getitem__(self, micro_step: int):
-        epoch, index = divmod(micro_step, self.per_epoch)
+    def __getitem__(self, step: int) -> RankStep:
+        epoch, index = divmod(step, self.per_epoch)
         if self._plan is None or self._plan[0] != epoch:
             tc = self.tc
-            self._plan = (epoch, plan_epoch(self.lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length))
-        rows = [self.encoded[i] for i in self._plan[1][index]]
-        return collate_step(
-            rows, self.pad_id, self.kind, self.tc.max_tokens_per_pass, split=not self.one_pass
-        )
+            self._plan = (epoch, plan_epoch(self.lengths, self.step_size, tc.seed, epoch, tc.group_by_length))
+        ids = self._plan[1][index]
+        b = self.tc.batch_size
+        micro = [[self.encoded[i] for i in ids[k : k + b]] for k in range(0, len(ids), b)]
+        return shard_step(
+            micro, self.rank, self.world, self.pad_id, self.kind, self.tc.max_tokens_per_pass,
+            split=not self.one_pass,
+        )  # fmt: skip
 
 
 @dataclass
 class Window:
-    """Sums over the steps since the last log row."""
+    """Per-step loss sums (this process's share) since the last log row; reduced when logged."""
 
-    terms: dict[str, float] = field(default_factory=dict)
-    micro: int = 0
-    tokens: int = 0
-    examples: int = 0
+    sums: list[torch.Tensor] = field(default_factory=list)  # per step: [len(keys)]
+    counts: list[StepCounts] = field(default_factory=list)
+    tokens: int = 0  # this process's non-padding tokens
     start: float = field(default_factory=time.perf_counter)
 
-    def add(self, parts, batch) -> None:
-        for key, value in parts.terms.items():
-            self.terms[key] = self.terms.get(key, 0.0) + float(value)
-        self.micro += 1
-        self.tokens += batch.n_tokens
-        self.examples += batch.n_examples
+    def add(self, sums: torch.Tensor, plan: RankStep) -> None:
+        self.sums.append(sums)
+        self.counts.append(plan.counts)
+        self.tokens += plan.n_tokens
 
-    def row(self, step: int, epoch: float, lr: float, elapsed: float) -> dict[str, Any]:
+    @property
+    def examples(self) -> int:
+        return sum(c.n_examples for c in self.counts)
+
+    def reduce(self, accelerator, keys: list[str], tc: TrainConfig, kd) -> tuple[dict[str, float], int]:
+        """Mean over the window's steps of each logged term (summed over processes), and the tokens
+        of all processes. One collective for the whole window."""
+        local = torch.cat([torch.stack(self.sums).double().flatten(), torch.tensor([float(self.tokens)])])
+        local = local.to(accelerator.device, torch.float64)
+        total = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+        *flat, tokens = total.cpu().tolist()
+        width = len(keys)
+        terms: dict[str, float] = {}
+        for i, counts in enumerate(self.counts):
+            sums = dict(zip(keys, flat[i * width : (i + 1) * width]))
+            step = loss_terms(sums, counts, tc.method, tc.alpha, accelerator.num_processes, kd)
+            for key, value in step.items():
+                terms[key] = terms.get(key, 0.0) + value / len(self.counts)
+        return terms, int(tokens)
+
+    def row(self, terms: dict[str, float], tokens: int, step: int, epoch: float, lr: float,
+            elapsed: float) -> dict[str, Any]:  # fmt: skip
         secs = max(time.perf_counter() - self.start, 1e-9)
-        row = {"step": step, "epoch": round(epoch, 4)}
-        row.update({k: v / max(self.micro, 1) for k, v in self.terms.items()})
-        row.update(
-            lr=lr, tokens_per_s=self.tokens / secs, examples_per_s=self.examples / secs, elapsed_s=elapsed
-        )
+        row: dict[str, Any] = {"step": step, "epoch": round(epoch, 4), **terms}
+        row.update(lr=lr, tokens_per_s=tokens / secs, examples_per_s=self.examples / secs, elapsed_s=elapsed)
         return row
 
 
@@ -129,14 +170,21 @@ def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     return last if resume else None
 
 
-def _validate(student: Student, task: Task, valid: list[Annotation], cfg: Config) -> dict[str, Any]:
+def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, Any]) -> dict[str, Any]:
+    """Validation accuracy of the current student; updates the best step in `state`."""
+    valid = splits.get("valid", [])
     if not valid:
-        return {"valid_accuracy": None, "valid_n": 0}
-    scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
-    return {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"]}
+        result = {"valid_accuracy": None, "valid_n": 0}
+    else:
+        scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
+        result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"]}
+    acc = result["valid_accuracy"]
+    if state["best_step"] is None or (acc is not None and acc > (state["best_valid_accuracy"] or -1.0)):
+        state.update(best_step=state["step"], best_valid_accuracy=acc)
+    return result
 
 
-def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path | None):
+def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path | None, rank: int, world: int):
     """Student, encoded data and the step budget (restored from `last` when resuming)."""
     tc = cfg.train
     if cfg.kd is not None and tc.max_tokens_per_pass is not None:
@@ -154,10 +202,10 @@ def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path |
         raise ConfigError(f"train.method={tc.method}: no usable training example ({reasons})")
     # Example ids travel with the rows: precomputed teacher targets are looked up by them.
     encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
-    stream = BatchStream(
-        encoded, tc, student.tokenizer.pad_token_id, student.kind, one_pass=cfg.kd is not None
+    stream = StepStream(
+        encoded, tc, student.tokenizer.pad_token_id, student.kind, rank, world, one_pass=cfg.kd is not None
     )
-    total = tc.max_steps or max(1, math.ceil(tc.epochs * stream.per_epoch / tc.grad_accum))
+    total = tc.max_steps or max(1, math.ceil(tc.epochs * stream.per_epoch))
     return student, formatted, stream, total
 
 
@@ -172,40 +220,66 @@ def _kd_term(cfg: Config, task: Task, student: Student, train_rows: list[Annotat
     )
 
 
+def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: int, keys: list[str]):
+    """Forward and backward of every pass of one optimizer step on this process; gradients are
+    all-reduced by the last backward only. Returns this process's loss sums [len(keys)]."""
+    weights = step_weights(tc.method, tc.alpha, plan.counts, scale=accelerator.num_processes)
+    sums = torch.zeros(len(keys), device=accelerator.device)
+    passes = [(k, batch, real) for k, micro in enumerate(plan.micro) for batch, real in micro]
+    for i, (k, batch, real) in enumerate(passes):
+        if i == 0 or passes[i - 1][0] != k:
+            torch.manual_seed(_micro_seed(tc.seed, step * tc.grad_accum + k, accelerator.process_index))
+        last = i == len(passes) - 1
+        with nullcontext() if last else accelerator.no_sync(objective):
+            with accelerator.autocast():
+                out = run_pass(objective, batch.to(accelerator.device), weights if real else NO_WEIGHT)
+            accelerator.backward(out.total)
+        if real:
+            sums += torch.stack([out.sums[key].float() for key in keys])
+    return sums
+
+
 def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bool = False) -> Path:
     """Train on splits['train'], select on splits['valid'], evaluate cfg.eval.splits; the run folder."""
-    from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir, tc = cfg.run_dir, cfg.train
+    accelerator = make_accelerator(tc.precision, tc.dist_timeout_s)
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    dist.check_launch(cfg, accelerator)
     last = _check_run_dir(run_dir, resume)
-    save_config(cfg, run_dir / "config.yaml")
-    student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last)
-
-    accelerator = Accelerator(mixed_precision=mixed_precision(tc.precision))
-    optimizer = torch.optim.AdamW(_param_groups(student.model, tc.weight_decay), lr=tc.lr)
+    accelerator.wait_for_everyone()  # every process has looked at the folder before it changes
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
+    rank = accelerator.process_index
+    student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last, rank, world)
+    student.model.to(accelerator.device)
+    kd_term = _kd_term(cfg, task, student, splits["train"], accelerator.device)
+    objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term)
+    optimizer = torch.optim.AdamW(_param_groups(objective, tc.weight_decay), lr=tc.lr)
     scheduler = _scheduler(optimizer, tc, total_steps)
-    student.model, optimizer = accelerator.prepare(student.model, optimizer)
-    state: dict[str, Any] = {
-        "step": 0,
-        "best_step": None,
-        "best_valid_accuracy": None,
-        "elapsed_s": 0.0,
-        "examples_seen": 0,
-        "tokens_seen": 0,
-    }
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    keys = Objective.sum_keys(accelerator.unwrap_model(objective))
+    fsdp = dist.is_fsdp(accelerator)
+    state: dict[str, Any] = {"step": 0, "best_step": None, "best_valid_accuracy": None, "elapsed_s": 0.0,
+                             "examples_seen": 0, "tokens_seen": 0, "num_processes": world}  # fmt: skip
     log_rows: list[dict[str, Any]] = []
     if last is not None:
-        ckpt.restore_optimizer(last, optimizer, scheduler)
-        state = ckpt.read_state(last)
+        dist.restore_optimizer(accelerator, last, objective, optimizer, scheduler)
+        state = {**ckpt.read_state(last), "num_processes": world}
         log_path = run_dir / "train_log.jsonl"
         log_rows = (
             [r for _, r in iter_jsonl(log_path) if r["step"] <= state["step"]] if log_path.exists() else []
         )
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"] if last else None)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state["step"] if last else None) if main else None
+    if main:
+        print(f"[train] {cfg.name}: {world} process(es); an optimizer step takes {stream.step_size} "
+              f"examples, {tc.batch_size // world} per process per micro-batch", flush=True)  # fmt: skip
 
     def log(row: dict[str, Any]) -> None:
         log_rows.append(row)
+        if not main:
+            return
         write_jsonl(run_dir / "train_log.jsonl", log_rows)
         for key, value in row.items():
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
@@ -213,31 +287,14 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
                     f"eval/{key}" if key.startswith("valid") else f"train/{key}", value, row["step"]
                 )
 
-    base = student.base  # the transformers model the loss runs on (LoRA layers injected in place)
-    device = accelerator.device
-    kd_term = _kd_term(cfg, task, student, splits["train"], device)
-    bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.name, disable=None)
+    bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.name, disable=None if main else True)
     window, clock = Window(), time.perf_counter() - state["elapsed_s"]
     for step in range(state["step"], total_steps):
-        student.model.train()
-        for k in range(tc.grad_accum):
-            micro = step * tc.grad_accum + k
-            batch = stream[micro].to(device)
-            torch.manual_seed(_micro_seed(tc.seed, micro))
-            if kd_term is None:
-                # Label loss, rationale loss and alpha, pass by pass: see step.forward_backward.
-                parts = forward_backward(
-                    base, batch, student.kind, tc,
-                    backward=lambda loss: accelerator.backward(loss / tc.grad_accum),
-                    autocast=accelerator.autocast,
-                )  # fmt: skip
-            else:
-                with accelerator.autocast():
-                    parts = compute_loss(base, batch.passes[0], student.kind, tc, kd_term=kd_term)
-                accelerator.backward(parts.total / tc.grad_accum)
-            window.add(parts, batch)
+        objective.train()
+        plan = stream[step]
+        window.add(_train_step(accelerator, objective, plan, tc, step, keys), plan)
         if tc.max_grad_norm:
-            accelerator.clip_grad_norm_(student.model.parameters(), tc.max_grad_norm)
+            accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -249,36 +306,54 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
         is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0)
         if done % tc.log_every == 0 or is_save:
             # Checkpoints always end a log window, so a resumed run logs the same rows.
-            state["tokens_seen"] += window.tokens
+            terms, tokens = window.reduce(accelerator, keys, tc, kd_term)
+            state["tokens_seen"] += tokens
             state["examples_seen"] += window.examples
-            log(window.row(done, done * tc.grad_accum / stream.per_epoch, lr, state["elapsed_s"]))
-            bar.set_postfix(loss=f"{log_rows[-1].get('loss', 0):.4f}")
+            log(window.row(terms, tokens, done, done / stream.per_epoch, lr, state["elapsed_s"]))
+            if kd_term is not None and "kd_loss" in terms:
+                w = kd_term.cfg.weight
+                kd_term.monitor.observe(
+                    {"ce_weighted": (1 - w) * terms["kd_ce_loss"], "kd_weighted": w * terms["kd_loss"]}
+                )
+            bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
             window = Window()
-        if is_eval:
-            result = _validate(student, task, splits.get("valid", []), cfg)
-            log({"step": done, **result})
-            acc = result["valid_accuracy"]
-            if state["best_step"] is None or (
-                acc is not None and acc > (state["best_valid_accuracy"] or -1.0)
-            ):
-                state.update(best_step=done, best_valid_accuracy=acc)
+        if is_eval and not fsdp:
+            log({"step": done, **_select(student, task, splits, cfg, state)})
         if is_save:
-            ckpt.save_checkpoint(run_dir, student, optimizer, scheduler, state)
-            if is_eval and state["best_step"] == done:
-                ckpt.record_best(run_dir, done, state["best_valid_accuracy"])
-            ckpt.prune(run_dir, tc.keep_checkpoints, state["best_step"])
+            dist.save(
+                accelerator,
+                run_dir,
+                student,
+                objective,
+                optimizer,
+                scheduler,
+                state,
+                is_eval and not fsdp,
+                tc,
+            )
+        if is_eval and fsdp:
+            # Sharded weights cannot generate: validate the checkpoint just written, as a plain model.
+            saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
+            saved.model.to(accelerator.device)
+            log({"step": done, **_select(saved, task, splits, cfg, state)})
+            dist.record_best(accelerator, run_dir, state, tc)
     bar.close()
-    writer.close()
-    _finish(cfg, task, splits, formatted, state, run_dir)
+    if writer is not None:
+        writer.close()
+    _finish(cfg, task, splits, formatted, state, run_dir, accelerator)
     return run_dir
 
 
-def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], run_dir: Path) -> None:
-    """Export the best student to best/, evaluate it and write metrics.json."""
-    best_dir = ckpt.export_best(run_dir, state["best_step"])
-    student = load_saved_student(best_dir, kind=cfg.student.kind)
-    if torch.cuda.is_available():
-        student.model.to("cuda")
+def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], run_dir: Path,
+            accelerator) -> None:  # fmt: skip
+    """Export the best student to best/, evaluate it (generation shared by all processes) and
+    write metrics.json (main process)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.export_best(run_dir, state["best_step"])
+    accelerator.wait_for_everyone()
+    student = load_saved_student(run_dir / "best", kind=cfg.student.kind)
+    student.model.to(device_of(accelerator.device))
     wanted = [s for s in cfg.eval.splits if s in splits]
     results, latency = evaluate_splits(student, task, splits, cfg, wanted, run_dir)
     wall = state["elapsed_s"]
@@ -290,10 +365,13 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
             "examples": len(formatted.examples),
             "skipped": dict(formatted.skipped),
             "examples_seen": state["examples_seen"],
+            "num_processes": accelerator.num_processes,
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
         },
         splits=results,
         latency=latency,
     )
-    write_json(run_dir / "metrics.json", metrics)
+    if accelerator.is_main_process:
+        write_json(run_dir / "metrics.json", metrics)
+    accelerator.wait_for_everyone()

@@ -197,11 +197,28 @@ def exportable_model(student: Student):
     return student.model
 
 
-def save_student(student: Student, path: str | Path) -> Path:
-    """Write weights (safetensors), config and tokenizer so plain from_pretrained loads them."""
+def _without_tied_copies(model, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Drop the second name of each tied parameter (e.g. lm_head.weight tied to the embeddings), as
+    save_pretrained does for the model's own tensors, so both ways write the same file."""
+    first: dict[int, str] = {}
+    copies = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            copies.add(name)
+        else:
+            first[id(param)] = name
+    return {k: v for k, v in state_dict.items() if k not in copies}
+
+
+def save_student(student: Student, path: str | Path, state_dict: dict[str, Any] | None = None) -> Path:
+    """Write weights (safetensors), config and tokenizer so plain from_pretrained loads them;
+    `state_dict` (full weights gathered from FSDP processes) replaces the model's own tensors."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    exportable_model(student).save_pretrained(path)  # safetensors
+    model = exportable_model(student)
+    if state_dict is not None:
+        state_dict = _without_tied_copies(model, state_dict)
+    model.save_pretrained(path, state_dict=state_dict)  # safetensors
     student.tokenizer.save_pretrained(path)
     return path
 

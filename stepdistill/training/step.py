@@ -1,13 +1,20 @@
-"""The training objective of one step, written out in one place.
+"""The training objective, written once: the student and its loss in one `nn.Module`.
 
-Memory and speed: the vocabulary projection (lm_head) runs only on the hidden states of target
-tokens, never on the full [rows, seq, vocab] tensor. For a causal student with a 400-token prompt and
-a 5-token label that is ~80x less lm_head work and memory than `model(..., labels=...)`.
+`Objective` is what `accelerator.prepare` wraps, so DDP and FSDP see every use of every parameter:
+the target-only vocabulary projection and the optional soft-target term run inside its `forward`.
+One forward is one pass (a Batch's rows); the trainer passes per-unit weights computed from the
+counts of the WHOLE optimizer step (every micro-batch, every process), so the passes' losses add up,
+over passes, micro-batches and processes, to
 
-`forward_backward` runs a step pass by pass (label rows, then rationale rows, each padded to its
-own length) and backpropagates each pass before the next, so peak activation memory is that of the
-largest pass, not of the whole step. Each pass's loss is weighted by the token counts of the whole
-step, so the gradients add up to those of `compute_loss` on all rows at once.
+    step_by_step:   alpha * L_label + (1 - alpha) * L_rationale   (each a token mean over the step)
+    other methods:  the token mean over every target token of the step
+
+With a kd: section, each task t in kd.tasks contributes (1 - w) * CE_t + w * KD_t instead of CE_t;
+KD_t is normalised like CE_t, by the step's task-t target tokens (label distributions: by its label
+rows), and a token or row without teacher targets adds zero (see kd/term.py).
+
+Memory and speed: lm_head runs only on the hidden states of target tokens, never on the full
+[rows, seq, vocab] tensor (~80x less lm_head work for a 400-token prompt and a 5-token label).
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from stepdistill.training.batching import IGNORE, Batch, Step
+from stepdistill.training.batching import IGNORE, Batch, Step, StepCounts, step_counts_of_batch
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
-from stepdistill.training.losses import mix, token_losses, token_weights
+from stepdistill.training.losses import token_losses
 
 
 @dataclass
@@ -35,15 +43,45 @@ class TargetLogits:
     task_ids: torch.Tensor  # [n_targets] 0 label token, 1 rationale token
 
 
+@dataclass(frozen=True)
+class Weights:
+    """What one unit of loss weighs in the step's total (already divided by the step's counts)."""
+
+    label: float  # per label target token
+    rationale: float  # per rationale target token
+    label_row: float  # per label row (label-distribution KD)
+
+
+NO_WEIGHT = Weights(0.0, 0.0, 0.0)  # padding passes: gradients exactly zero
+
+
+def step_weights(method: str, alpha: float, counts: StepCounts, scale: float = 1.0) -> Weights:
+    """Per-unit weights of a step. `scale` is the number of processes: DDP and FSDP average the
+    gradients over processes, so each process's share is multiplied back to a sum.
+
+    step_by_step: alpha / N_label per label token, (1 - alpha) / N_rationale per rationale token;
+    other methods: 1 / (N_label + N_rationale) per token.
+    """
+    n_lab, n_rat = counts.n_label_tokens, counts.n_rationale_tokens
+    if method == "step_by_step":
+        on_label = alpha / n_lab if n_lab else 0.0
+        on_rat = (1.0 - alpha) / n_rat if n_rat else 0.0
+    else:
+        on_label = on_rat = 1.0 / max(1, n_lab + n_rat)
+    task_mix = on_label * n_lab  # the label task's share of the total (alpha, or N_label / N)
+    on_row = task_mix / counts.n_label_rows if counts.n_label_rows else 0.0
+    return Weights(on_label * scale, on_rat * scale, on_row * scale)
+
+
 @dataclass
-class LossParts:
-    total: torch.Tensor  # what is backpropagated
-    label: torch.Tensor  # token-mean loss over label rows
-    rationale: torch.Tensor  # token-mean loss over rationale rows (0 when there are none)
-    n_label_tokens: int
-    n_rationale_tokens: int
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # every term, detached, for logging
-    at_targets: TargetLogits | None = None  # kept when compute_loss(keep_logits=True)
+class PassLoss:
+    """The output of one forward: `total` is backpropagated; `sums` are detached sums for logging
+    (loss: this pass's share of the step loss; label/rationale: CE summed over the pass's tokens;
+    kd_<task>: the KD term summed over its units)."""
+
+    total: torch.Tensor
+    sums: dict[str, torch.Tensor]
+    at_targets: TargetLogits | None = None
 
 
 def _project(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -94,59 +132,164 @@ def target_logits(model, batch: Batch, kind: str) -> TargetLogits:
     return _seq2seq_targets(model, batch)
 
 
+class Objective(torch.nn.Module):
+    """The student and its loss. `model` is a transformers model or a peft model wrapping one;
+    `kd_term` a stepdistill.kd.term.KDTerm or None (kept as a plain attribute: the teacher is not a
+    submodule, so DDP/FSDP neither broadcast nor shard it)."""
+
+    def __init__(self, model: Any, kind: str, method: str, alpha: float, kd_term: Any = None):
+        super().__init__()
+        self.model = model
+        self.kind, self.method, self.alpha = kind, method, alpha
+        self.kd_term = kd_term
+
+    @property
+    def base(self) -> Any:
+        """The transformers model the loss runs on (LoRA layers injected in place)."""
+        return self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
+
+    def sum_keys(self) -> list[str]:
+        """The keys of PassLoss.sums, in a fixed order (they are reduced across processes as one vector)."""
+        keys = ["loss", "label", "rationale"]
+        return keys + ([f"kd_{t}" for t in self.kd_term.cfg.tasks] if self.kd_term is not None else [])
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        task_ids: torch.Tensor,
+        weights: Weights,
+        keys: list[str] | None = None,
+        keep_logits: bool = False,
+    ) -> PassLoss:
+        batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys)
+        at = target_logits(self.base, batch, self.kind)
+        per_token = token_losses(at.logits, at.targets)  # [n_targets] float32
+        is_label = at.task_ids == LABEL_TASK
+        unit = {"label": weights.label, "rationale": weights.rationale}
+        on_token = torch.where(is_label, weights.label, weights.rationale)  # [n_targets]
+        sums = {
+            "label": per_token.detach()[is_label].sum(),
+            "rationale": per_token.detach()[at.task_ids == RATIONALE_TASK].sum(),
+        }
+        kd_total = per_token.sum() * 0.0
+        if self.kd_term is not None:
+            w = self.kd_term.cfg.weight
+            kd_sums, per_row = self.kd_term.task_sums(self.base, batch, at)
+            for task, value in kd_sums.items():
+                # (1 - w) * CE_t + w * KD_t on the tokens (rows) of task t.
+                on_token = torch.where(at.task_ids == TASK_IDS[task], on_token * (1.0 - w), on_token)
+                per_unit = weights.label_row if (task == "label" and per_row) else unit[task]
+                kd_total = kd_total + w * per_unit * value
+                sums[f"kd_{task}"] = value.detach()
+        total = (per_token * on_token).sum() + kd_total
+        sums["loss"] = total.detach()
+        return PassLoss(total, sums, at if keep_logits else None)
+
+
+TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
+
+
+def loss_terms(
+    sums: dict[str, float], counts: StepCounts, method: str, alpha: float, scale: float, kd: Any = None
+) -> dict[str, float]:
+    """The logged terms of a step from its summed parts (over all passes and processes).
+
+    loss: the optimised total; label_loss / rationale_loss: CE token means per task; with KD,
+    kd_loss = sum_t m_t KD_t and kd_ce_loss = sum_t m_t CE_t over the KD tasks (m_t: the method's
+    task weights), so loss = plain loss + w * (kd_loss - kd_ce_loss); with two KD tasks also
+    kd_<task>_loss. `kd` is the run's KDTerm (or None)."""
+    n = {"label": counts.n_label_tokens, "rationale": counts.n_rationale_tokens}
+    terms = {
+        "loss": sums["loss"] / scale,
+        "label_loss": sums["label"] / max(1, n["label"]),
+        "rationale_loss": sums["rationale"] / max(1, n["rationale"]),
+    }
+    if kd is None:
+        return terms
+    w = step_weights(method, alpha, counts)
+    mix = {"label": w.label * n["label"], "rationale": w.rationale * n["rationale"]}
+    kd_mean = {}
+    for task in kd.cfg.tasks:
+        per_row = task == "label" and kd.soft_labels is not None
+        denom = counts.n_label_rows if per_row else n[task]
+        kd_mean[task] = sums[f"kd_{task}"] / max(1, denom)
+    terms["kd_loss"] = sum(mix[t] * v for t, v in kd_mean.items())
+    terms["kd_ce_loss"] = sum(mix[t] * terms[f"{t}_loss"] for t in kd_mean)
+    if len(kd_mean) > 1:
+        terms.update({f"kd_{t}_loss": v for t, v in kd_mean.items()})
+    return terms
+
+
+@dataclass
+class LossParts:
+    """The loss of one batch on its own (compute_loss): `total` carries the graph; the rest is logging."""
+
+    total: torch.Tensor
+    label: torch.Tensor  # token-mean CE over label rows
+    rationale: torch.Tensor  # token-mean CE over rationale rows (0 when there are none)
+    n_label_tokens: int
+    n_rationale_tokens: int
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    at_targets: TargetLogits | None = None  # kept when compute_loss(keep_logits=True)
+
+
+def _objective(model: Any, kind: str, cfg: TrainConfig, kd_term: Any) -> Objective:
+    return model if isinstance(model, Objective) else Objective(model, kind, cfg.method, cfg.alpha, kd_term)
+
+
+def run_pass(objective: Objective, batch: Batch, weights: Weights, keep_logits: bool = False) -> PassLoss:
+    """One forward of the objective (or of the DDP/FSDP module wrapping it) on a Batch."""
+    return objective(
+        batch.input_ids,
+        batch.attention_mask,
+        batch.labels,
+        batch.task_ids,
+        weights=weights,
+        keys=batch.keys,
+        keep_logits=keep_logits,
+    )
+
+
 def compute_loss(
-    model, batch: Batch, kind: str, cfg: TrainConfig, keep_logits: bool = False, kd_term=None
+    model: Any, batch: Batch, kind: str, cfg: TrainConfig, keep_logits: bool = False, kd_term: Any = None
 ) -> LossParts:
-    """The loss of one batch. `model` is the plain transformers model (LoRA layers injected);
-    `kind` is "causal" or "seq2seq"; `kd_term` a stepdistill.kd.term.KDTerm or None."""
-    at = target_logits(model, batch, kind)
-    per_token = token_losses(at.logits, at.targets)  # [n_targets]
-
-    # Label loss over label rows, rationale loss over rationale rows, mixed by alpha
-    # (step_by_step); other methods: token mean over everything.
-    total, label, rationale, n_label, n_rat = mix(cfg.method, cfg.alpha, per_token, at.task_ids)
-    # Terms stay tensors (detached) so that logging does not force a device sync every step.
-    terms = {"label_loss": label.detach(), "rationale_loss": rationale.detach()}
-
-    # Soft-target distillation: per task in kd.tasks, (1 - w) * CE_task + w * KD_task, mixed by
-    # alpha as above; logs kd_loss and kd_ce_loss (the CE it is weighed against). See kd/term.py.
-    if kd_term is not None:
-        total, kd_terms = kd_term(model, batch, at, cfg.method, cfg.alpha, label, rationale)
-        terms.update(kd_terms)
-
-    terms["loss"] = total.detach()
-    return LossParts(total, label, rationale, n_label, n_rat, terms, at if keep_logits else None)
+    """The loss of one batch normalised by its own counts (the whole step in one pass).
+    `model` is the plain transformers/peft model or an Objective."""
+    objective = _objective(model, kind, cfg, kd_term)
+    counts = step_counts_of_batch(batch)
+    out = run_pass(objective, batch, step_weights(cfg.method, cfg.alpha, counts), keep_logits)
+    terms = loss_terms(out.sums, counts, cfg.method, cfg.alpha, 1.0, objective.kd_term)
+    terms = {k: torch.as_tensor(v) for k, v in terms.items()}
+    n_lab, n_rat = counts.n_label_tokens, counts.n_rationale_tokens
+    return LossParts(
+        out.total, terms["label_loss"], terms["rationale_loss"], n_lab, n_rat, terms, out.at_targets
+    )
 
 
 def forward_backward(
-    model,
+    model: Any,
     step: Step,
     kind: str,
     cfg: TrainConfig,
     backward: Callable[[torch.Tensor], None],
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> LossParts:
-    """Loss and gradients of one step, one forward and one `backward(loss)` per pass.
-
-    The loss is the same as `compute_loss` on every row of the step in one batch: alpha * L_label +
-    (1 - alpha) * L_rationale for step_by_step, the token mean otherwise. The returned parts are
-    detached (the gradients are already in the parameters).
-    """
-    n_label, n_rationale = step.n_label_tokens, step.n_rationale_tokens
-    sums = {LABEL_TASK: 0.0, RATIONALE_TASK: 0.0}
-    total = 0.0
+    """Loss and gradients of one step on one process, one forward and one `backward(loss)` per
+    pass, each weighted by the counts of the whole step: the same gradients as compute_loss on all
+    rows at once. Returns detached parts."""
+    objective = _objective(model, kind, cfg, None)
+    counts = StepCounts(step.n_label_tokens, step.n_rationale_tokens, 0, step.n_examples)
+    weights = step_weights(cfg.method, cfg.alpha, counts)
+    sums: dict[str, torch.Tensor] = {}
     for batch in step.passes:
         with autocast():
-            at = target_logits(model, batch, kind)
-            per_token = token_losses(at.logits, at.targets)  # [n_targets]
-        weights = token_weights(cfg.method, cfg.alpha, at.task_ids, n_label, n_rationale)
-        loss = (per_token * weights).sum()
-        backward(loss)
-        total = total + loss.detach()  # the weights carry the method's mix: the parts add up to it
-        for task in sums:
-            sums[task] = sums[task] + per_token.detach()[at.task_ids == task].sum()
-    label = torch.as_tensor(sums[LABEL_TASK] / max(1, n_label))
-    rationale = torch.as_tensor(sums[RATIONALE_TASK] / max(1, n_rationale))
-    total = torch.as_tensor(total)
-    terms = {"label_loss": label, "rationale_loss": rationale, "loss": total}
-    return LossParts(total, label, rationale, n_label, n_rationale, terms)
+            out = run_pass(objective, batch, weights)
+        backward(out.total)
+        for key, value in out.sums.items():
+            sums[key] = sums.get(key, 0.0) + value
+    terms = loss_terms(sums, counts, cfg.method, cfg.alpha, 1.0)
+    terms = {k: torch.as_tensor(v) for k, v in terms.items()}
+    n_lab, n_rat = counts.n_label_tokens, counts.n_rationale_tokens
+    return LossParts(terms["loss"], terms["label_loss"], terms["rationale_loss"], n_lab, n_rat, terms)

@@ -53,3 +53,20 @@ def test_step_counts_target_tokens_of_the_whole_step():
     assert step.n_tokens == (10 + 2) + (10 + 30) + (12 + 3) + (12 + 5) + (8 + 2) + (8 + 60)  # no padding
     one = collate_step(_examples(), pad_id=0, kind="causal", split=False)
     assert len(one.passes) == 1 and one.passes[0].task_ids.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_shard_step_deals_examples_and_pads_passes():
+    from stepdistill.training.batching import shard_step
+
+    micro = [_examples(), _examples()[:1]]  # a micro-batch of 3 examples, then one of 1
+    shards = [shard_step(micro, r, 2, pad_id=0, kind="causal", max_tokens=40) for r in range(2)]
+    # every example exactly once: rank 0 takes examples 0 and 2 of the first micro-batch, rank 1 example 1
+    assert [s.n_examples for s in shards] == [3, 1]
+    for k in range(2):
+        assert len(shards[0].micro[k]) == len(shards[1].micro[k])  # same number of passes everywhere
+    real = [[sum(int(b.task_ids.numel()) for b, ok in m if ok) for m in s.micro] for s in shards]
+    assert real == [[4, 2], [2, 0]]  # rows (label + rationale) per micro-batch; rank 1 pads the second
+    assert all(not ok for _, ok in shards[1].micro[1])
+    # the counts are those of the whole step, identical on both ranks
+    assert shards[0].counts == shards[1].counts
+    assert shards[0].counts.n_label_tokens == (2 + 3 + 2) + 2 and shards[0].counts.n_examples == 4

@@ -43,7 +43,14 @@ def test_causal_student_overfits_to_full_accuracy(
     }
     assert metrics["best_step"] in (30, 60) and metrics["train"]["steps"] == 60
     assert metrics["student"]["kind"] == "causal" and metrics["method"] == "standard"
-    assert set(metrics["latency"]) == {"ms_per_example", "examples_per_s", "batch_size", "device"}
+    assert set(metrics["latency"]) == {
+        "ms_per_example",
+        "examples_per_s",
+        "batch_size",
+        "device",
+        "num_processes",
+    }
+    assert metrics["train"]["num_processes"] == 1
     # Run-folder contract.
     rows = [r for _, r in iter_jsonl(run / "train_log.jsonl")]
     train_rows = [r for r in rows if "loss" in r]
