@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from stepdistill import runlock
 from stepdistill.config import Config, save_config
 from stepdistill.data.io import iter_jsonl, write_json, write_jsonl
 from stepdistill.data.schema import Annotation
@@ -31,21 +32,26 @@ from stepdistill.errors import ConfigError
 from stepdistill.evaluate import base_metrics, evaluate_splits, predict_labels, score
 from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
+from stepdistill.training import integrity, preempt, selection
 from stepdistill.training.batching import collate_step, encode_examples, example_length, plan_epoch
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.device import mixed_precision
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
+from stepdistill.training.resume_check import check_resume
 from stepdistill.training.step import compute_loss, forward_backward
 
 
-def train(cfg: Config, resume: bool = False) -> Path:
-    """Load the task and splits named by `cfg`, train, evaluate; returns the run folder."""
+def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) -> Path:
+    """Load the task and splits named by `cfg`, train, evaluate; returns the run folder.
+    Holds the run folder's lock; SIGTERM/SIGINT stop at the next step with a checkpoint (preempt.py)."""
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
 
     task = get_task(cfg.task)
-    return fit(cfg, task, load_splits(cfg.data, task), resume=resume)
+    splits = load_splits(cfg.data, task)
+    with runlock.hold(cfg.run_dir, "train"), preempt.on_signals():
+        return fit(cfg, task, splits, resume=resume, allow_config_change=allow_config_change)
 
 
 def _micro_seed(seed: int, micro_step: int) -> int:
@@ -133,7 +139,8 @@ def _validate(student: Student, task: Task, valid: list[Annotation], cfg: Config
     if not valid:
         return {"valid_accuracy": None, "valid_n": 0}
     scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
-    return {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"]}
+    loss = selection.valid_loss(student, task, valid, cfg)  # breaks ties in accuracy
+    return {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"], "valid_loss": loss}
 
 
 def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path | None):
@@ -172,13 +179,21 @@ def _kd_term(cfg: Config, task: Task, student: Student, train_rows: list[Annotat
     )
 
 
-def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bool = False) -> Path:
+def fit(
+    cfg: Config,
+    task: Task,
+    splits: dict[str, list[Annotation]],
+    resume: bool = False,
+    allow_config_change: bool = False,
+) -> Path:
     """Train on splits['train'], select on splits['valid'], evaluate cfg.eval.splits; the run folder."""
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir, tc = cfg.run_dir, cfg.train
     last = _check_run_dir(run_dir, resume)
+    if last is not None:  # refuses a changed config unless the change cannot alter the result
+        check_resume(run_dir / "config.yaml", cfg.model_dump(mode="json"), allow_config_change)
     save_config(cfg, run_dir / "config.yaml")
     student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last)
 
@@ -246,7 +261,8 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
         state.update(step=done, elapsed_s=time.perf_counter() - clock)
         bar.update(1)
         is_eval = done % tc.eval_every == 0 or done == total_steps
-        is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0)
+        stop = preempt.requested()  # SIGTERM/SIGINT: checkpoint at this step boundary, then exit
+        is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
         if done % tc.log_every == 0 or is_save:
             # Checkpoints always end a log window, so a resumed run logs the same rows.
             state["tokens_seen"] += window.tokens
@@ -257,16 +273,25 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
         if is_eval:
             result = _validate(student, task, splits.get("valid", []), cfg)
             log({"step": done, **result})
-            acc = result["valid_accuracy"]
-            if state["best_step"] is None or (
-                acc is not None and acc > (state["best_valid_accuracy"] or -1.0)
-            ):
-                state.update(best_step=done, best_valid_accuracy=acc)
+            if selection.is_better(result, state):
+                state.update(
+                    best_step=done,
+                    best_valid_accuracy=result["valid_accuracy"],
+                    best_valid_loss=result.get("valid_loss"),
+                )
         if is_save:
-            ckpt.save_checkpoint(run_dir, student, optimizer, scheduler, state)
+            with integrity.disk_full_is_an_error(
+                f"checkpoint step-{done}", run_dir / "checkpoints" / f".tmp-step-{done}"
+            ):
+                ckpt.save_checkpoint(run_dir, student, optimizer, scheduler, state)
             if is_eval and state["best_step"] == done:
                 ckpt.record_best(run_dir, done, state["best_valid_accuracy"])
             ckpt.prune(run_dir, tc.keep_checkpoints, state["best_step"])
+        if stop:
+            raise preempt.Preempted(
+                f"{preempt.signal_name()}: stopped at step {done} of {total_steps} with a checkpoint; "
+                "continue with `stepdistill train CONFIG --resume`"
+            )
     bar.close()
     writer.close()
     _finish(cfg, task, splits, formatted, state, run_dir)
@@ -276,6 +301,8 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
 def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], run_dir: Path) -> None:
     """Export the best student to best/, evaluate it and write metrics.json."""
     best_dir = ckpt.export_best(run_dir, state["best_step"])
+    if not splits.get("valid"):
+        print(f"no validation rows: best/ is the last checkpoint (step {state['best_step']})", flush=True)
     student = load_saved_student(best_dir, kind=cfg.student.kind)
     if torch.cuda.is_available():
         student.model.to("cuda")
@@ -285,6 +312,9 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
     metrics = base_metrics(cfg, student)
     metrics.update(
         best_step=state["best_step"],
+        selected_by="last checkpoint (no validation rows)"
+        if not splits.get("valid")
+        else "valid_accuracy, ties broken by valid_loss",
         train={
             "steps": state["step"],
             "examples": len(formatted.examples),
