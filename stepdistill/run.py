@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stepdistill import runlock
 from stepdistill.config import Config, config_from_dict, save_config
 from stepdistill.data.io import read_annotations, write_json
 from stepdistill.errors import ConfigError
@@ -103,7 +104,12 @@ def annotate_stage(cfg: Config) -> None:
         _say("annotate: done before, reusing annotations/")
         return
     _say(f"annotate: teacher {cfg.teacher.backend}:{cfg.teacher.model or '(default)'}")
-    annotate_from_config(full)
+    # Stops the run here (IncompleteAnnotation) while examples lack an answer, unless
+    # annotate.allow_incomplete; an incomplete stage is not marked done, so a re-run asks again.
+    missing = annotate_from_config(full)["total"]["unanswered"]
+    if missing:
+        _say(f"annotate: {missing} examples unanswered, training without them (annotate.allow_incomplete)")
+        return
     _mark_done(cfg.run_dir, "annotate", stamp)
 
 
@@ -233,10 +239,15 @@ def timing_stage(cfg: Config, files: dict[str, str | None]) -> None:
 def run(cfg: Config) -> Path:
     """Run every stage (reusing finished ones) and return the path of report.html."""
     sleep_idle_cpu_threads()  # before anything imports torch
+
+    with runlock.hold(cfg.run_dir, "run"):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: Config) -> Path:
     from stepdistill.report.build import build_report
 
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     start = time.perf_counter()
     if cfg.sweep.demo_data is not None:
