@@ -183,9 +183,14 @@ def annotate(
         missing = [job for key, job in jobs.items() if key not in results]
         if missing:
             live = lazy.get() if lazy else teacher or LazyTeacher(teacher_cfg).get()
+            served_key = f"served_model:{identity}"  # answers of an earlier run fix the served model
+            if hasattr(live, "served_model") and live.served_model is None:
+                live.served_model = cache.get_meta(served_key)
             coro = _fetch(live, missing, sampling, cache, stats, annotate_cfg.progress, f"annotate {split}")
             try:
                 results.update(asyncio.run(coro))
+                if getattr(live, "served_model", None):
+                    cache.set_meta(served_key, live.served_model)
             finally:
                 if teacher is None:
                     live.close()

@@ -24,15 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stepdistill.data.io import write_json
-from stepdistill.errors import StepDistillError
+from stepdistill.errors import DiskFullError, StepDistillError
 
 MANIFEST = "manifest.json"
 PAUSE_ENV = "STEPDISTILL_TEST_PAUSE_CHECKPOINT"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class DiskFullError(StepDistillError):
-    """The disk filled up while writing; the previous file or checkpoint is still intact."""
 
 
 def _sha256(path: Path) -> str:

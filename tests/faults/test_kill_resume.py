@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, start_cli
+from faultkit import run_cli, start_cli
 from safetensors.torch import load_file
 
 from stepdistill.cli import main
