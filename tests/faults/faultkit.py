@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def annotated_rows(split: str, n: int) -> list[dict[str, Any]]:
-    """n demo arithmetic problems annotated as a perfect teacher would."""
-    rows = demo_splits({split: n}, seed=0)[split]
+    """n demo arithmetic problems of `split` (train: 16, valid: 4 at most; no question in both),
+    annotated as a perfect teacher would."""
+    rows = demo_splits({"train": 16, "valid": 4}, seed=0)[split][:n]
     return [
         {
             "id": r["id"],
