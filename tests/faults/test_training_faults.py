@@ -127,6 +127,7 @@ def small_disk(tmp_path):
     mnt.mkdir()
     ok = (
         os.geteuid() == 0
+        and not os.environ.get("STEPDISTILL_TEST_NO_TMPFS")  # forces the injected-ENOSPC path
         and subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], capture_output=True
         ).returncode
@@ -192,6 +193,7 @@ def test_disk_full_while_writing_jsonl_keeps_the_old_file_and_says_so(
     folder = small_disk or tmp_path
     path = folder / "rows.jsonl"
     write_jsonl(path, [{"a": 1}])
+    cfg = write_train_config(tmp_path, tmp_path, **SHORT)
     if small_disk is not None:
         _fill(small_disk, leave=0)
     else:
@@ -207,7 +209,6 @@ def test_disk_full_while_writing_jsonl_keeps_the_old_file_and_says_so(
     assert path.read_text() == '{"a": 1}\n'  # the old file, whole
     assert [p.name for p in folder.iterdir() if p.name.startswith(".rows")] == []  # no temp file left
     # the command line says it in one line
-    cfg = write_train_config(tmp_path, tmp_path, **SHORT)
     assert main(["train", str(cfg), "--out_dir", str(folder / "runs")]) == 2
     assert capsys.readouterr().err.startswith("error: disk full")
 
