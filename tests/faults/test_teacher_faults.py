@@ -162,3 +162,24 @@ def test_full_disk_in_the_cache_keeps_earlier_answers(tmp_path, server, capsys, 
     before = len(server.requests)
     assert main(["annotate", str(cfg)]) == 0  # space is back: the re-run asks only for the rest
     assert len(server.requests) - before == N - stored
+
+
+def test_run_stops_before_training_on_an_incomplete_annotation(tmp_path, server, capsys):
+    cfg = _config(tmp_path, server)
+    raw = yaml.safe_load(cfg.read_text())
+    raw.update(student={"model": str(tmp_path / "never-loaded")}, sweep={"teacher_timing_examples": 0})
+    cfg.write_text(yaml.safe_dump(raw))
+    server.status_for = lambda body: 503 if "What is 5 + 2?" in json.dumps(body) else 200
+    assert main(["run", str(cfg)]) == 3
+    assert "error: 1 of 12 examples have no teacher answer (http_503=1)" in capsys.readouterr().err
+    run = tmp_path / "runs" / "ann"
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "annotations", "config.yaml"]  # no training
+    assert not (run / "stages.json").exists()
+
+    # told to go on: the stage is not marked done (a later run asks again), training starts and
+    # fails here only because the student does not exist
+    assert main(["run", str(cfg), "--annotate.allow_incomplete", "true"]) == 2
+    out, err = capsys.readouterr()
+    assert "annotate: 1 examples unanswered, training without them (annotate.allow_incomplete)" in out
+    assert "student.model: cannot load a model config from" in err
+    assert not (run / "stages.json").exists()
