@@ -150,7 +150,9 @@ def _train_one(cfg: Config, sub: Config) -> None:
     resume = latest_checkpoint(folder) is not None
     _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
     start = time.perf_counter()
-    train(sub, resume=resume)
+    # A re-run resumes an interrupted training; changes that cannot alter it (e.g. teacher.concurrency)
+    # are accepted, any other change is refused with the diff.
+    train(sub, resume=resume, allow_config_change=True)
     _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
     _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
 

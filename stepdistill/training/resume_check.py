@@ -16,17 +16,31 @@ import yaml
 
 from stepdistill.errors import ConfigError
 
-# Keys that change what is logged, kept or shown, never the optimisation: safe to change on resume.
+# Keys that change what is logged, kept or shown, or how the teacher is reached, never the
+# optimisation: safe to change on resume.
 SAFE_TO_CHANGE = frozenset(
     {
+        "out_dir",
         "eval.batch_size",
         "train.log_every",
         "train.save_every",
         "train.keep_checkpoints",
         "annotate.progress",
-        "report.sample_size",
+        "annotate.allow_incomplete",
+        "teacher.concurrency",
+        "teacher.timeout_s",
+        "teacher.max_retries",
+        "teacher.backoff_base_s",
+        "teacher.backoff_max_s",
+        "teacher.requests_per_minute",
+        "teacher.tokens_per_minute",
     }
 )
+SAFE_SECTIONS = ("report.",)
+
+
+def is_safe(key: str) -> bool:
+    return key in SAFE_TO_CHANGE or key.startswith(SAFE_SECTIONS)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -60,7 +74,7 @@ def check_resume(saved_path: Path, new: dict[str, Any], allow_change: bool) -> l
     if not diff:
         return []
     lines = "\n".join(f"  {key}: {va!r} -> {vb!r}" for key, va, vb in diff)
-    unsafe = [key for key, _, _ in diff if key not in SAFE_TO_CHANGE]
+    unsafe = [key for key, _, _ in diff if not is_safe(key)]
     if not allow_change:
         hint = (
             "pass --allow-config-change to accept them"
@@ -71,7 +85,7 @@ def check_resume(saved_path: Path, new: dict[str, Any], allow_change: bool) -> l
     if unsafe:
         raise ConfigError(
             f"--resume --allow-config-change: {', '.join(unsafe)} would change the result "
-            f"(only {', '.join(sorted(SAFE_TO_CHANGE))} may change on resume):\n{lines}"
+            f"(only {', '.join(sorted(SAFE_TO_CHANGE))} and report.* may change on resume):\n{lines}"
         )
     saved_path.with_name("config.prev.yaml").write_text(saved_path.read_text())
     return diff
