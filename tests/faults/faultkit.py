@@ -76,6 +76,7 @@ def cli_env(**extra: str) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         TQDM_DISABLE="1",
+        CUDA_VISIBLE_DEVICES="",  # CPU: bit-identical results across processes need deterministic kernels
     )
     env.update(extra)
     return env

@@ -52,31 +52,43 @@ def _resume_args(cfg: Path, run: Path) -> list[str]:
 
 
 def test_kills_preemption_and_damage_resume_to_identical_weights(tmp_path, tiny_causal_dir, train_config):
-    ref_cfg = train_config(tmp_path, tiny_causal_dir, name="ref")
+    steps = {"max_steps": 20, "eval_every": 10}
+    ref_cfg = train_config(tmp_path, tiny_causal_dir, name="ref", **steps)
     ref = start_cli("train", str(ref_cfg))  # the uninterrupted run, alongside the interrupted one
     ref_run = tmp_path / "runs" / "ref"
 
-    cfg = train_config(tmp_path, tiny_causal_dir, name="k")
+    cfg = train_config(tmp_path, tiny_causal_dir, name="k", **steps)
     run = tmp_path / "runs" / "k"
     rng = random.Random(12)  # the kill instants are seeded: a failure reproduces
     events = []
 
-    # 1-2. SIGKILL at two random instants after training has started (checkpoints every step, so
-    # many land inside a checkpoint write or a prune).
+    # 1-2. SIGKILL at two seeded random instants: after a random number of steps, then a random
+    # fraction of a second more. Every checkpoint write pauses 0.1 s, which bounds the progress per
+    # second on any machine and makes many of these kills land inside a write or a prune.
+    target = 0
     for _ in range(2):
-        proc = start_cli(*_resume_args(cfg, run))
-        _wait_for(lambda: (run / "train_log.jsonl").exists(), proc=proc)
-        time.sleep(rng.uniform(0.0, 1.5))
+        target += rng.randint(2, 4)
+        proc = start_cli(*_resume_args(cfg, run), STEPDISTILL_TEST_PAUSE_CHECKPOINT="0.1")
+        _wait_for(lambda t=target: max(_steps(run), default=0) >= t, proc=proc)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.kill()
         proc.wait()
-        events.append(("SIGKILL", _steps(run)))
+        inside_write = [p.name for p in (run / "checkpoints").glob(".tmp-step-*")]
+        events.append(("SIGKILL", _steps(run), inside_write))
 
     # 3. SIGKILL inside a checkpoint write: the model files are on disk, the optimizer state is not.
+    started = time.time()
     proc = start_cli(*_resume_args(cfg, run), STEPDISTILL_TEST_PAUSE_CHECKPOINT="30")
 
-    def paused_writes() -> list[Path]:  # (an earlier kill may have left a finished .tmp folder)
-        found = (run / "checkpoints").glob(".tmp-step-*/model.safetensors")
-        return [p.parent for p in found if not (p.parent / "trainer_state.pt").exists()]
+    def paused_writes() -> list[Path]:  # written by this process (an earlier kill may have left one)
+        out = []
+        for p in (run / "checkpoints").glob(".tmp-step-*/model.safetensors"):
+            try:
+                if p.stat().st_mtime >= started - 1 and not (p.parent / "trainer_state.pt").exists():
+                    out.append(p.parent)
+            except FileNotFoundError:
+                pass
+        return out
 
     _wait_for(lambda: bool(paused_writes()), proc=proc)
     partial = paused_writes()[0]
@@ -86,7 +98,7 @@ def test_kills_preemption_and_damage_resume_to_identical_weights(tmp_path, tiny_
     proc.wait()
     half_written = int(partial.name.rsplit("-", 1)[1])
     assert half_written not in _steps(run)  # a half-written checkpoint is never listed
-    events.append(("SIGKILL mid-write", _steps(run)))
+    events.append(("SIGKILL mid-write", _steps(run), [partial.name]))
 
     # 4-5. SIGTERM, then Ctrl-C: a checkpoint at the next step boundary and exit code 75
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -97,8 +109,8 @@ def test_kills_preemption_and_damage_resume_to_identical_weights(tmp_path, tiny_
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == EXIT_PREEMPTED, err[-2000:]
         stopped = max(_steps(run))
-        assert f"{sig.name}: stopped at step {stopped} of 16 with a checkpoint" in err
-        events.append((sig.name, _steps(run)))
+        assert f"{sig.name}: stopped at step {stopped} of 20 with a checkpoint" in err
+        events.append((sig.name, _steps(run), []))
 
     # 6. damage the newest checkpoint: it is reported, set aside, and the previous one is used
     newest = max(_steps(run))
@@ -111,9 +123,9 @@ def test_kills_preemption_and_damage_resume_to_identical_weights(tmp_path, tiny_
 
     _, err = ref.communicate(timeout=240)
     assert ref.returncode == 0, err[-3000:]
-    assert len(events) == 5 and all(steps for _, steps in events[2:]), events
-    assert _same(_weights(run / "best"), _weights(ref_run / "best"))
-    final = run / "checkpoints" / "step-16"
-    assert _same(_weights(final), _weights(ref_run / "checkpoints" / "step-16"))
+    assert len(events) == 5 and all(e[1] for e in events[2:]), events
+    assert _same(_weights(run / "best"), _weights(ref_run / "best")), events
+    final = run / "checkpoints" / "step-20"
+    assert _same(_weights(final), _weights(ref_run / "checkpoints" / "step-20")), events
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (ref_run, run))
-    assert ma["splits"] == mb["splits"] and ma["best_step"] == mb["best_step"]
+    assert ma["splits"] == mb["splits"] and ma["best_step"] == mb["best_step"], events
