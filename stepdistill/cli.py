@@ -2,7 +2,7 @@
 
     stepdistill import-official ROOT --task cqa --out data/cqa
     stepdistill annotate CONFIG [--section.key value ...]
-    stepdistill train CONFIG [--resume] [--section.key value ...]
+    stepdistill train CONFIG [--resume [--allow-config-change]] [--section.key value ...]
     stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR]
     stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
     stepdistill run CONFIG [--section.key value ...]

@@ -65,7 +65,7 @@ def save_checkpoint(run_dir: Path, student: Student, optimizer, scheduler, state
             k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(student.model).items()
         }
         save_file(adapter, str(tmp / "adapter.safetensors"))
-    integrity.test_pause()
+    integrity.pause_for_tests()
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt"
     )

@@ -93,7 +93,7 @@ def newest_intact(found: list[tuple[int, Path]]) -> Path | None:
     return None
 
 
-def test_pause() -> None:
+def pause_for_tests() -> None:
     """Sleep STEPDISTILL_TEST_PAUSE_CHECKPOINT seconds (unset: no pause); a window for kill tests."""
     seconds = os.environ.get(PAUSE_ENV)
     if seconds:
