@@ -3,7 +3,8 @@
 The lock is `fcntl.flock` on an open file, so the kernel releases it when the process ends however it
 ends (SIGKILL included): a killed run never leaves a stale lock behind. A second command on the same
 folder while the first is alive fails at once, naming the holder's pid and command. Within one process
-the lock is re-entrant (`run` annotates and trains in folders it already holds).
+the lock is re-entrant (`run` annotates and trains in folders it already holds); under torchrun only
+rank 0 takes it.
 
 A run folder that a command created and that holds nothing but the lock and config.yaml when the
 command fails (e.g. the training data turned out empty) is removed, so no half-made run is left.
@@ -63,6 +64,9 @@ def _release(folder: Path) -> None:
 def hold(folder: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold the run folder's lock for the duration (creating the folder); see the module docstring."""
     folder = Path(folder)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: the main process holds the lock for all
+        yield
+        return
     fresh = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     _acquire(folder, command)
