@@ -290,7 +290,7 @@ def fit(
         if stop:
             raise preempt.Preempted(
                 f"{preempt.signal_name()}: stopped at step {done} of {total_steps} with a checkpoint; "
-                "continue with `stepdistill train CONFIG --resume`"
+                "continue with `stepdistill train CONFIG --resume` (re-running `stepdistill run` resumes it too)"
             )
     bar.close()
     writer.close()
