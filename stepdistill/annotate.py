@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stepdistill import runlock
 from stepdistill.data.io import write_annotations, write_json
 from stepdistill.data.schema import Annotation
-from stepdistill.errors import ConfigError
+from stepdistill.errors import ConfigError, StepDistillError
 from stepdistill.tasks.base import Task
 from stepdistill.teachers.base import Completion, Job, LazyTeacher, Sampling, Teacher
 from stepdistill.teachers.cache import ResponseCache, request_key, teacher_identity
@@ -35,13 +36,15 @@ class RunStats:
 
     requests: int = 0
     retries: int = 0
-    failures: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)  # requests that finally failed, by kind
+    failed_attempts: Counter = field(default_factory=Counter)  # every failed attempt, retried or not
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
     def add(self, comp: Completion) -> None:
         self.requests += 1
         self.retries += comp.retries
+        self.failed_attempts.update(comp.failed_attempts)
         if comp.ok:
             self.prompt_tokens += comp.prompt_tokens
             self.completion_tokens += comp.completion_tokens
@@ -180,9 +183,14 @@ def annotate(
         missing = [job for key, job in jobs.items() if key not in results]
         if missing:
             live = lazy.get() if lazy else teacher or LazyTeacher(teacher_cfg).get()
+            served_key = f"served_model:{identity}"  # answers of an earlier run fix the served model
+            if hasattr(live, "served_model") and live.served_model is None:
+                live.served_model = cache.get_meta(served_key)
             coro = _fetch(live, missing, sampling, cache, stats, annotate_cfg.progress, f"annotate {split}")
             try:
                 results.update(asyncio.run(coro))
+                if getattr(live, "served_model", None):
+                    cache.set_meta(served_key, live.served_model)
             finally:
                 if teacher is None:
                     live.close()
@@ -217,6 +225,7 @@ def _summarize(
         "cache_hits": hits,
         "retries": stats.retries,
         "failures": dict(stats.failures),
+        "failed_attempts": dict(stats.failed_attempts),
         "unanswered": len(out) - len(answered),
         "parse_failures": sum(a.parse_error is not None for a in answered),
         "filtered": 0,
@@ -245,10 +254,11 @@ def total_summary(per_split: dict[str, dict[str, Any]], cfg: TeacherConfig) -> d
     total: dict[str, Any] = {"teacher_model": teacher_identity(cfg)}
     for key in _SUMMED:
         total[key] = sum(s[key] for s in per_split.values())
-    failures: Counter = Counter()
-    for s in per_split.values():
-        failures.update(s["failures"])
-    total["failures"] = dict(failures)
+    for key in ("failures", "failed_attempts"):
+        merged: Counter = Counter()
+        for s in per_split.values():
+            merged.update(s.get(key, {}))
+        total[key] = dict(merged)
     total["cost_usd"] = cost_usd(cfg, total["prompt_tokens"], total["completion_tokens"])
     n = total["teacher_n"]
     total["teacher_accuracy"] = round(total["teacher_correct"] / n, 6) if n else None
@@ -271,7 +281,33 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             "failed requests (re-run to retry them): " + ", ".join(f"{k}={v}" for k, v in failures.items())
         )
+    attempts = summary["total"].get("failed_attempts")
+    if attempts:
+        lines.append(
+            "failed attempts, retries included: " + ", ".join(f"{k}={v}" for k, v in attempts.items())
+        )
     return "\n".join(lines)
+
+
+class IncompleteAnnotation(StepDistillError):
+    """Some examples have no teacher answer; the answers that came are cached and a re-run asks only
+    for the rest. Exit code 3."""
+
+    exit_code = 3
+
+
+def check_complete(summary: dict[str, Any], allow_incomplete: bool) -> None:
+    """Raise IncompleteAnnotation when examples are left unanswered, unless allowed."""
+    total = summary["total"]
+    missing = total["unanswered"]
+    if not missing or allow_incomplete:
+        return
+    kinds = ", ".join(f"{k}={v}" for k, v in total["failures"].items())
+    raise IncompleteAnnotation(
+        f"{missing} of {total['examples']} examples have no teacher answer ({kinds}); every answer "
+        "received is cached: re-run the same command to ask only for the missing ones "
+        "(or set annotate.allow_incomplete: true to go on without them)"
+    )
 
 
 def annotate_from_config(cfg: Any) -> dict[str, Any]:
@@ -286,6 +322,13 @@ def annotate_from_config(cfg: Any) -> dict[str, Any]:
     unknown = [s for s in cfg.annotate.splits if s not in ("train", "valid", "test")]
     if unknown:
         raise ConfigError(f"annotate.splits: unknown split(s) {unknown}; allowed: train, valid, test")
+    with runlock.hold(cfg.run_dir, "annotate"):
+        summary = _annotate_splits(cfg, task, splits)
+    check_complete(summary, cfg.annotate.allow_incomplete)
+    return summary
+
+
+def _annotate_splits(cfg: Any, task: Task, splits: dict[str, list[Annotation]]) -> dict[str, Any]:
     out_dir = Path(cfg.run_dir) / "annotations"
     teacher = LazyTeacher(cfg.teacher)
     per_split: dict[str, dict[str, Any]] = {}

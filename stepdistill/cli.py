@@ -2,7 +2,7 @@
 
     stepdistill import-official ROOT --task cqa --out data/cqa
     stepdistill annotate CONFIG [--section.key value ...]
-    stepdistill train CONFIG [--resume] [--section.key value ...]
+    stepdistill train CONFIG [--resume [--allow-config-change]] [--section.key value ...]
     stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR]
     stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
     stepdistill run CONFIG [--section.key value ...]
@@ -10,11 +10,16 @@
     stepdistill report RUN_DIR [RUN_DIR ...] [--out DIR]
 
 No logic lives here: each handler parses its arguments and calls one function.
+
+Exit codes: 0 done; 2 an error the message explains (bad config or data, busy run folder, disk full);
+3 `annotate`/`run` left examples without a teacher answer (re-run to ask again); 75 training stopped
+by SIGTERM or Ctrl-C after writing a checkpoint (`train CONFIG --resume` continues it).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from stepdistill.errors import StepDistillError
@@ -43,7 +48,7 @@ def cmd_annotate(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from stepdistill.training.loop import train
 
-    train(_config(args), resume=args.resume)
+    train(_config(args), resume=args.resume, allow_config_change=args.allow_config_change)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -96,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("config")
         if name == "train":
             s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+            s.add_argument(
+                "--allow-config-change",
+                action="store_true",
+                help="with --resume: accept changes to keys that cannot alter the result (e.g. eval.batch_size)",
+            )
         s.set_defaults(func=func)
 
     s = sub.add_parser("evaluate", help="score a trained student on one or more splits")
@@ -137,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except StepDistillError as err:
         print(f"error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every file is written to a temporary name and renamed, so the previous one is intact.
+        where = f" writing {err.filename}" if err.filename else ""
+        print(
+            f"error: disk full{where} ({err.strerror}); earlier files are intact: free space and re-run",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

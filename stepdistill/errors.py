@@ -24,3 +24,7 @@ class ConfigError(StepDistillError):
 
 class TeacherError(StepDistillError):
     """A teacher backend could not be used at all (not a per-request failure, which is counted)."""
+
+
+class DiskFullError(StepDistillError):
+    """The disk filled up during a write; the previous file, checkpoint or cache is intact."""

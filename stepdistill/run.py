@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stepdistill import runlock
 from stepdistill.config import Config, config_from_dict, save_config
 from stepdistill.data.io import read_annotations, write_json
 from stepdistill.errors import ConfigError
@@ -103,7 +104,12 @@ def annotate_stage(cfg: Config) -> None:
         _say("annotate: done before, reusing annotations/")
         return
     _say(f"annotate: teacher {cfg.teacher.backend}:{cfg.teacher.model or '(default)'}")
-    annotate_from_config(full)
+    # Stops the run here (IncompleteAnnotation) while examples lack an answer, unless
+    # annotate.allow_incomplete; an incomplete stage is not marked done, so a re-run asks again.
+    missing = annotate_from_config(full)["total"]["unanswered"]
+    if missing:
+        _say(f"annotate: {missing} examples unanswered, training without them (annotate.allow_incomplete)")
+        return
     _mark_done(cfg.run_dir, "annotate", stamp)
 
 
@@ -145,7 +151,9 @@ def _train_one(cfg: Config, sub: Config) -> None:
     resume = latest_checkpoint(folder) is not None
     _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
     start = time.perf_counter()
-    train(sub, resume=resume)
+    # A re-run resumes an interrupted training; changes that cannot alter it (e.g. teacher.concurrency)
+    # are accepted, any other change is refused with the diff.
+    train(sub, resume=resume, allow_config_change=True)
     if is_main():
         _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
         _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
@@ -235,6 +243,12 @@ def timing_stage(cfg: Config, files: dict[str, str | None]) -> None:
 def run(cfg: Config) -> Path:
     """Run every stage (reusing finished ones) and return the path of report.html."""
     sleep_idle_cpu_threads()  # before anything imports torch
+
+    with runlock.hold(cfg.run_dir, "run"):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: Config) -> Path:
     from stepdistill.report.build import build_report
     from stepdistill.training.device import barrier, is_main, join_launcher
 

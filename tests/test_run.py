@@ -65,9 +65,9 @@ def counters(monkeypatch):
         calls["annotate"] += 1
         return real_annotate(cfg)
 
-    def train(cfg, resume=False):
+    def train(cfg, resume=False, **kwargs):
         calls["train"] += 1
-        return real_train(cfg, resume=resume)
+        return real_train(cfg, resume=resume, **kwargs)
 
     monkeypatch.setattr(stepdistill.annotate, "annotate_from_config", annotate)
     monkeypatch.setattr(stepdistill.training.loop, "train", train)

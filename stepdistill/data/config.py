@@ -15,4 +15,4 @@ class DataConfig(BaseModel):
     valid_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0  # fixed so every method and seed sees the same validation rows
     train_fraction: float = Field(1.0, gt=0, le=1)  # data-efficiency sweeps: subsample train
-    max_examples: int | None = None  # cap per split, for smoke runs
+    max_examples: int | None = Field(None, ge=1)  # cap per split, for smoke runs

@@ -49,10 +49,39 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def decode_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+    """One line of a data file as text: UTF-8 (a byte-order mark on line 1 is dropped); other bytes
+    raise DataError naming the file, the line and the column of the first bad byte."""
+    try:
+        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.start + 1].hex()
+        raise DataError(
+            str(path),
+            lineno,
+            None,
+            f"not valid UTF-8 (byte 0x{bad} at column {err.start + 1}); save the file as UTF-8",
+        ) from None
+    return text
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A whole data file as UTF-8 text (byte-order mark dropped); bad bytes raise DataError with the line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        lineno = raw.count(b"\n", 0, err.start) + 1
+        start = raw.rfind(b"\n", 0, err.start) + 1
+        decode_line(raw[start : raw.find(b"\n", err.start) % (len(raw) + 1)], path, lineno)
+        raise  # unreachable: decode_line raised for the same bytes
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; bad JSON raises DataError."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    """Yield (line number, object) for each non-blank line; bad JSON or bad bytes raise DataError."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:

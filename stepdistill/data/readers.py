@@ -10,12 +10,13 @@ and raises DataError naming file, line and field for a bad row.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from stepdistill.data.io import annotation_from_obj, iter_jsonl, unique_annotations
+from stepdistill.data.io import annotation_from_obj, iter_jsonl, read_text, unique_annotations
 from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
 from stepdistill.tasks.base import RecordError, Task
@@ -24,7 +25,8 @@ Record = tuple[int, dict[str, Any]]
 
 
 def _first_char(path: Path) -> str:
-    with open(path, encoding="utf-8") as f:
+    # Only the first character decides the format; bad bytes are reported by the reader chosen.
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         while True:
             chunk = f.read(4096)
             if not chunk:
@@ -36,7 +38,7 @@ def _first_char(path: Path) -> str:
 
 def _read_json_array(path: Path) -> list[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(str(path), err.lineno, None, f"not valid JSON: {err.msg}") from None
     if not isinstance(data, list):
@@ -47,19 +49,27 @@ def _read_json_array(path: Path) -> list[Record]:
     return list(enumerate(data, start=1))
 
 
+# A CSV cell may legitimately be long (a document to classify); the csv module's default cap of
+# 128 KiB would report such a file as malformed.
+_CSV_FIELD_LIMIT = 1 << 30
+
+
 def _read_csv(path: Path) -> list[Record]:
     out: list[Record] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        try:
-            if not reader.fieldnames:
-                raise DataError(str(path), 1, None, "CSV file has no header row")
-            for row in reader:
-                if None in row:  # more cells than header columns
-                    raise DataError(str(path), reader.line_num, None, "row has more cells than the header")
-                out.append((reader.line_num, dict(row)))
-        except csv.Error as err:
-            raise DataError(str(path), reader.line_num, None, f"malformed CSV: {err}") from None
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    previous = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        if not reader.fieldnames:
+            raise DataError(str(path), 1, None, "CSV file has no header row")
+        for row in reader:
+            if None in row:  # more cells than header columns
+                raise DataError(str(path), reader.line_num, None, "row has more cells than the header")
+            # An empty cell is a missing value, as in every spreadsheet: required fields then say so.
+            out.append((reader.line_num, {k: (None if v == "" else v) for k, v in row.items()}))
+    except csv.Error as err:
+        raise DataError(str(path), reader.line_num, None, f"malformed CSV: {err}") from None
+    finally:
+        csv.field_size_limit(previous)
     return out
 
 

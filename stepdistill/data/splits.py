@@ -8,8 +8,10 @@ one, so curves compare like with like. Every function keeps the input order of t
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import sys
 from typing import TypeVar
 
 from stepdistill.data.config import DataConfig
@@ -70,4 +72,31 @@ def load_splits(data_cfg: DataConfig, task: Task) -> dict[str, list[Annotation]]
         splits["test"] = load_examples(data_cfg.test, task)
     if data_cfg.max_examples is not None:
         splits = {name: rows[: data_cfg.max_examples] for name, rows in splits.items()}
+    sources = {"train": data_cfg.train, "valid": data_cfg.valid or data_cfg.train, "test": data_cfg.test}
+    for message in overlap_warnings(splits, sources):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
     return splits
+
+
+def overlap_warnings(splits: dict[str, list[Annotation]], sources: dict[str, str | None]) -> list[str]:
+    """One line per pair of splits that share example ids or identical inputs (a leak from training
+    into evaluation), naming both files and up to three of the examples."""
+    out = []
+    names = list(splits)
+    for i, a in enumerate(names):
+        ids_a = {r.id for r in splits[a]}
+        inputs_a = {json.dumps(r.fields, sort_keys=True): r.id for r in splits[a]}
+        for b in names[i + 1 :]:
+            where = f"{a} ({sources.get(a)}) and {b} ({sources.get(b)})"
+            same_ids = [r.id for r in splits[b] if r.id in ids_a]
+            if same_ids:
+                out.append(f"{len(same_ids)} example id(s) in both {where}: {', '.join(same_ids[:3])}")
+            same = [
+                (inputs_a[k], r.id)
+                for r in splits[b]
+                if (k := json.dumps(r.fields, sort_keys=True)) in inputs_a
+            ]
+            if same:
+                shown = ", ".join(f"{a}:{x} = {b}:{y}" for x, y in same[:3])
+                out.append(f"{len(same)} identical input(s) in both {where}: {shown}")
+    return out

@@ -49,7 +49,8 @@ def load_teacher(
         raise ConfigError(f"kd.teacher_model: cannot load '{path}': {err}") from None
     kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
     cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
-    model = cls.from_pretrained(path, **kwargs)
+    safe = {} if gguf_file else {"use_safetensors": True}  # never unpickle weights
+    model = cls.from_pretrained(path, **kwargs, **safe)
     return freeze(model).to(device), kind
 
 

@@ -71,10 +71,12 @@ class RecordError(ValueError):
 
 
 def require(record: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
-    """record[key], checked for presence and type; raises RecordError naming the field."""
+    """record[key], checked for presence, type and (for text) not being blank; raises RecordError."""
     if key not in record or record[key] is None:
         raise RecordError(key, "missing")
     value = record[key]
+    if isinstance(value, str) and not value.strip():
+        raise RecordError(key, "empty")
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise RecordError(key, f"expected {names}, got {type(value).__name__}")

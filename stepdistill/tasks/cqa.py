@@ -32,6 +32,8 @@ class CQATask(Task):
         gold = record.get("answer")
         if gold is not None and not isinstance(gold, str):
             raise RecordError("answer", f"expected str, got {type(gold).__name__}")
+        if gold is not None and all(self.normalize(gold) != self.normalize(c) for c in choices):
+            raise RecordError("answer", f"{gold!r} is not one of the choices {choices!r}"[:200])
         fields = {"question": question, "choices": list(choices)}
         return Example(id=record_id(record, self.name, index), fields=fields, gold=gold)
 

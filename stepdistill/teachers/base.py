@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stepdistill.errors import ConfigError
@@ -64,6 +64,8 @@ class Completion:
     detail: str | None = None  # a short server message for failures
     retries: int = 0
     cached: bool = False
+    # Every failed attempt by kind, the retried ones included ({"http_429": 2, "timeout": 1}).
+    failed_attempts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from stepdistill.errors import DiskFullError
 from stepdistill.teachers.base import Completion, Prompt, Sampling
 from stepdistill.teachers.config import TeacherConfig
 
@@ -34,6 +35,8 @@ CREATE TABLE IF NOT EXISTS responses (
     created REAL NOT NULL
 )
 """
+# Facts about the teacher that outlive one run, e.g. the model name its server answered with.
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 def teacher_identity(cfg: TeacherConfig) -> str:
@@ -85,6 +88,7 @@ class ResponseCache:
         # (~5 ms each, blocking the event loop) and cap a fast server at ~200 answers/s.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_META)
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -122,7 +126,7 @@ class ResponseCache:
         retries them)."""
         if not comp.ok or comp.text is None:
             raise ValueError(f"only successful completions are cached (got error {comp.error!r})")
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
@@ -136,6 +140,25 @@ class ResponseCache:
                 time.time(),
             ),
         )
+
+    def _write(self, sql: str, params: tuple) -> None:
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.OperationalError as err:
+            if "full" not in str(err):
+                raise
+            # The failed statement is rolled back; every answer committed before it is kept.
+            raise DiskFullError(
+                f"{self.path}: disk full ({err}); the {len(self)} answers stored before are kept: "
+                "free some space and re-run the same command to continue"
+            ) from None
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

@@ -70,3 +70,6 @@ class AnnotateConfig(BaseModel):
     gold_filter: bool = False  # drop rationales whose teacher label disagrees with gold
     gold_filter_splits: list[str] = ["train", "valid"]  # never filter test: it would leak gold
     progress: bool = True  # tqdm progress bar
+    # false: `annotate` exits non-zero and `run` stops before training while some examples have no
+    # answer (a re-run asks only for those); true: train on what was answered.
+    allow_incomplete: bool = False

@@ -114,7 +114,9 @@ class HFLocalTeacher(Teacher):
             kwargs["gguf_file"] = gguf
         try:
             tok = AutoTokenizer.from_pretrained(src, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+            # safetensors only (never unpickle weights); a GGUF file is read by its own loader
+            safe = {} if gguf else {"use_safetensors": True}
+            model = AutoModelForCausalLM.from_pretrained(src, **kwargs, **safe)
         except (OSError, ValueError) as err:
             raise TeacherError(f"teacher.model: cannot load '{cfg.model}': {err}") from None
         tok.padding_side = "left"  # decoder-only batches must end where generation starts

@@ -1,8 +1,10 @@
 """Teacher over any OpenAI-compatible HTTP endpoint: vLLM, llama.cpp server, Ollama, OpenAI.
 
 A fixed pool of `concurrency` workers shares one httpx.AsyncClient. Each request is retried on
-408/409/429/5xx, timeouts, connection errors and malformed 200 answers, with exponential backoff and
-jitter, honouring Retry-After (which also pauses the other workers). 401/403/404 stop the run at once:
+408/409/429/5xx, timeouts, connection errors and malformed 200 answers (bad JSON, an error object,
+no choices, or a model other than the one that gave the first answer), with exponential backoff and
+jitter, honouring Retry-After (which also pauses the other workers). Every failed attempt is counted
+by kind in `Completion.failed_attempts`. 401/403/404 stop the run at once:
 every further request would fail the same way. The API key is read from the environment variable
 named by `api_key_env`; it is sent in the Authorization header and nowhere else.
 """
@@ -26,7 +28,12 @@ FATAL_STATUS = {401: "refused the credentials", 403: "refused access", 404: "has
 
 
 class MalformedResponse(ValueError):
-    """A 200 answer without the fields an OpenAI-compatible server returns."""
+    """A 200 answer without the fields an OpenAI-compatible server returns; `kind` says which way:
+    error_body (an {"error": ...} object), empty_choices, or malformed_response."""
+
+    def __init__(self, message: str, kind: str = "malformed_response"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _convert_logprobs(choice: dict[str, Any], endpoint: str) -> list[dict[str, Any]] | None:
@@ -52,6 +59,10 @@ def _convert_logprobs(choice: dict[str, Any], endpoint: str) -> list[dict[str, A
 
 def parse_response(body: Any, endpoint: str) -> Completion:
     """Read text, usage and logprobs from a chat or completions answer; MalformedResponse if absent."""
+    if isinstance(body, dict) and body.get("error") and not body.get("choices"):
+        raise MalformedResponse(f"error in a 200 answer: {str(body['error'])[:160]}", "error_body")
+    if isinstance(body, dict) and body.get("choices") == []:
+        raise MalformedResponse("no choices in the answer", "empty_choices")
     try:
         choice = body["choices"][0]
         text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
@@ -80,6 +91,7 @@ class OpenAIHTTPTeacher(Teacher):
         self._rng = random.Random(seed)  # jitter only; seeded so test runs are repeatable
         self._transport = transport
         self._headers = {}
+        self.served_model: str | None = None  # the model name of the first answer, see _check_model
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if not key:
@@ -170,7 +182,11 @@ class OpenAIHTTPTeacher(Teacher):
         path = "chat/completions" if self.use_chat else "completions"
         estimate = self._estimate_tokens(job, sampling)
         kind, detail = "", None
+        fails: dict[str, int] = {}
         for attempt in range(self.cfg.max_retries + 1):
+            if kind:  # the previous attempt failed: count it by kind
+                fails[kind] = fails.get(kind, 0) + 1
+                kind = ""
             await self.limiter.acquire(estimate)
             retry_after = None
             try:
@@ -183,12 +199,16 @@ class OpenAIHTTPTeacher(Teacher):
                 status = resp.status_code
                 if status == 200:
                     try:
-                        comp = parse_response(resp.json(), self.endpoint)
-                    except (ValueError, MalformedResponse) as err:
+                        answer = resp.json()
+                        comp = parse_response(answer, self.endpoint)
+                        self._check_model(answer)
+                    except MalformedResponse as err:
+                        kind, detail = err.kind, str(err)[:200]
+                    except ValueError as err:
                         kind, detail = "malformed_response", str(err)[:200]
                     else:
                         self.limiter.settle(estimate, comp.prompt_tokens + comp.completion_tokens)
-                        comp.retries = attempt
+                        comp.retries, comp.failed_attempts = attempt, fails
                         return comp
                 elif status in FATAL_STATUS:
                     raise TeacherError(
@@ -201,9 +221,28 @@ class OpenAIHTTPTeacher(Teacher):
                     if retry_after is not None:
                         self.limiter.pause(retry_after)
                 else:  # other 4xx: this request is wrong and will stay wrong; count it, go on
-                    return Completion.failed(f"http_{status}", attempt, resp.text[:200])
+                    fails[f"http_{status}"] = fails.get(f"http_{status}", 0) + 1
+                    comp = Completion.failed(f"http_{status}", attempt, resp.text[:200])
+                    comp.failed_attempts = fails
+                    return comp
             if attempt == self.cfg.max_retries:
                 break
             delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
             await asyncio.sleep(retry_after if retry_after is not None else delay)
-        return Completion.failed(kind, self.cfg.max_retries, detail)
+        fails[kind] = fails.get(kind, 0) + 1
+        comp = Completion.failed(kind, self.cfg.max_retries, detail)
+        comp.failed_attempts = fails
+        return comp
+
+    def _check_model(self, answer: Any) -> None:
+        """Answers must keep coming from the model that gave the first one: a server that switches
+        models mid-run (a redeploy, a load balancer over mixed backends) would mix two teachers."""
+        served = answer.get("model") if isinstance(answer, dict) else None
+        if not isinstance(served, str) or not served:
+            return
+        if self.served_model is None:
+            self.served_model = served
+        elif served != self.served_model:
+            raise MalformedResponse(
+                f"answer from model '{served}', earlier answers from '{self.served_model}'", "model_changed"
+            )

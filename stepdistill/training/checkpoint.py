@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from stepdistill.data.io import write_json
+from stepdistill.training import integrity
 from stepdistill.training.config import StudentConfig
 from stepdistill.training.models import Student, load_student, save_student
 
@@ -45,8 +46,8 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
+    """The newest checkpoint whose files match its manifest (damaged newer ones are set aside)."""
+    return integrity.newest_intact(list_checkpoints(run_dir))
 
 
 def save_checkpoint(
@@ -74,6 +75,7 @@ def save_checkpoint(
             k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(student.model).items()
         }
         save_file(adapter, str(tmp / "adapter.safetensors"))
+    integrity.pause_for_tests()
     torch.save(
         {
             "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
@@ -82,6 +84,7 @@ def save_checkpoint(
         tmp / "trainer_state.pt",
     )
     write_json(tmp / "trainer_state.json", state)
+    integrity.write_manifest(tmp)  # last: a folder without it is an unfinished write
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
@@ -144,7 +147,7 @@ def export_best(run_dir: Path, step: int) -> Path:
     dst = Path(run_dir) / "best"
     tmp = Path(run_dir) / ".tmp-best"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*RESUME_FILES))
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*RESUME_FILES, integrity.MANIFEST))
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
     return dst

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class LoraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
 
 
@@ -37,22 +37,24 @@ class TrainConfig(BaseModel):
     alpha: float = Field(0.5, ge=0, le=1)  # loss = alpha * label + (1 - alpha) * rationale (paper: 0.5)
     label_prefix: str = "predict: "
     rationale_prefix: str = "explain: "
-    max_input_length: int = 512
-    max_target_length: int = 256
-    max_steps: int | None = None
-    epochs: float = 1.0
+    max_input_length: int = Field(512, ge=1)
+    max_target_length: int = Field(256, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)
     # Examples per micro-batch over ALL processes (each of N processes takes batch_size / N of them);
     # an optimizer step takes batch_size * grad_accum examples whatever the number of processes.
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
     seed: int = 0
     eval_every: int = Field(100, ge=1)  # validation accuracy (best-checkpoint selection) every N steps
-    save_every: int | None = None  # extra checkpoints between evaluations (each evaluation saves one)
+    save_every: int | None = Field(
+        None, ge=1
+    )  # extra checkpoints between evaluations (each evaluation saves one)
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept (plus the best one)
     log_every: int = Field(10, ge=1)  # steps per train_log.jsonl row (losses averaged over them)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -69,6 +71,6 @@ class TrainConfig(BaseModel):
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = 32
-    max_new_tokens: int = 64
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
     splits: list[str] = Field(default_factory=lambda: ["valid", "test"])

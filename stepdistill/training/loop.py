@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from stepdistill import runlock
 from stepdistill.config import Config, save_config
 from stepdistill.data.io import iter_jsonl, write_json, write_jsonl
 from stepdistill.data.schema import Annotation
@@ -41,6 +42,7 @@ from stepdistill.evaluate import base_metrics, evaluate_splits, predict_labels, 
 from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
 from stepdistill.training import distributed as dist
+from stepdistill.training import integrity, preempt, selection
 from stepdistill.training.batching import (
     RankStep,
     StepCounts,
@@ -53,16 +55,20 @@ from stepdistill.training.config import TrainConfig
 from stepdistill.training.device import device_of, make_accelerator
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
+from stepdistill.training.resume_check import check_resume
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
 
 
-def train(cfg: Config, resume: bool = False) -> Path:
-    """Load the task and splits named by `cfg`, train, evaluate; returns the run folder."""
+def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) -> Path:
+    """Load the task and splits named by `cfg`, train, evaluate; returns the run folder.
+    Holds the run folder's lock; SIGTERM/SIGINT stop at the next step with a checkpoint (preempt.py)."""
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
 
     task = get_task(cfg.task)
-    return fit(cfg, task, load_splits(cfg.data, task), resume=resume)
+    splits = load_splits(cfg.data, task)
+    with runlock.hold(cfg.run_dir, "train"), preempt.on_signals():
+        return fit(cfg, task, splits, resume=resume, allow_config_change=allow_config_change)
 
 
 def _micro_seed(seed: int, micro_step: int, rank: int = 0) -> int:
@@ -177,10 +183,14 @@ def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, 
         result = {"valid_accuracy": None, "valid_n": 0}
     else:
         scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
-        result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"]}
-    acc = result["valid_accuracy"]
-    if state["best_step"] is None or (acc is not None and acc > (state["best_valid_accuracy"] or -1.0)):
-        state.update(best_step=state["step"], best_valid_accuracy=acc)
+        loss = selection.valid_loss(student, task, valid, cfg)  # breaks ties in accuracy
+        result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"], "valid_loss": loss}
+    if selection.is_better(result, state):
+        state.update(
+            best_step=state["step"],
+            best_valid_accuracy=result["valid_accuracy"],
+            best_valid_loss=result.get("valid_loss"),
+        )
     return result
 
 
@@ -239,7 +249,23 @@ def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: i
     return sums
 
 
-def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bool = False) -> Path:
+def _stop_requested(accelerator) -> bool:
+    """Whether any process received SIGTERM/SIGINT: all of them stop at the same step boundary (a
+    process that stopped alone would leave the others waiting in a collective)."""
+    flag = preempt.requested()
+    if accelerator.num_processes == 1:
+        return flag
+    votes = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(votes, reduction="sum").item() > 0)
+
+
+def fit(
+    cfg: Config,
+    task: Task,
+    splits: dict[str, list[Annotation]],
+    resume: bool = False,
+    allow_config_change: bool = False,
+) -> Path:
     """Train on splits['train'], select on splits['valid'], evaluate cfg.eval.splits; the run folder."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -249,6 +275,9 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
     dist.check_launch(cfg, accelerator)
     last = _check_run_dir(run_dir, resume)
     accelerator.wait_for_everyone()  # every process has looked at the folder before it changes
+    if last is not None:  # refuses a changed config unless the change cannot alter the result
+        check_resume(run_dir / "config.yaml", cfg.model_dump(mode="json"), allow_config_change, write=main)
+    accelerator.wait_for_everyone()
     if main:
         save_config(cfg, run_dir / "config.yaml")
     rank = accelerator.process_index
@@ -303,7 +332,8 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
         state.update(step=done, elapsed_s=time.perf_counter() - clock)
         bar.update(1)
         is_eval = done % tc.eval_every == 0 or done == total_steps
-        is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0)
+        stop = _stop_requested(accelerator)  # SIGTERM/SIGINT: checkpoint at this step boundary, then exit
+        is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
         if done % tc.log_every == 0 or is_save:
             # Checkpoints always end a log window, so a resumed run logs the same rows.
             terms, tokens = window.reduce(accelerator, keys, tc, kd_term)
@@ -320,23 +350,25 @@ def fit(cfg: Config, task: Task, splits: dict[str, list[Annotation]], resume: bo
         if is_eval and not fsdp:
             log({"step": done, **_select(student, task, splits, cfg, state)})
         if is_save:
-            dist.save(
-                accelerator,
-                run_dir,
-                student,
-                objective,
-                optimizer,
-                scheduler,
-                state,
-                is_eval and not fsdp,
-                tc,
-            )
+            with integrity.disk_full_is_an_error(
+                f"checkpoint step-{done}", run_dir / "checkpoints" / f".tmp-step-{done}"
+            ):
+                dist.save(
+                    accelerator, run_dir, student, objective, optimizer, scheduler, state,
+                    is_eval and not fsdp, tc,
+                )  # fmt: skip
         if is_eval and fsdp:
             # Sharded weights cannot generate: validate the checkpoint just written, as a plain model.
             saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
             saved.model.to(accelerator.device)
             log({"step": done, **_select(saved, task, splits, cfg, state)})
             dist.record_best(accelerator, run_dir, state, tc)
+        if stop:
+            raise preempt.Preempted(
+                f"{preempt.signal_name() or 'stop signal'}: stopped at step {done} of {total_steps} with a "
+                "checkpoint; continue with `stepdistill train CONFIG --resume` (re-running `stepdistill run` "
+                "resumes it too)"
+            )
     bar.close()
     if writer is not None:
         writer.close()
@@ -351,6 +383,8 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         ckpt.export_best(run_dir, state["best_step"])
+        if not splits.get("valid"):
+            print(f"no validation rows: best/ is the last checkpoint (step {state['best_step']})", flush=True)
     accelerator.wait_for_everyone()
     student = load_saved_student(run_dir / "best", kind=cfg.student.kind)
     student.model.to(device_of(accelerator.device))
@@ -360,6 +394,9 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
     metrics = base_metrics(cfg, student)
     metrics.update(
         best_step=state["best_step"],
+        selected_by="last checkpoint (no validation rows)"
+        if not splits.get("valid")
+        else "valid_accuracy, ties broken by valid_loss",
         train={
             "steps": state["step"],
             "examples": len(formatted.examples),

@@ -169,6 +169,8 @@ def load_student(cfg: StudentConfig, seed: int | None = None) -> Student:
         kwargs: dict[str, Any] = {"config": config, "trust_remote_code": cfg.trust_remote_code}
         if gguf:
             kwargs["gguf_file"] = gguf
+        else:
+            kwargs["use_safetensors"] = True  # never unpickle weights (pytorch_model.bin)
         model = auto.from_pretrained(src, dtype=torch.float32, **kwargs)
         if gguf:
             model = _plain_copy(auto, model)

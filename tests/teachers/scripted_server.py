@@ -8,6 +8,7 @@ records every request (body, headers, time) and the largest number of requests i
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ class Reply:
     body: bytes | str | dict | None = None  # None: the default answer
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    cut: int | None = None  # send only this many body bytes, then drop the connection (a reset)
 
 
 def ok_body(text: str, request: dict[str, Any], prompt_tokens: int = 10, completion_tokens: int = 5) -> dict:
@@ -46,6 +48,7 @@ class ScriptedServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.default_delay = 0.0
+        self.status_for: Callable[[dict[str, Any]], int] | None = None  # status of unscripted replies
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -78,7 +81,10 @@ class ScriptedServer:
                             "t": time.monotonic(),
                         }
                     )
-                    reply = server.script.pop(0) if server.script else Reply(delay=server.default_delay)
+                    status = server.status_for(body) if server.status_for else 200
+                    reply = (
+                        server.script.pop(0) if server.script else Reply(status, delay=server.default_delay)
+                    )
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 time.sleep(reply.delay)
@@ -99,6 +105,12 @@ class ScriptedServer:
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(data)))
                     self.end_headers()
+                    if reply.cut is not None:
+                        self.wfile.write(data[: reply.cut])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)

@@ -1,0 +1,81 @@
+"""One run folder, one writer: `train`, `run` and `annotate` hold an exclusive lock on <run>/.lock.
+
+The lock is `fcntl.flock` on an open file, so the kernel releases it when the process ends however it
+ends (SIGKILL included): a killed run never leaves a stale lock behind. A second command on the same
+folder while the first is alive fails at once, naming the holder's pid and command. Within one process
+the lock is re-entrant (`run` annotates and trains in folders it already holds); under torchrun only
+rank 0 takes it.
+
+A run folder that a command created and that holds nothing but the lock and config.yaml when the
+command fails (e.g. the training data turned out empty) is removed, so no half-made run is left.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stepdistill.errors import StepDistillError
+
+LOCK_NAME = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (fd, depth)
+_SCAFFOLD = {LOCK_NAME, "config.yaml"}
+
+
+class RunFolderBusy(StepDistillError):
+    """Another live process is writing to the same run folder."""
+
+
+def _acquire(folder: Path, command: str) -> None:
+    key = folder.resolve()
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        return
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunFolderBusy(
+            f"{folder} is in use by {holder}; wait for it to finish (or stop it), or choose another --name"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"`stepdistill {command}` (pid {os.getpid()})\n".encode(), 0)
+    _held[key] = (fd, 1)
+
+
+def _release(folder: Path) -> None:
+    key = folder.resolve()
+    fd, depth = _held[key]
+    if depth > 1:
+        _held[key] = (fd, depth - 1)
+        return
+    del _held[key]
+    os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def hold(folder: str | os.PathLike, command: str) -> Iterator[None]:
+    """Hold the run folder's lock for the duration (creating the folder); see the module docstring."""
+    folder = Path(folder)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: the main process holds the lock for all
+        yield
+        return
+    fresh = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    _acquire(folder, command)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        outermost = _held[folder.resolve()][1] == 1
+        _release(folder)
+        if not ok and fresh and outermost and {p.name for p in folder.iterdir()} <= _SCAFFOLD:
+            shutil.rmtree(folder, ignore_errors=True)

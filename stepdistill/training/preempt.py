@@ -1,0 +1,69 @@
+"""Preemption: SIGTERM (spot instances, SLURM, `docker stop`) and Ctrl-C stop training cleanly.
+
+While `on_signals()` is active the first SIGTERM or SIGINT only sets a flag. The training loop reads
+`requested()` after each optimizer step, writes a checkpoint at that step boundary and raises
+`Preempted`; the command then exits with code 75 (EX_TEMPFAIL: try again later) and
+`stepdistill train CONFIG --resume` continues exactly where it stopped. A second signal while the
+checkpoint is being written restores the default behaviour, so pressing Ctrl-C twice still stops a
+process at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from stepdistill.errors import StepDistillError
+
+EXIT_PREEMPTED = 75
+_received: list[int] = []
+
+
+class Preempted(StepDistillError):
+    """Training stopped on a signal after writing a checkpoint; `--resume` continues it."""
+
+    exit_code = EXIT_PREEMPTED
+
+
+def requested() -> bool:
+    """Whether a stop signal arrived since `on_signals()` was entered."""
+    return bool(_received)
+
+
+def signal_name() -> str:
+    return signal.Signals(_received[0]).name if _received else ""
+
+
+def _handler(signum, frame) -> None:  # noqa: ARG001 - the signal module's signature
+    _received.append(signum)
+    if len(_received) > 1:  # a second signal: stop now, as without this module
+        signal.signal(signum, signal.SIG_DFL)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.raise_signal(signum)
+        return
+    print(
+        f"\n{signal.Signals(signum).name} received: stopping after this step with a checkpoint "
+        "(send it again to stop at once)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+@contextmanager
+def on_signals() -> Iterator[None]:
+    """Catch SIGTERM and SIGINT for the duration (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _received.clear()
