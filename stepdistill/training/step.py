@@ -146,7 +146,9 @@ class Objective(torch.nn.Module):
     @property
     def base(self) -> Any:
         """The transformers model the loss runs on (LoRA layers injected in place)."""
-        return self.model.get_base_model() if hasattr(self.model, "peft_config") else self.model
+        # A PeftModel wraps the transformers model; the model it wraps (LoRA layers injected, and a
+        # `peft_config` attribute of its own) is used as it is.
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def sum_keys(self) -> list[str]:
         """The keys of PassLoss.sums, in a fixed order (they are reduced across processes as one vector)."""
