@@ -146,7 +146,13 @@ def _assert_same_run(one: Path, two: Path) -> None:
     m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (one, two))
     assert m1["splits"] == m2["splits"] and m1["best_step"] == m2["best_step"]
     assert (m1["train"]["num_processes"], m2["train"]["num_processes"]) == (1, 2)
-    assert m1["train"]["examples_seen"] == m2["train"]["examples_seen"]
+    assert (
+        m1["train"]["examples_seen"]
+        == m2["train"]["examples_seen"]
+        == sum(m2["train"]["examples_per_process"])
+    )
+    assert m1["train"]["examples_per_process"] == [m1["train"]["examples_seen"]]
+    assert len(m2["train"]["examples_per_process"]) == 2
 
 
 def _in_process(cfg_path: Path, name: str | None = None, **overrides) -> Path:
