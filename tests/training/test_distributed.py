@@ -327,3 +327,13 @@ def test_fsdp_config_on_cpu_is_refused_not_run_as_ddp(tmp_path, tiny_causal_dir,
     with pytest.raises(ConfigError, match="FSDP, which accelerate runs on GPUs only"):
         _in_process(cfg)
     assert not (tmp_path / "runs" / "fsdp").exists()
+
+
+def test_different_configs_on_two_processes_fail_on_both(tmp_path, tiny_causal_dir):
+    cfg = _write_config(tmp_path, tiny_causal_dir, "mixed")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(ROOT / "tests" / "training" / "config_check_worker.py"), str(cfg)]  # fmt: skip
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank}: processes [1] loaded a different config than process 0" in done.stdout
