@@ -52,7 +52,7 @@ from stepdistill.training.batching import (
     shard_step,
 )
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.device import device_of, make_accelerator
+from stepdistill.training.device import device_of, gather_objects, make_accelerator
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
 from stepdistill.training.resume_check import check_resume
@@ -318,9 +318,11 @@ def fit(
 
     bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.name, disable=None if main else True)
     window, clock = Window(), time.perf_counter() - state["elapsed_s"]
+    mine = 0  # examples this process trained on in this launch
     for step in range(state["step"], total_steps):
         objective.train()
         plan = stream[step]
+        mine += plan.n_examples
         window.add(_train_step(accelerator, objective, plan, tc, step, keys), plan)
         if tc.max_grad_norm:
             accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
@@ -372,6 +374,7 @@ def fit(
     bar.close()
     if writer is not None:
         writer.close()
+    state["examples_per_process"] = gather_objects([mine])  # this launch (a resume counts anew)
     _finish(cfg, task, splits, formatted, state, run_dir, accelerator)
     return run_dir
 
@@ -403,6 +406,7 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
             "skipped": dict(formatted.skipped),
             "examples_seen": state["examples_seen"],
             "num_processes": accelerator.num_processes,
+            "examples_per_process": state["examples_per_process"],
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
         },

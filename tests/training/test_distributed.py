@@ -146,7 +146,13 @@ def _assert_same_run(one: Path, two: Path) -> None:
     m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (one, two))
     assert m1["splits"] == m2["splits"] and m1["best_step"] == m2["best_step"]
     assert (m1["train"]["num_processes"], m2["train"]["num_processes"]) == (1, 2)
-    assert m1["train"]["examples_seen"] == m2["train"]["examples_seen"]
+    assert (
+        m1["train"]["examples_seen"]
+        == m2["train"]["examples_seen"]
+        == sum(m2["train"]["examples_per_process"])
+    )
+    assert m1["train"]["examples_per_process"] == [m1["train"]["examples_seen"]]
+    assert len(m2["train"]["examples_per_process"]) == 2
 
 
 def _in_process(cfg_path: Path, name: str | None = None, **overrides) -> Path:
@@ -321,3 +327,13 @@ def test_fsdp_config_on_cpu_is_refused_not_run_as_ddp(tmp_path, tiny_causal_dir,
     with pytest.raises(ConfigError, match="FSDP, which accelerate runs on GPUs only"):
         _in_process(cfg)
     assert not (tmp_path / "runs" / "fsdp").exists()
+
+
+def test_different_configs_on_two_processes_fail_on_both(tmp_path, tiny_causal_dir):
+    cfg = _write_config(tmp_path, tiny_causal_dir, "mixed")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(ROOT / "tests" / "training" / "config_check_worker.py"), str(cfg)]  # fmt: skip
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank}: processes [1] loaded a different config than process 0" in done.stdout
