@@ -35,7 +35,13 @@ from stepdistill.training.device import (
     join_launcher,
     rank_world,
 )
-from stepdistill.training.formatting import eval_source, rationale_source, split_single_task
+from stepdistill.training.formatting import (
+    ANSWER_FIRST_SEP,
+    eval_source,
+    rationale_source,
+    split_answer_first,
+    split_single_task,
+)
 from stepdistill.training.models import Student, load_saved_student
 
 
@@ -55,6 +61,18 @@ def generation_budget(train_cfg: TrainConfig, eval_cfg: EvalConfig, rationale_fi
     return eval_cfg.max_new_tokens + (train_cfg.max_target_length if rationale_first else 0)
 
 
+class _StopAtText:
+    """Stopping criterion: a row is done once its generated text contains `text` (answer_first stops
+    after the label's line, so no rationale tokens are generated at test time)."""
+
+    def __init__(self, tokenizer, prompt_len: int, text: str):
+        self.tokenizer, self.prompt_len, self.text = tokenizer, prompt_len, text
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        new = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        return torch.tensor([self.text in t for t in new], device=input_ids.device)
+
+
 @torch.no_grad()
 def generate(
     student: Student,
@@ -62,9 +80,10 @@ def generate(
     train_cfg: TrainConfig,
     eval_cfg: EvalConfig,
     max_new_tokens: int | None = None,
+    stop_at: str | None = None,
 ) -> list[str]:
     """Greedy completions of `sources`, batched; prompts sorted by length to waste little padding.
-    `max_new_tokens` defaults to eval_cfg.max_new_tokens."""
+    `max_new_tokens` defaults to eval_cfg.max_new_tokens; `stop_at` ends a row once its text holds it."""
     tok, model = student.tokenizer, student.model
     causal = student.kind == "causal"
     encoded = [encode_source(tok, s, train_cfg, student.kind) for s in sources]
@@ -80,8 +99,14 @@ def generate(
     for chunk in chunks[rank::world]:
         # Decoder-only models continue the prompt, so prompts are left-padded to end together.
         ids, mask = _pad_batch([encoded[i] for i in chunk], tok.pad_token_id, left=causal)
+        stop = None
+        if stop_at is not None:  # decoder-only rows continue the prompt; seq2seq rows start fresh
+            from transformers import StoppingCriteriaList
+
+            stop = StoppingCriteriaList([_StopAtText(tok, ids.shape[1] if causal else 0, stop_at)])
         with autocast(device, train_cfg.precision):
             gen = model.generate(
+                stopping_criteria=stop,
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max_new_tokens or eval_cfg.max_new_tokens,
@@ -118,14 +143,22 @@ def predict_labels(
     rationale: bool = False,
 ) -> list[dict[str, Any]]:
     """One prediction row per annotation (see the run-folder contract in the README)."""
-    budget = generation_budget(train_cfg, eval_cfg, rationale_first=train_cfg.method == "single_task")
+    method = train_cfg.method
+    # single_task writes its rationale first; answer_first writes one after the label only when asked.
+    with_rationale = method == "single_task" or (method == "answer_first" and rationale)
+    budget = generation_budget(train_cfg, eval_cfg, rationale_first=with_rationale)
+    stop = ANSWER_FIRST_SEP if method == "answer_first" and not rationale else None
     sources = [eval_source(task, a, train_cfg) for a in annotations]
-    texts = generate(student, sources, train_cfg, eval_cfg, max_new_tokens=budget)
+    texts = generate(student, sources, train_cfg, eval_cfg, max_new_tokens=budget, stop_at=stop)
     rationales: list[str | None] = [None] * len(annotations)
-    if train_cfg.method == "single_task":
+    if method == "single_task":
         split = [split_single_task(task, t) for t in texts]
         rationales = [r for r, _ in split]
         preds: list[str | None] = [label for _, label in split]
+    elif method == "answer_first":
+        split_af = [split_answer_first(t) for t in texts]
+        preds = [label for label, _ in split_af]
+        rationales = [r for _, r in split_af]
     else:
         preds = [t if t else None for t in texts]
         if rationale and train_cfg.method == "step_by_step":

@@ -103,9 +103,9 @@ class SoftLabels:
 
         if not task.labels:
             raise ConfigError(f"kd.label_distribution: task '{task.name}' has no closed label set (labels)")
-        if train is not None and train.method == "single_task":
+        if train is not None and train.method in ("single_task", "answer_first"):
             raise ConfigError(
-                "kd.label_distribution: train.method 'single_task' has no label-only target; use "
+                f"kd.label_distribution: train.method '{train.method}' has no label-only target; use "
                 "standard, distill, step_by_step or rationale_input"
             )
         self.cfg, self.teacher_kind = cfg, teacher_kind

@@ -32,9 +32,15 @@ class StudentConfig(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["standard", "distill", "step_by_step", "single_task", "rationale_input"] = "step_by_step"
-    label_source: Literal["gold", "teacher"] = "teacher"  # step_by_step/single_task/rationale_input
+    method: Literal[
+        "standard", "distill", "step_by_step", "single_task", "answer_first", "rationale_input"
+    ] = "step_by_step"
+    # Which label step_by_step, single_task, answer_first and rationale_input train on.
+    label_source: Literal["gold", "teacher"] = "teacher"
     alpha: float = Field(0.5, ge=0, le=1)  # loss = alpha * label + (1 - alpha) * rationale (paper: 0.5)
+    # linear: alpha moves from `alpha` at the first step to `alpha_end` at the last (training/schedule.py)
+    alpha_schedule: Literal["constant", "linear"] = "constant"
+    alpha_end: float = Field(1.0, ge=0, le=1)
     label_prefix: str = "predict: "
     rationale_prefix: str = "explain: "
     max_input_length: int = Field(512, ge=1)
@@ -52,9 +58,13 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
     seed: int = 0
     eval_every: int = Field(100, ge=1)  # validation accuracy (best-checkpoint selection) every N steps
-    save_every: int | None = Field(
-        None, ge=1
-    )  # extra checkpoints between evaluations (each evaluation saves one)
+    # geometric: evaluate at eval_every * eval_growth^k (dense early, sparse late; training/schedule.py)
+    eval_schedule: Literal["every", "geometric"] = "every"
+    eval_growth: float = Field(1.5, gt=1)
+    # Stop after this many evaluations in a row without a better validation accuracy (None: never).
+    patience: int | None = Field(None, ge=1)
+    # Extra checkpoints between evaluations (each evaluation saves one).
+    save_every: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept (plus the best one)
     log_every: int = Field(10, ge=1)  # steps per train_log.jsonl row (losses averaged over them)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

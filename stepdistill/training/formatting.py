@@ -6,6 +6,7 @@ test-time source text. Pure functions: values in, values out.
     step_by_step     "predict: <input>"                    -> label (gold or teacher)      task_id 0
                      "explain: <input>"                    -> teacher rationale            task_id 1
     single_task      "<input>"                             -> "<rationale> So the answer is <label>"
+    answer_first     "<input>"                             -> "<label>\n<rationale>"  (test: label, stop)
     rationale_input  "<input>\\nRationale: <rationale>"     -> label
 
 Rows a method cannot use (no gold for `standard`, no parsed teacher label for `distill`, ...) are
@@ -24,6 +25,9 @@ from stepdistill.training.config import TrainConfig
 LABEL_TASK = 0
 RATIONALE_TASK = 1
 RATIONALE_INPUT_SEP = "\nRationale: "
+# answer_first: the label ends at the first newline (labels never hold one), the rationale follows;
+# at test time generation stops there, so the label costs no rationale tokens.
+ANSWER_FIRST_SEP = "\n"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def pairs_for(task: Task, ann: Annotation, cfg: TrainConfig) -> tuple[list[Pair]
         ], None
     if method == "single_task":
         return [Pair(text, single_task_target(task, rationale, label), LABEL_TASK)], None
+    if method == "answer_first":
+        return [Pair(text, target + ANSWER_FIRST_SEP + rationale.strip(), LABEL_TASK)], None
     if method == "rationale_input":
         return [Pair(text + RATIONALE_INPUT_SEP + rationale.strip(), target, LABEL_TASK)], None
     raise ValueError(f"unknown training method '{method}'")
@@ -113,6 +119,12 @@ def eval_source(task: Task, ann: Annotation, cfg: TrainConfig) -> str:
 def rationale_source(task: Task, ann: Annotation, cfg: TrainConfig) -> str:
     """The text that asks a step_by_step student for a rationale."""
     return cfg.rationale_prefix + task.format_input(ann.fields)
+
+
+def split_answer_first(text: str) -> tuple[str | None, str | None]:
+    """(label, rationale) from an answer_first generation: the label is its first line."""
+    label, _, rationale = text.strip().partition(ANSWER_FIRST_SEP)
+    return label.strip() or None, rationale.strip() or None
 
 
 def split_single_task(task: Task, text: str) -> tuple[str | None, str | None]:
