@@ -53,9 +53,11 @@ from stepdistill.training.batching import (
 )
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.device import device_of, gather_objects, make_accelerator
+from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
 from stepdistill.training.resume_check import check_resume
+from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
 
 
@@ -109,12 +111,19 @@ class StepStream:
         self.per_epoch = math.ceil(len(encoded) / self.step_size)  # optimizer steps per epoch
         self._plan: tuple[int, list[list[int]]] | None = None
 
-    def __getitem__(self, step: int) -> RankStep:
+    def _ids(self, step: int) -> list[int]:
         epoch, index = divmod(step, self.per_epoch)
         if self._plan is None or self._plan[0] != epoch:
             tc = self.tc
             self._plan = (epoch, plan_epoch(self.lengths, self.step_size, tc.seed, epoch, tc.group_by_length))
-        ids = self._plan[1][index]
+        return self._plan[1][index]
+
+    def rows(self, step: int) -> list[tuple[int, int]]:
+        """(source tokens, target tokens) of every row of step `step` on all processes (FLOP accounting)."""
+        return [(len(e.source), len(e.target)) for i in self._ids(step) for e in self.encoded[i]]
+
+    def __getitem__(self, step: int) -> RankStep:
+        ids = self._ids(step)
         b = self.tc.batch_size
         micro = [[self.encoded[i] for i in ids[k : k + b]] for k in range(0, len(ids), b)]
         return shard_step(
@@ -129,12 +138,14 @@ class Window:
 
     sums: list[torch.Tensor] = field(default_factory=list)  # per step: [len(keys)]
     counts: list[StepCounts] = field(default_factory=list)
+    alphas: list[float] = field(default_factory=list)  # per step (train.alpha_schedule)
     tokens: int = 0  # this process's non-padding tokens
     start: float = field(default_factory=time.perf_counter)
 
-    def add(self, sums: torch.Tensor, plan: RankStep) -> None:
+    def add(self, sums: torch.Tensor, plan: RankStep, alpha: float) -> None:
         self.sums.append(sums)
         self.counts.append(plan.counts)
+        self.alphas.append(alpha)
         self.tokens += plan.n_tokens
 
     @property
@@ -152,7 +163,7 @@ class Window:
         terms: dict[str, float] = {}
         for i, counts in enumerate(self.counts):
             sums = dict(zip(keys, flat[i * width : (i + 1) * width]))
-            step = loss_terms(sums, counts, tc.method, tc.alpha, accelerator.num_processes, kd)
+            step = loss_terms(sums, counts, tc.method, self.alphas[i], accelerator.num_processes, kd)
             for key, value in step.items():
                 terms[key] = terms.get(key, 0.0) + value / len(self.counts)
         return terms, int(tokens)
@@ -191,6 +202,12 @@ def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, 
             best_valid_accuracy=result["valid_accuracy"],
             best_valid_loss=result.get("valid_loss"),
         )
+    # train.patience: evaluations in a row without a strictly better validation accuracy
+    acc = result["valid_accuracy"]
+    if acc is not None:
+        improved = state.get("patience_best") is None or acc > state["patience_best"]
+        state["evals_since_best"] = 0 if improved else state.get("evals_since_best", 0) + 1
+        state["patience_best"] = acc if improved else state["patience_best"]
     return result
 
 
@@ -230,10 +247,11 @@ def _kd_term(cfg: Config, task: Task, student: Student, train_rows: list[Annotat
     )
 
 
-def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: int, keys: list[str]):
+def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: int, keys: list[str],
+                alpha: float):  # fmt: skip
     """Forward and backward of every pass of one optimizer step on this process; gradients are
     all-reduced by the last backward only. Returns this process's loss sums [len(keys)]."""
-    weights = step_weights(tc.method, tc.alpha, plan.counts, scale=accelerator.num_processes)
+    weights = step_weights(tc.method, alpha, plan.counts, scale=accelerator.num_processes)
     sums = torch.zeros(len(keys), device=accelerator.device)
     passes = [(k, batch, real) for k, micro in enumerate(plan.micro) for batch, real in micro]
     for i, (k, batch, real) in enumerate(passes):
@@ -285,6 +303,7 @@ def fit(
     student.model.to(accelerator.device)
     kd_term = _kd_term(cfg, task, student, splits["train"], accelerator.device)
     objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term)
+    flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
     optimizer = torch.optim.AdamW(_param_groups(objective, tc.weight_decay), lr=tc.lr)
     scheduler = _scheduler(optimizer, tc, total_steps)
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -319,11 +338,14 @@ def fit(
     bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.name, disable=None if main else True)
     window, clock = Window(), time.perf_counter() - state["elapsed_s"]
     mine = 0  # examples this process trained on in this launch
+    eval_at = set(eval_steps(tc, total_steps))  # every eval_every steps, or geometric
     for step in range(state["step"], total_steps):
         objective.train()
         plan = stream[step]
         mine += plan.n_examples
-        window.add(_train_step(accelerator, objective, plan, tc, step, keys), plan)
+        alpha = alpha_at(tc, step, total_steps)
+        window.add(_train_step(accelerator, objective, plan, tc, step, keys, alpha), plan, alpha)
+        state["train_flops"] = state.get("train_flops", 0) + flop_model.train_flops(stream.rows(step))
         if tc.max_grad_norm:
             accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
         optimizer.step()
@@ -333,7 +355,7 @@ def fit(
         done = step + 1
         state.update(step=done, elapsed_s=time.perf_counter() - clock)
         bar.update(1)
-        is_eval = done % tc.eval_every == 0 or done == total_steps
+        is_eval = done in eval_at
         stop = _stop_requested(accelerator)  # SIGTERM/SIGINT: checkpoint at this step boundary, then exit
         is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
         if done % tc.log_every == 0 or is_save:
@@ -349,8 +371,9 @@ def fit(
                 )
             bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
             window = Window()
+        curve = {"examples_seen": state["examples_seen"], "train_flops": state["train_flops"]}
         if is_eval and not fsdp:
-            log({"step": done, **_select(student, task, splits, cfg, state)})
+            log({"step": done, **_select(student, task, splits, cfg, state), **curve})
         if is_save:
             with integrity.disk_full_is_an_error(
                 f"checkpoint step-{done}", run_dir / "checkpoints" / f".tmp-step-{done}"
@@ -363,7 +386,7 @@ def fit(
             # Sharded weights cannot generate: validate the checkpoint just written, as a plain model.
             saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
             saved.model.to(accelerator.device)
-            log({"step": done, **_select(saved, task, splits, cfg, state)})
+            log({"step": done, **_select(saved, task, splits, cfg, state), **curve})
             dist.record_best(accelerator, run_dir, state, tc)
         if stop:
             raise preempt.Preempted(
@@ -371,6 +394,12 @@ def fit(
                 "checkpoint; continue with `stepdistill train CONFIG --resume` (re-running `stepdistill run` "
                 "resumes it too)"
             )
+        if is_eval and patience_exhausted(tc, state.get("evals_since_best", 0)):
+            state["stopped_early"] = True
+            if main:
+                print(f"[train] {cfg.name}: no better validation accuracy in {tc.patience} evaluations; "
+                      f"stopping at step {done} of {total_steps}", flush=True)  # fmt: skip
+            break
     bar.close()
     if writer is not None:
         writer.close()
@@ -409,6 +438,8 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
             "examples_per_process": state["examples_per_process"],
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
+            "train_flops": state.get("train_flops"),  # training/flops.py: useful FLOPs, no padding
+            "stopped_early": state.get("stopped_early", False),  # train.patience ended it
         },
         splits=results,
         latency=latency,

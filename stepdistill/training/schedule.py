@@ -13,8 +13,6 @@ student can learn from the rationales early and give the label task the last wor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from stepdistill.training.config import TrainConfig
 
 
@@ -41,23 +39,6 @@ def eval_steps(tc: TrainConfig, total_steps: int) -> list[int]:
     return steps
 
 
-@dataclass
-class Patience:
-    """Stop after `patience` evaluations in a row without a better validation accuracy."""
-
-    patience: int | None
-    best: float | None = None
-    stale: int = 0
-
-    def update(self, accuracy: float | None) -> bool:
-        """Record one evaluation; True when training should stop now."""
-        if accuracy is None or self.patience is None:
-            return False
-        if self.best is None or accuracy > self.best:
-            self.best, self.stale = accuracy, 0
-        else:
-            self.stale += 1
-        return self.stale >= self.patience
-
-    def state(self) -> dict:
-        return {"best": self.best, "stale": self.stale}
+def patience_exhausted(tc: TrainConfig, evals_since_best: int) -> bool:
+    """Whether `train.patience` evaluations in a row have passed without a new best checkpoint."""
+    return tc.patience is not None and evals_since_best >= tc.patience
