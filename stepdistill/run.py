@@ -230,6 +230,17 @@ def timing_stage(cfg: Config, files: dict[str, str | None]) -> None:
     _say(f"teacher timing: {timing['ms_per_example']:.0f} ms per example")
 
 
+def annotate_command(cfg: Config) -> dict[str, Any]:
+    """`stepdistill annotate`: annotate, time the teacher (for the report's cost section), one line."""
+    from stepdistill.annotate import annotate_from_config
+    from stepdistill.outcomes import annotate_line
+
+    summary = annotate_from_config(cfg)
+    timing_stage(cfg, annotation_files(cfg))
+    print(annotate_line(summary, cfg.run_dir / "annotations"), flush=True)
+    return summary
+
+
 def run(cfg: Config) -> Path:
     """Run every stage (reusing finished ones) and return the path of report.html."""
     sleep_idle_cpu_threads()  # before anything imports torch

@@ -41,9 +41,12 @@ from stepdistill.training.step import compute_loss, forward_backward
 
 def train(cfg: Config, resume: bool = False) -> Path:
     """Load the task and splits named by `cfg`, train, evaluate; returns the run folder."""
+    from stepdistill.config import resolved
+    from stepdistill.data.runfiles import with_annotations
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
 
+    cfg = with_annotations(resolved(cfg))  # the run's annotations when `annotate` wrote them
     task = get_task(cfg.task)
     return fit(cfg, task, load_splits(cfg.data, task), resume=resume)
 
