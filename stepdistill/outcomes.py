@@ -32,7 +32,7 @@ def annotate_line(summary: dict[str, Any], out_dir: Path) -> str:
     acc = total.get("teacher_accuracy")
     return (
         f"annotate: {', '.join(counts)} examples; {total['annotated']} annotated, "
-        f"{total['parse_failures']} parse failures, {total['unanswered']} unanswered"
+        f"{total['parse_failures']} not parsed, {total['unanswered']} unanswered"
         + (f", teacher accuracy {_pct(acc)}" if acc is not None else "")
         + f" -> {out_dir}"
     )

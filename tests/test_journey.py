@@ -1,0 +1,353 @@
+"""The user journey on one config, offline: annotate -> train (two methods) -> evaluate -> predict
+-> report, with no file edited in between; parse health, label sources and config hints.
+
+The teacher here is the `precomputed` backend (answers from a file); tests/test_journey_llama.py
+plays the same journey against a real llama.cpp server.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stepdistill.cli import main
+from stepdistill.data.io import iter_jsonl, read_annotations, write_json, write_jsonl
+
+REVIEWS = [
+    ("Loved every minute of it.", "positive"),
+    ("A waste of two hours.", "negative"),
+    ("Brilliant acting and a great story.", "positive"),
+    ("Boring, slow and far too long.", "negative"),
+    ("I would watch it again tomorrow.", "positive"),
+    ("The worst film this year.", "negative"),
+    ("Charming and funny.", "positive"),
+    ("Dull from start to end.", "negative"),
+    ("A wonderful surprise.", "positive"),
+    ("I walked out after an hour.", "negative"),
+]
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def journey(tmp_path, tiny_causal_dir, monkeypatch):
+    """The files a user writes: reviews.csv, reviews_test.csv, sentiment.yaml, sentiment-run.yaml."""
+    monkeypatch.chdir(tmp_path)
+    for name, rows in [("reviews.csv", REVIEWS), ("reviews_test.csv", REVIEWS[:4])]:
+        with open(name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["review_id", "text", "sentiment"])
+            w.writerows([f"{name[:-4]}-{i}", text, label] for i, (text, label) in enumerate(rows))
+    Path("sentiment.yaml").write_text(
+        'input_template: "Review: {text}\\nIs this review positive or negative?"\n'
+        "label_field: sentiment\nid_field: review_id\nlabels: [positive, negative]\nmetric: normalized\n"
+    )
+    # The teacher's answers, lower-case phrase included; one wrong, one without the phrase.
+    answers = {
+        f"reviews-{i}": f"It is {label}, so the answer is {label}." for i, (_, label) in enumerate(REVIEWS)
+    }
+    answers["reviews-1"] = "It sounds happy. So the answer is positive."
+    answers["reviews-3"] = "Hard to say."
+    answers.update(
+        {f"reviews_test-{i}": f"So the answer is {label}." for i, (_, label) in enumerate(REVIEWS[:4])}
+    )
+    write_jsonl("teacher.jsonl", [{"id": k, "completion": v} for k, v in answers.items()])
+    cfg = {
+        "name": "sentiment",
+        "task": {"name": "generic", "spec": "sentiment.yaml"},
+        "data": {"train": "reviews.csv", "test": "reviews_test.csv", "valid_fraction": 0.2},
+        "teacher": {"backend": "precomputed", "path": "teacher.jsonl"},
+        "annotate": {"splits": ["train", "test"], "progress": False},
+        "student": {"model": str(tiny_causal_dir)},
+        "train": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "lr": 1e-3, "max_target_length": 16},
+        "eval": {"max_new_tokens": 3},
+    }
+    Path("sentiment-run.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return tmp_path
+
+
+def test_annotate_train_evaluate_predict_report_on_one_config(journey, capsys):
+    assert main(["annotate", "sentiment-run.yaml"]) == 0
+    assert last_line(capsys) == (
+        "annotate: 8 train, 4 test, 2 valid (carved from train, not annotated) examples; 11 annotated, "
+        "1 not parsed, 0 unanswered, teacher accuracy 83.33% -> runs/sentiment/annotations"
+    )
+    folder = Path("runs/sentiment/annotations")
+    # Validation is carved once (10 -> 8 + 2) and remembered in valid.jsonl.
+    train_rows, valid_rows = (
+        read_annotations(folder / "train.jsonl"),
+        read_annotations(folder / "valid.jsonl"),
+    )
+    assert (len(train_rows), len(valid_rows)) == (8, 2)
+    assert {r.id for r in train_rows} | {r.id for r in valid_rows} == {f"reviews-{i}" for i in range(10)}
+    assert all(r.teacher_raw is None for r in valid_rows)
+    # "so the answer is" in lower case parses; the answer without the phrase does not.
+    expected = {f"reviews-{i}": label for i, (_, label) in enumerate(REVIEWS)}
+    expected.update({"reviews-1": "positive", "reviews-3": None})
+    assert {r.id: r.teacher_label for r in train_rows} == {r.id: expected[r.id] for r in train_rows}
+
+    for method in ("step_by_step", "standard"):
+        assert (
+            main(["train", "sentiment-run.yaml", "--train.method", method, "--name", f"sentiment/{method}"])
+            == 0
+        )
+        out = capsys.readouterr().out.strip().splitlines()
+        assert (
+            out[0]
+            == "train: reading the run's annotations in runs/sentiment/annotations (train, valid, test)"
+        )
+        run = Path("runs/sentiment") / method
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert out[-1] == (
+            f"train: best validation accuracy {100 * metrics['splits']['valid']['accuracy']:.2f}% (step 2), "
+            f"test accuracy {100 * metrics['splits']['test']['accuracy']:.2f}% -> {run}"
+        )
+        assert (metrics["splits"]["valid"]["n"], metrics["splits"]["test"]["n"]) == (2, 4)
+        assert metrics["task_title"] == "sentiment"
+        assert metrics["label_source"] == ("gold" if method == "standard" else "teacher")
+        # The teacher's labels reached the step_by_step student: its test rows carry them.
+        preds = [r for _, r in iter_jsonl(run / "predictions" / "test.jsonl")]
+        assert [p["teacher_label"] for p in preds] == ["positive", "negative", "positive", "negative"]
+    sbs = json.loads(Path("runs/sentiment/step_by_step/metrics.json").read_text())
+    std = json.loads(Path("runs/sentiment/standard/metrics.json").read_text())
+    # 8 train rows, all with gold; one without a parsed teacher label, so no rationale for it.
+    unparsed = sum(r.teacher_label is None for r in train_rows)
+    assert std["train"]["examples"] == 8 and sbs["train"]["skipped"] == (
+        {"no parsed teacher label": unparsed} if unparsed else {}
+    )
+
+    run = Path("runs/sentiment/step_by_step")
+    trained = (run / "metrics.json").read_bytes()
+    assert main(["evaluate", str(run)]) == 0
+    line = last_line(capsys)
+    assert line.startswith("evaluate: valid ") and line.endswith(
+        f"-> {run / 'evaluation'} (metrics.json, predictions/)"
+    )
+    assert (run / "metrics.json").read_bytes() == trained  # the training's metrics are left alone
+
+    Path("new.csv").write_text("text\nWhat a great film.\nNot worth it.\n")
+    assert main(["predict", str(run), "--input", "new.csv", "--rationale"]) == 0
+    rows = [r for _, r in iter_jsonl(run / "predictions-new.jsonl")]
+    assert [r["input"] for r in rows] == [
+        "Review: What a great film.\nIs this review positive or negative?",
+        "Review: Not worth it.\nIs this review positive or negative?",
+    ]
+    labelled = sum(r["pred"] is not None for r in rows)
+    explained = sum(bool(r["student_rationale"]) for r in rows)
+    assert last_line(capsys) == (
+        f"predict: 2 inputs, {labelled} labelled, {explained} with a rationale -> {run / 'predictions-new.jsonl'}"
+    )
+
+    assert main(["report", "runs/sentiment"]) == 0
+    assert last_line(capsys) == "report: runs/sentiment/report/report.html"
+    md = Path("runs/sentiment/report/report.md").read_text()
+    assert md.splitlines()[0] == "# stepdistill report: sentiment"
+    assert "generic" not in md
+    # Two training folders given separately share one annotation folder: its rows appear once.
+    assert main(["report", "runs/sentiment/standard", "runs/sentiment/step_by_step", "--out", "cmp"]) == 0
+    both = Path("cmp/report.md").read_text()
+    assert both.count("| train |") == md.count("| train |") == 2  # quality and cost tables, once each
+
+
+def test_parse_health_stops_early_with_three_raw_completions(tmp_path):
+    """Zero-shot, the teacher writes "The answer is positive" where the task expects "So the answer
+    is": the run stops after the first 10 answers instead of paying for all 30, writes no JSONL, and
+    keeps what it received in the cache."""
+    from collections.abc import AsyncIterator, Sequence
+
+    from stepdistill.annotate import annotate
+    from stepdistill.data.schema import Annotation
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+    from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
+    from stepdistill.teachers.cache import ResponseCache
+    from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
+    from stepdistill.teachers.parse_health import ParseHealthError
+
+    class Sequential(Teacher):
+        identity = "openai_http:m"
+
+        def __init__(self):
+            self.sent = 0
+
+        async def stream(
+            self, jobs: Sequence[Job], sampling: Sampling
+        ) -> AsyncIterator[tuple[Job, Completion]]:
+            for i, job in enumerate(jobs):
+                self.sent += 1
+                text = "So the answer is positive." if i % 5 == 0 else f"Review {i}. The answer is positive."
+                yield job, Completion(text, 10, 5)
+
+    task = get_task(TaskConfig(name="generic", input_template="Review: {text}", label_field="y"))
+    rows = [Annotation(id=f"r{i}", fields={"text": f"text {i}"}, gold="positive") for i in range(30)]
+    teacher = Sequential()
+    tcfg = TeacherConfig(backend="openai_http", model="m")
+    with pytest.raises(ParseHealthError) as err:
+        annotate(
+            task,
+            rows,
+            tcfg,
+            AnnotateConfig(progress=False),
+            tmp_path / "c.sqlite",
+            tmp_path / "o.jsonl",
+            teacher=teacher,
+        )
+    assert teacher.sent == 10 and not (tmp_path / "o.jsonl").exists()
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        assert len(cache) == 10
+    assert str(err.value).splitlines() == [
+        "the teacher's answers do not parse: 8 of the first 10 completions of split 'train' (80%, more than "
+        "the 20% allowed by annotate.max_parse_failure_share) lack 'So the answer is <answer>'. Three of them:",
+        "  1. 'Review 1. The answer is positive.'",
+        "  2. 'Review 2. The answer is positive.'",
+        "  3. 'Review 3. The answer is positive.'",
+        "Fix: give the teacher a few worked exemplars whose answers end in that phrase (teacher.exemplars: a "
+        "JSON file, see README 'Your own task'), or set task.answer_phrase / task.answer_pattern to what the "
+        "teacher writes. The answers received are kept in the cache; --annotate.max_parse_failure_share 1 "
+        "goes on anyway.",
+    ]
+    # A re-run judges the cached answers first and stops again before sending anything.
+    again = Sequential()
+    with pytest.raises(ParseHealthError):
+        annotate(
+            task,
+            rows,
+            tcfg,
+            AnnotateConfig(progress=False),
+            tmp_path / "c.sqlite",
+            tmp_path / "o.jsonl",
+            teacher=again,
+        )
+    assert again.sent == 0
+    # Under the threshold (here: allowed up to 100%) the run goes on and counts the failures.
+    acfg = AnnotateConfig(progress=False, max_parse_failure_share=1.0)
+    _, summary = annotate(
+        task, rows, tcfg, acfg, tmp_path / "c.sqlite", tmp_path / "o.jsonl", teacher=Sequential()
+    )
+    assert (summary["cache_hits"], summary["requests"], summary["parse_failures"]) == (10, 20, 24)
+
+
+def test_generic_answer_phrase_matches_in_any_case():
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+
+    task = get_task(
+        TaskConfig(name="generic", input_template="{t}", label_field="y", labels=["positive", "negative"])
+    )
+    for text in (
+        "Nice. so the answer is positive.",
+        "Nice. SO THE ANSWER IS Positive",
+        "Nice. So  the\\tanswer is positive",
+    ):
+        parsed = task.parse_completion(text.replace("\\t", "\t"))
+        assert (parsed.rationale, parsed.label, parsed.error) == ("Nice.", "positive", None)
+    assert task.parse_completion("The answer is positive.").error == "answer pattern not found"
+
+
+def test_label_source_follows_the_method():
+    from stepdistill.evaluate import label_source
+    from stepdistill.training.config import TrainConfig
+
+    assert [label_source(TrainConfig(method=m)) for m in ("standard", "distill", "step_by_step")] == [
+        "gold",
+        "teacher",
+        "teacher",
+    ]
+    assert label_source(TrainConfig(method="distill", label_source="gold")) == "teacher"
+    assert label_source(TrainConfig(method="standard", label_source="teacher")) == "gold"
+    assert label_source(TrainConfig(method="step_by_step", label_source="gold")) == "gold"
+
+
+def test_config_errors_suggest_the_nearest_key_or_value(tmp_path):
+    from stepdistill.config import load_config
+    from stepdistill.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "task: {name: svamp}\ndata: {train: t.jsonl}\ntrain: {max_step: 3, method: stepbystep}\nstudnt: {}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).splitlines()[1:] == [
+        "  train.method: Input should be 'standard', 'distill', 'step_by_step', 'single_task' or "
+        "'rationale_input' (did you mean `step_by_step`?)",
+        "  train.max_step: unknown key (did you mean `max_steps`?)",
+        "  studnt: unknown key (did you mean `student`?)",
+    ]
+    with pytest.raises(ConfigError, match=r"kd\.temperatur: unknown key \(did you mean `temperature`\?\)"):
+        load_config(_write(tmp_path, "kd: {temperatur: 2}\n"))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("input_template: '{x}'\nlabel_feld: y\n")
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+
+    with pytest.raises(ConfigError, match=r"unknown key label_feld \(did you mean `label_field`\?\)"):
+        get_task(TaskConfig(name="generic", spec=str(spec)))
+
+
+def _write(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "e.yaml"
+    path.write_text("task: {name: svamp}\ndata: {train: t.jsonl}\n" + extra)
+    return path
+
+
+def test_speed_plot_is_linear_with_values_on_the_bars(monkeypatch):
+    from matplotlib.axes import Axes
+
+    from stepdistill.report import plots
+
+    labels: list[list[str]] = []
+    scales: list[str] = []
+    real_label = Axes.bar_label
+
+    def bar_label(self, bars, **kw):
+        labels.append(kw["labels"])
+        return real_label(self, bars, **kw)
+
+    monkeypatch.setattr(Axes, "bar_label", bar_label)
+    monkeypatch.setattr(Axes, "set_xscale", lambda self, value, **kw: scales.append(value))
+    rows = [
+        {"who": "teacher", "name": "t", "ms_per_example": 51.0},
+        {"who": "student", "name": "s", "ms_per_example": 46.04},
+    ]
+    assert plots.speed_figure(rows)[:4] == b"\x89PNG"
+    assert labels == [["51.0 ms", "46.0 ms"]] and scales == []
+
+
+def test_teacher_timing_beside_the_annotations_reaches_train_runs(tmp_path):
+    """A report of `train` folders shows the teacher row that `annotate` timed, once."""
+    from stepdistill.report.collect import collect
+    from stepdistill.report.stats import speed_rows
+
+    annotations = tmp_path / "runs" / "s" / "annotations"
+    annotations.mkdir(parents=True)
+    write_json(annotations / "summary.json", {"splits": {}, "total": {}})
+    write_json(
+        tmp_path / "runs" / "s" / "teacher_timing.json", {"teacher_model": "t", "ms_per_example": 200.0}
+    )
+    for method in ("standard", "step_by_step"):
+        folder = tmp_path / "runs" / "s" / method
+        folder.mkdir()
+        (folder / "config.yaml").write_text(
+            yaml.safe_dump({"data": {"train": str(annotations / "train.jsonl")}})
+        )
+        metrics = {
+            "method": method,
+            "splits": {},
+            "latency": {"ms_per_example": 50.0},
+            "student": {"model": "m"},
+        }
+        write_json(folder / "metrics.json", metrics)
+    runs = collect([tmp_path / "runs" / "s" / "standard", tmp_path / "runs" / "s" / "step_by_step"])
+    rows = speed_rows(runs)
+    assert [(r["who"], r["name"], r["speedup"]) for r in rows] == [
+        ("teacher", "t", None),
+        ("student", "m (standard)", 4.0),
+        ("student", "m (step_by_step)", 4.0),
+    ]
