@@ -64,7 +64,7 @@ def predict_line(path: Path) -> str:
     """Rows written, how many got a label (and a rationale), accuracy where inputs had gold labels."""
     rows = [row for _, row in iter_jsonl(path)]
     labelled = sum(r.get("pred") is not None for r in rows)
-    text = f"predict: {len(rows)} inputs, {labelled} labelled"
+    text = f"predict: {len(rows)} input{'' if len(rows) == 1 else 's'}, {labelled} labelled"
     if any("student_rationale" in r for r in rows):
         text += f", {sum(bool(r.get('student_rationale')) for r in rows)} with a rationale"
     scored = [r for r in rows if r.get("correct") is not None]
