@@ -111,7 +111,7 @@ def test_base_url_without_v1_is_named_with_the_fix(tmp_path, capsys):
         config = write_task(tmp_path, server.root + "/v1")
         assert main(["annotate", str(config)]) == 0
         assert capsys.readouterr().out.strip().splitlines()[-1] == (
-            "annotate: 3 train, 1 valid examples; 4 annotated, 0 parse failures, 0 unanswered, "
+            "annotate: 3 train, 1 valid examples; 4 annotated, 0 not parsed, 0 unanswered, "
             f"teacher accuracy 100.00% -> {tmp_path / 'runs' / 'reviews' / 'annotations'}"
         )
     finally:
