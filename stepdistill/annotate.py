@@ -160,8 +160,12 @@ def annotate(
     *,
     teacher: Teacher | LazyTeacher | None = None,
     split: str = "train",
+    health: ParseHealth | None = None,
 ) -> tuple[list[Annotation], dict[str, Any]]:
-    """Annotate one split; returns the annotations (also written to out_path) and its summary."""
+    """Annotate one split; returns the annotations (also written to out_path) and its summary.
+
+    `health` judges the first answers (teachers/parse_health.py); pass one to share it between the
+    splits of a run, which then calls its finish(); by default each call judges its own split."""
     start = time.perf_counter()
     if annotate_cfg.samples > 1 and teacher_cfg.backend == "precomputed":
         raise ConfigError("annotate.samples: a precomputed teacher has one completion per example; use 1")
@@ -179,7 +183,9 @@ def annotate(
         keys.append(row)
     stats = RunStats()
     lazy = teacher if isinstance(teacher, LazyTeacher) else None
-    health = ParseHealth(task, annotate_cfg, split, teacher_cfg.exemplars)
+    own_health = health is None
+    health = health or ParseHealth(task, annotate_cfg, split, teacher_cfg.exemplars)
+    health.split = split
     with ResponseCache(cache_path) as cache:
         results = cache.get_many(jobs)
         hits = len(results)
@@ -196,7 +202,8 @@ def annotate(
             finally:
                 if teacher is None:
                     live.close()
-    health.finish()
+    if own_health:
+        health.finish()
     _require_an_answer(results, split)
     out = [combine(task, ann, [results[k] for k in row], identity) for ann, row in zip(annotations, keys)]
     summary = _summarize(task, out, teacher_cfg, annotate_cfg, split, stats, hits)
@@ -322,6 +329,8 @@ def annotate_from_config(cfg: Any) -> dict[str, Any]:
     # The outermost folder this command creates: removed again if the teacher answered nothing.
     created = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
     teacher = LazyTeacher(cfg.teacher)
+    # The first answers of the run are judged, whichever split they belong to.
+    health = ParseHealth(task, cfg.annotate, "train", cfg.teacher.exemplars)
     per_split: dict[str, dict[str, Any]] = {}
     try:
         if fresh:
@@ -338,7 +347,9 @@ def annotate_from_config(cfg: Any) -> dict[str, Any]:
                 out_dir / f"{split}.jsonl",
                 teacher=teacher,
                 split=split,
+                health=health,
             )
+        health.finish()  # a run with fewer answers than annotate.parse_check is judged on them all
     except TeacherError:
         if created is not None and not per_split:
             _discard_unanswered(out_dir, created)

@@ -202,7 +202,7 @@ def test_parse_health_stops_early_with_three_raw_completions(tmp_path):
     with ResponseCache(tmp_path / "c.sqlite") as cache:
         assert len(cache) == 10
     assert str(err.value).splitlines() == [
-        "the teacher's answers do not parse: 8 of the first 10 completions of split 'train' (80%, more than "
+        "the teacher's answers do not parse: 8 of the first 10 completions (split 'train'; 80%, more than "
         "the 20% allowed by annotate.max_parse_failure_share) lack 'So the answer is <answer>'. Three of them:",
         "  1. 'Review 1. The answer is positive.'",
         "  2. 'Review 2. The answer is positive.'",
@@ -351,3 +351,31 @@ def test_teacher_timing_beside_the_annotations_reaches_train_runs(tmp_path):
         ("student", "m (standard)", 4.0),
         ("student", "m (step_by_step)", 4.0),
     ]
+
+
+def test_a_run_whose_first_answers_do_not_parse_stops_with_exit_2(journey, capsys):
+    """The zero-shot case of a real teacher: "The answer is ..." where "So the answer is" is expected.
+    The first 10 answers of the run (8 train, then 2 test) are judged; the command stops there."""
+    write_jsonl(
+        "teacher.jsonl",
+        [
+            {"id": f"reviews-{i}", "completion": f"The answer is {label}."}
+            for i, (_, label) in enumerate(REVIEWS)
+        ]
+        + [{"id": f"reviews_test-{i}", "completion": "So the answer is positive."} for i in range(4)],
+    )
+    assert main(["annotate", "sentiment-run.yaml"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        "error: the teacher's answers do not parse: 8 of the first 10 completions (split 'test'; 80%, more "
+        "than the 20% allowed by annotate.max_parse_failure_share) lack 'So the answer is <answer>' "
+        "(one of: positive, negative). Three of them:"
+    )
+    assert err[1].startswith("  1. 'The answer is ") and err[4].startswith(
+        "Fix: give the teacher a few worked"
+    )
+    assert not Path("runs/sentiment/annotations/summary.json").exists()
+    # Going on anyway is one override away; the failures are then counted, never used as labels.
+    assert main(["annotate", "sentiment-run.yaml", "--annotate.max_parse_failure_share", "1"]) == 0
+    summary = json.loads(Path("runs/sentiment/annotations/summary.json").read_text())["total"]
+    assert (summary["parse_failures"], summary["annotated"]) == (8, 4)

@@ -2,7 +2,7 @@
 
 A teacher prompted without exemplars, or with an answer phrase it does not use, answers every
 example in a form the task's parser rejects; the run would pay for all of them and train on none.
-`ParseHealth` watches the first `annotate.parse_check` answers of a split (cached ones first) and
+`ParseHealth` watches the first `annotate.parse_check` answers of a run (cached ones first) and
 raises ParseHealthError when more than `annotate.max_parse_failure_share` of them fail to parse,
 showing three raw completions and the phrase the parser looks for. Answers already received stay in
 the cache.
@@ -58,8 +58,8 @@ class ParseHealth:
     def message(self) -> str:
         n, bad = self.seen, len(self.failed)
         lines = [
-            f"the teacher's answers do not parse: {bad} of the first {n} completions of split "
-            f"'{self.split}' ({100 * bad / n:.0f}%, more than the "
+            f"the teacher's answers do not parse: {bad} of the first {n} completions (split "
+            f"'{self.split}'; {100 * bad / n:.0f}%, more than the "
             f"{100 * self.max_share:.0f}% allowed by annotate.max_parse_failure_share) lack "
             f"{expected_form(self.task)}. Three of them:"
         ]
