@@ -190,6 +190,7 @@ def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
     sampling = make_sampling(cfg.teacher, cfg.annotate.model_copy(update={"samples": 1}), spec.stop)
     teacher = make_teacher(cfg.teacher)
     try:
+        teacher.preflight()  # a server gone since annotation fails here in seconds, not after retries
         teacher.generate(prompts[:1], 1, sampling)
         start = time.perf_counter()
         outs = teacher.generate(prompts, 1, sampling)
