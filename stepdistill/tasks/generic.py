@@ -10,8 +10,9 @@
 
 Teacher completions are cut at `exemplar_marker` (default "Q:"); the label is the `label` group of
 `answer_pattern` (default: the rest of the line after `answer_phrase`, the phrase matched in any
-case), the rationale the text before the match. Metrics: exact string match; normalized ignores case, punctuation and spacing; numeric
-compares values of numbers or arithmetic expressions (safe evaluator, never eval()).
+case), the rationale the text before the match. Metrics: exact string match; normalized ignores
+case, punctuation and spacing; numeric compares values of numbers or arithmetic expressions (safe
+evaluator, never eval()).
 """
 
 from __future__ import annotations
