@@ -379,3 +379,16 @@ def test_a_run_whose_first_answers_do_not_parse_stops_with_exit_2(journey, capsy
     assert main(["annotate", "sentiment-run.yaml", "--annotate.max_parse_failure_share", "1"]) == 0
     summary = json.loads(Path("runs/sentiment/annotations/summary.json").read_text())["total"]
     assert (summary["parse_failures"], summary["annotated"]) == (8, 4)
+
+
+def test_train_before_annotate_says_where_it_looked(journey, capsys):
+    from stepdistill.config import load_config
+    from stepdistill.data.runfiles import with_annotations
+
+    said: list[str] = []
+    cfg = load_config("sentiment-run.yaml")
+    assert with_annotations(cfg, say=said.append) is cfg
+    assert said == [
+        "train: no annotations in runs/sentiment/annotations: reading data.* as written "
+        "(`stepdistill annotate` on this config writes them)"
+    ]

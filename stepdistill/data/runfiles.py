@@ -53,6 +53,11 @@ def with_annotations(cfg: Config, say: Callable[[str], None] | None = print, ver
     otherwise); says so in one line when that changes what is read."""
     folder = find_annotations(cfg)
     if folder is None:
+        if say is not None and cfg.teacher is not None and verb == "train":
+            say(
+                f"train: no annotations in {_shown(cfg.run_dir.resolve() / 'annotations')}: reading "
+                "data.* as written (`stepdistill annotate` on this config writes them)"
+            )
         return cfg
     files = {s: _shown(folder / f"{s}.jsonl") for s in SPLITS if (folder / f"{s}.jsonl").exists()}
     if cfg.data.valid is None and not ("train" in files and "valid" in files):
