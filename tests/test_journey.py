@@ -288,6 +288,12 @@ def test_config_errors_suggest_the_nearest_key_or_value(tmp_path):
 
     with pytest.raises(ConfigError, match=r"unknown key label_feld \(did you mean `label_field`\?\)"):
         get_task(TaskConfig(name="generic", spec=str(spec)))
+    spec.write_text("input_template: '{x}'\nlabel_field: y\nmetric: normalised\n")
+    with pytest.raises(ConfigError) as err:
+        get_task(TaskConfig(name="generic", spec=str(spec)))
+    assert str(err.value) == (
+        f"task.spec: {spec}: metric: Input should be 'exact', 'normalized' or 'numeric' (did you mean `normalized`?)"
+    )
 
 
 def _write(tmp_path: Path, extra: str) -> Path:

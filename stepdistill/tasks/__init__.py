@@ -6,6 +6,7 @@ task = get_task(cfg.task)          # CQATask, SVAMPTask, ESNLITask, ANLITask, Ar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,16 @@ def resolve_generic(cfg: TaskConfig) -> TaskConfig:
     try:
         return TaskConfig.model_validate(merged)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}{_hint(e)}" for e in err.errors())
         raise ConfigError(f"task.spec: {cfg.spec}: {problems}") from None
+
+
+def _hint(e: dict[str, Any]) -> str:
+    """ " (did you mean `normalized`?)" for a misspelt choice such as metric: normalised."""
+    expected = (e.get("ctx") or {}).get("expected")
+    if e["type"] != "literal_error" or not expected or not isinstance(e.get("input"), str):
+        return ""
+    return suggest(e["input"], re.findall(r"'([^']*)'", expected))
 
 
 def get_task(cfg: TaskConfig) -> Task:
