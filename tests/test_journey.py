@@ -397,3 +397,56 @@ def test_train_before_annotate_says_where_it_looked(journey, capsys):
         "train: no annotations in runs/sentiment/annotations: reading data.* as written "
         "(`stepdistill annotate` on this config writes them)"
     ]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_journey() -> dict[str, list]:
+    """The README's "Your own task" section: its YAML and JSON blocks and its stepdistill commands."""
+    import re
+    import shlex
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("### Your own task")
+    section = text[start : text.index("\n## ", start)]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+    commands = [
+        shlex.split(line)[1:]
+        for kind, body in blocks
+        if kind == "bash"
+        for line in body.splitlines()
+        if line.startswith(".venv/bin/stepdistill ")
+    ]
+    return {
+        "yaml": [yaml.safe_load(body) for kind, body in blocks if kind == "yaml"],
+        "json": [json.loads(body) for kind, body in blocks if kind == "json"],
+        "commands": commands,
+    }
+
+
+def test_the_readme_journey_is_valid_as_written(tmp_path, monkeypatch):
+    """The spec, exemplars and config the README shows load as they are; the commands are the six
+    that tests/test_journey_llama.py runs."""
+    from stepdistill.config import config_from_dict
+    from stepdistill.tasks import get_task
+    from stepdistill.teachers.prompting import load_prompt_spec
+
+    journey = readme_journey()
+    spec, cfg_raw = journey["yaml"]
+    monkeypatch.chdir(tmp_path)
+    Path("sentiment.yaml").write_text(yaml.safe_dump(spec))
+    Path("sentiment-exemplars.json").write_text(json.dumps(journey["json"][0]))
+    cfg = config_from_dict(cfg_raw, "README")
+    task = get_task(cfg.task)
+    prompt = load_prompt_spec(task, cfg.teacher)
+    assert prompt.shots[0][1] == "Smiling means the reviewer enjoyed the film. So the answer is positive."
+    assert prompt.stop == ("\n",) and task.labels == ("positive", "negative")
+    assert [c[:2] for c in journey["commands"]] == [
+        ["annotate", "sentiment-run.yaml"],
+        ["train", "sentiment-run.yaml"],
+        ["train", "sentiment-run.yaml"],
+        ["evaluate", "runs/sentiment/step_by_step"],
+        ["predict", "runs/sentiment/step_by_step"],
+        ["report", "runs/sentiment"],
+    ]

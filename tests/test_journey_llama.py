@@ -1,7 +1,7 @@
 """The README's "Your own task" journey, played against a real llama.cpp server serving the
 embedded SmolLM2 GGUF: write the data, the task spec, exemplars and one config; annotate, train two
 methods, evaluate, predict with rationales, report. No file is edited between the commands, which
-are exactly the README's, and every command's closing line is checked.
+are read from the README's "Your own task" section, and every command's closing line is checked.
 
 llama.cpp generates ~10 tokens/s on two busy cores, so the task is tiny (4 train reviews, 1 test
 review) and answers stop at the end of their line.
@@ -19,6 +19,9 @@ import yaml
 
 from stepdistill.cli import main
 from stepdistill.data.io import iter_jsonl, read_annotations
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_journey import readme_journey  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "teachers"))
 from test_llama_server import HAVE_LLAMA, free_port, start_llama  # noqa: E402
@@ -102,13 +105,14 @@ def last_line(capsys) -> str:
 
 
 def test_the_readme_journey_against_a_real_llama_server(tmp_path, tiny_causal_dir, monkeypatch, capsys):
+    annotate, train_sbs, train_std, evaluate, predict, report = readme_journey()["commands"]
     monkeypatch.chdir(tmp_path)
     port = free_port()
     write_journey(tmp_path, port, tiny_causal_dir)
 
     # The server is not started yet: annotate says so within seconds and writes nothing.
     start = time.monotonic()
-    assert main(["annotate", "sentiment-run.yaml"]) == 2
+    assert main(annotate) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: no server at http://127.0.0.1:{port}/v1 (connection refused) — is it running?"
     )
@@ -118,14 +122,14 @@ def test_the_readme_journey_against_a_real_llama_server(tmp_path, tiny_causal_di
     try:
         # A base_url without /v1 is named with its fix (llama.cpp serves under /v1 only).
         start = time.monotonic()
-        assert main(["annotate", "sentiment-run.yaml", "--teacher.base_url", f"http://127.0.0.1:{port}"]) == 2
+        assert main([*annotate, "--teacher.base_url", f"http://127.0.0.1:{port}"]) == 2
         assert capsys.readouterr().err.strip() == (
             f"error: 404 at http://127.0.0.1:{port}/completions: OpenAI-compatible servers usually serve "
             f"under /v1 (e.g. teacher.base_url: http://127.0.0.1:{port}/v1)"
         )
         assert time.monotonic() - start < 10 and not Path("runs").exists()
 
-        assert main(["annotate", "sentiment-run.yaml"]) == 0
+        assert main(annotate) == 0
     finally:
         server.kill()
         server.wait()
@@ -142,8 +146,8 @@ def test_the_readme_journey_against_a_real_llama_server(tmp_path, tiny_causal_di
     timing = json.loads(Path("runs/sentiment/teacher_timing.json").read_text())
     assert (timing["examples"], timing["succeeded"]) == (1, 1) and timing["ms_per_example"] > 0
 
-    for method in ("step_by_step", "standard"):
-        args = ["train", "sentiment-run.yaml", "--train.method", method, "--name", f"sentiment/{method}"]
+    for method, args in (("step_by_step", train_sbs), ("standard", train_std)):
+        assert args[2:] == ["--train.method", method, "--name", f"sentiment/{method}"]
         assert main(args) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         assert (
@@ -158,7 +162,7 @@ def test_the_readme_journey_against_a_real_llama_server(tmp_path, tiny_causal_di
             f"test accuracy {100 * test['accuracy']:.2f}% -> runs/sentiment/{method}"
         )
 
-    assert main(["evaluate", "runs/sentiment/step_by_step"]) == 0
+    assert main(evaluate) == 0
     scores = json.loads(Path("runs/sentiment/step_by_step/evaluation/metrics.json").read_text())["splits"]
     assert last_line(capsys) == (
         "evaluate: "
@@ -169,7 +173,8 @@ def test_the_readme_journey_against_a_real_llama_server(tmp_path, tiny_causal_di
         + " -> runs/sentiment/step_by_step/evaluation (metrics.json, predictions/)"
     )
 
-    assert main(["predict", "runs/sentiment/step_by_step", "--input", "new.csv", "--rationale"]) == 0
+    assert predict == ["predict", "runs/sentiment/step_by_step", "--input", "new.csv", "--rationale"]
+    assert main(predict) == 0
     rows = [r for _, r in iter_jsonl("runs/sentiment/step_by_step/predictions-new.jsonl")]
     assert [r["input"] for r in rows] == ["Review: Charming and funny.\nIs this review positive or negative?"]
     labelled, explained = (
@@ -181,7 +186,7 @@ def test_the_readme_journey_against_a_real_llama_server(tmp_path, tiny_causal_di
         "-> runs/sentiment/step_by_step/predictions-new.jsonl"
     )
 
-    assert main(["report", "runs/sentiment"]) == 0
+    assert main(report) == 0
     assert last_line(capsys) == "report: runs/sentiment/report/report.html"
     md = Path("runs/sentiment/report/report.md").read_text()
     assert md.splitlines()[0] == "# stepdistill report: sentiment"
