@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from stepdistill.cli import main
-from stepdistill.data.io import iter_jsonl, read_annotations, write_json, write_jsonl
+from stepdistill.data.io import iter_jsonl, read_annotations, write_jsonl
 
 REVIEWS = [
     ("Loved every minute of it.", "positive"),
@@ -154,101 +154,6 @@ def test_annotate_train_evaluate_predict_report_on_one_config(journey, capsys):
     assert both.count("| train |") == md.count("| train |") == 2  # quality and cost tables, once each
 
 
-def test_parse_health_stops_early_with_three_raw_completions(tmp_path):
-    """Zero-shot, the teacher writes "The answer is positive" where the task expects "So the answer
-    is": the run stops after the first 10 answers instead of paying for all 30, writes no JSONL, and
-    keeps what it received in the cache."""
-    from collections.abc import AsyncIterator, Sequence
-
-    from stepdistill.annotate import annotate
-    from stepdistill.data.schema import Annotation
-    from stepdistill.tasks import get_task
-    from stepdistill.tasks.config import TaskConfig
-    from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
-    from stepdistill.teachers.cache import ResponseCache
-    from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
-    from stepdistill.teachers.parse_health import ParseHealthError
-
-    class Sequential(Teacher):
-        identity = "openai_http:m"
-
-        def __init__(self):
-            self.sent = 0
-
-        async def stream(
-            self, jobs: Sequence[Job], sampling: Sampling
-        ) -> AsyncIterator[tuple[Job, Completion]]:
-            for i, job in enumerate(jobs):
-                self.sent += 1
-                text = "So the answer is positive." if i % 5 == 0 else f"Review {i}. The answer is positive."
-                yield job, Completion(text, 10, 5)
-
-    task = get_task(TaskConfig(name="generic", input_template="Review: {text}", label_field="y"))
-    rows = [Annotation(id=f"r{i}", fields={"text": f"text {i}"}, gold="positive") for i in range(30)]
-    teacher = Sequential()
-    tcfg = TeacherConfig(backend="openai_http", model="m")
-    with pytest.raises(ParseHealthError) as err:
-        annotate(
-            task,
-            rows,
-            tcfg,
-            AnnotateConfig(progress=False),
-            tmp_path / "c.sqlite",
-            tmp_path / "o.jsonl",
-            teacher=teacher,
-        )
-    assert teacher.sent == 10 and not (tmp_path / "o.jsonl").exists()
-    with ResponseCache(tmp_path / "c.sqlite") as cache:
-        assert len(cache) == 10
-    assert str(err.value).splitlines() == [
-        "the teacher's answers do not parse: 8 of the first 10 completions (split 'train'; 80%, more than "
-        "the 20% allowed by annotate.max_parse_failure_share) lack 'So the answer is <answer>'. Three of them:",
-        "  1. 'Review 1. The answer is positive.'",
-        "  2. 'Review 2. The answer is positive.'",
-        "  3. 'Review 3. The answer is positive.'",
-        "Fix: give the teacher a few worked exemplars whose answers end in that phrase (teacher.exemplars: a "
-        "JSON file, see README 'Your own task'), or set task.answer_phrase / task.answer_pattern to what the "
-        "teacher writes. The answers received are kept in the cache; --annotate.max_parse_failure_share 1 "
-        "goes on anyway.",
-    ]
-    # A re-run judges the cached answers first and stops again before sending anything.
-    again = Sequential()
-    with pytest.raises(ParseHealthError):
-        annotate(
-            task,
-            rows,
-            tcfg,
-            AnnotateConfig(progress=False),
-            tmp_path / "c.sqlite",
-            tmp_path / "o.jsonl",
-            teacher=again,
-        )
-    assert again.sent == 0
-    # Under the threshold (here: allowed up to 100%) the run goes on and counts the failures.
-    acfg = AnnotateConfig(progress=False, max_parse_failure_share=1.0)
-    _, summary = annotate(
-        task, rows, tcfg, acfg, tmp_path / "c.sqlite", tmp_path / "o.jsonl", teacher=Sequential()
-    )
-    assert (summary["cache_hits"], summary["requests"], summary["parse_failures"]) == (10, 20, 24)
-
-
-def test_generic_answer_phrase_matches_in_any_case():
-    from stepdistill.tasks import get_task
-    from stepdistill.tasks.config import TaskConfig
-
-    task = get_task(
-        TaskConfig(name="generic", input_template="{t}", label_field="y", labels=["positive", "negative"])
-    )
-    for text in (
-        "Nice. so the answer is positive.",
-        "Nice. SO THE ANSWER IS Positive",
-        "Nice. So  the\\tanswer is positive",
-    ):
-        parsed = task.parse_completion(text.replace("\\t", "\t"))
-        assert (parsed.rationale, parsed.label, parsed.error) == ("Nice.", "positive", None)
-    assert task.parse_completion("The answer is positive.").error == "answer pattern not found"
-
-
 def test_label_source_follows_the_method():
     from stepdistill.evaluate import label_source
     from stepdistill.training.config import TrainConfig
@@ -261,101 +166,6 @@ def test_label_source_follows_the_method():
     assert label_source(TrainConfig(method="distill", label_source="gold")) == "teacher"
     assert label_source(TrainConfig(method="standard", label_source="teacher")) == "gold"
     assert label_source(TrainConfig(method="step_by_step", label_source="gold")) == "gold"
-
-
-def test_config_errors_suggest_the_nearest_key_or_value(tmp_path):
-    from stepdistill.config import load_config
-    from stepdistill.errors import ConfigError
-
-    path = tmp_path / "c.yaml"
-    path.write_text(
-        "task: {name: svamp}\ndata: {train: t.jsonl}\ntrain: {max_step: 3, method: stepbystep}\nstudnt: {}\n"
-    )
-    with pytest.raises(ConfigError) as err:
-        load_config(path)
-    assert str(err.value).splitlines()[1:] == [
-        "  train.method: Input should be 'standard', 'distill', 'step_by_step', 'single_task' or "
-        "'rationale_input' (did you mean `step_by_step`?)",
-        "  train.max_step: unknown key (did you mean `max_steps`?)",
-        "  studnt: unknown key (did you mean `student`?)",
-    ]
-    with pytest.raises(ConfigError, match=r"kd\.temperatur: unknown key \(did you mean `temperature`\?\)"):
-        load_config(_write(tmp_path, "kd: {temperatur: 2}\n"))
-    spec = tmp_path / "spec.yaml"
-    spec.write_text("input_template: '{x}'\nlabel_feld: y\n")
-    from stepdistill.tasks import get_task
-    from stepdistill.tasks.config import TaskConfig
-
-    with pytest.raises(ConfigError, match=r"unknown key label_feld \(did you mean `label_field`\?\)"):
-        get_task(TaskConfig(name="generic", spec=str(spec)))
-    spec.write_text("input_template: '{x}'\nlabel_field: y\nmetric: normalised\n")
-    with pytest.raises(ConfigError) as err:
-        get_task(TaskConfig(name="generic", spec=str(spec)))
-    assert str(err.value) == (
-        f"task.spec: {spec}: metric: Input should be 'exact', 'normalized' or 'numeric' (did you mean `normalized`?)"
-    )
-
-
-def _write(tmp_path: Path, extra: str) -> Path:
-    path = tmp_path / "e.yaml"
-    path.write_text("task: {name: svamp}\ndata: {train: t.jsonl}\n" + extra)
-    return path
-
-
-def test_speed_plot_is_linear_with_values_on_the_bars(monkeypatch):
-    from matplotlib.axes import Axes
-
-    from stepdistill.report import plots
-
-    labels: list[list[str]] = []
-    scales: list[str] = []
-    real_label = Axes.bar_label
-
-    def bar_label(self, bars, **kw):
-        labels.append(kw["labels"])
-        return real_label(self, bars, **kw)
-
-    monkeypatch.setattr(Axes, "bar_label", bar_label)
-    monkeypatch.setattr(Axes, "set_xscale", lambda self, value, **kw: scales.append(value))
-    rows = [
-        {"who": "teacher", "name": "t", "ms_per_example": 51.0},
-        {"who": "student", "name": "s", "ms_per_example": 46.04},
-    ]
-    assert plots.speed_figure(rows)[:4] == b"\x89PNG"
-    assert labels == [["51.0 ms", "46.0 ms"]] and scales == []
-
-
-def test_teacher_timing_beside_the_annotations_reaches_train_runs(tmp_path):
-    """A report of `train` folders shows the teacher row that `annotate` timed, once."""
-    from stepdistill.report.collect import collect
-    from stepdistill.report.stats import speed_rows
-
-    annotations = tmp_path / "runs" / "s" / "annotations"
-    annotations.mkdir(parents=True)
-    write_json(annotations / "summary.json", {"splits": {}, "total": {}})
-    write_json(
-        tmp_path / "runs" / "s" / "teacher_timing.json", {"teacher_model": "t", "ms_per_example": 200.0}
-    )
-    for method in ("standard", "step_by_step"):
-        folder = tmp_path / "runs" / "s" / method
-        folder.mkdir()
-        (folder / "config.yaml").write_text(
-            yaml.safe_dump({"data": {"train": str(annotations / "train.jsonl")}})
-        )
-        metrics = {
-            "method": method,
-            "splits": {},
-            "latency": {"ms_per_example": 50.0},
-            "student": {"model": "m"},
-        }
-        write_json(folder / "metrics.json", metrics)
-    runs = collect([tmp_path / "runs" / "s" / "standard", tmp_path / "runs" / "s" / "step_by_step"])
-    rows = speed_rows(runs)
-    assert [(r["who"], r["name"], r["speedup"]) for r in rows] == [
-        ("teacher", "t", None),
-        ("student", "m (standard)", 4.0),
-        ("student", "m (step_by_step)", 4.0),
-    ]
 
 
 def test_a_run_whose_first_answers_do_not_parse_stops_with_exit_2(journey, capsys):
