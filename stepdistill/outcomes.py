@@ -1,11 +1,11 @@
 """The one line each command ends with: what it did and where its files are.
 
-    annotate: 36 train, 4 valid, 8 test examples; 46 annotated, 2 parse failures, 0 unanswered -> runs/sentiment/annotations
+    annotate: 36 train, 4 valid, 8 test examples; 46 annotated, 2 not parsed, 0 unanswered, teacher accuracy 80.43% -> runs/sentiment/annotations
     train: best validation accuracy 75.00% (step 40), test accuracy 62.50% -> runs/sentiment/standard
     evaluate: valid 75.00% (3/4), test 62.50% (5/8) -> runs/sentiment/standard/evaluation (metrics.json, predictions/)
     predict: 3 inputs, 3 labelled, 3 with a rationale -> runs/sentiment/standard/predictions-new.jsonl
 
-Pure formatting of values the commands already hold (the train line reads metrics.json).
+Formatting of values the commands already hold (the train and predict lines read the files written).
 """
 
 from __future__ import annotations
