@@ -13,6 +13,7 @@ failures, tokens, cost, speed and teacher accuracy goes to <run_dir>/annotations
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,11 +23,12 @@ from typing import Any
 from stepdistill import runlock
 from stepdistill.data.io import write_annotations, write_json
 from stepdistill.data.schema import Annotation
-from stepdistill.errors import ConfigError, StepDistillError
+from stepdistill.errors import ConfigError, StepDistillError, TeacherError
 from stepdistill.tasks.base import Task
 from stepdistill.teachers.base import Completion, Job, LazyTeacher, Sampling, Teacher
 from stepdistill.teachers.cache import ResponseCache, request_key, teacher_identity
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
+from stepdistill.teachers.parse_health import ParseHealth
 from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
 
 
@@ -134,6 +136,7 @@ async def _fetch(
     stats: RunStats,
     progress: bool,
     desc: str,
+    health: ParseHealth | None = None,
 ) -> dict[str, Completion]:
     from tqdm import tqdm
 
@@ -144,6 +147,8 @@ async def _fetch(
                 cache.put(job.key, teacher.identity, job.example_id, job.sample, comp)
             stats.add(comp)
             got[job.key] = comp
+            if comp.ok and health is not None:
+                health.add(comp.text)  # stops the run when the first answers do not parse
             bar.update(1)
     return got
 
@@ -158,8 +163,12 @@ def annotate(
     *,
     teacher: Teacher | LazyTeacher | None = None,
     split: str = "train",
+    health: ParseHealth | None = None,
 ) -> tuple[list[Annotation], dict[str, Any]]:
-    """Annotate one split; returns the annotations (also written to out_path) and its summary."""
+    """Annotate one split; returns the annotations (also written to out_path) and its summary.
+
+    `health` judges the first answers (teachers/parse_health.py); pass one to share it between the
+    splits of a run, which then calls its finish(); by default each call judges its own split."""
     start = time.perf_counter()
     if annotate_cfg.samples > 1 and teacher_cfg.backend == "precomputed":
         raise ConfigError("annotate.samples: a precomputed teacher has one completion per example; use 1")
@@ -177,16 +186,23 @@ def annotate(
         keys.append(row)
     stats = RunStats()
     lazy = teacher if isinstance(teacher, LazyTeacher) else None
+    own_health = health is None
+    health = health or ParseHealth(task, annotate_cfg, split, teacher_cfg.exemplars)
+    health.split = split
     with ResponseCache(cache_path) as cache:
         results = cache.get_many(jobs)
         hits = len(results)
+        for key in jobs:  # answers from earlier runs are judged first, before anything is sent
+            if key in results:
+                health.add(results[key].text)
         missing = [job for key, job in jobs.items() if key not in results]
         if missing:
             live = lazy.get() if lazy else teacher or LazyTeacher(teacher_cfg).get()
             served_key = f"served_model:{identity}"  # answers of an earlier run fix the served model
             if hasattr(live, "served_model") and live.served_model is None:
                 live.served_model = cache.get_meta(served_key)
-            coro = _fetch(live, missing, sampling, cache, stats, annotate_cfg.progress, f"annotate {split}")
+            desc = f"annotate {split}"
+            coro = _fetch(live, missing, sampling, cache, stats, annotate_cfg.progress, desc, health)
             try:
                 results.update(asyncio.run(coro))
                 if getattr(live, "served_model", None):
@@ -194,6 +210,9 @@ def annotate(
             finally:
                 if teacher is None:
                     live.close()
+    if own_health:
+        health.finish()
+    _require_an_answer(results, split)
     out = [combine(task, ann, [results[k] for k in row], identity) for ann, row in zip(annotations, keys)]
     summary = _summarize(task, out, teacher_cfg, annotate_cfg, split, stats, hits)
     if annotate_cfg.gold_filter and split in annotate_cfg.gold_filter_splits:
@@ -201,6 +220,19 @@ def annotate(
     write_annotations(out_path, out)
     _add_speed(summary, time.perf_counter() - start)
     return out, summary
+
+
+def _require_an_answer(results: dict[str, Completion], split: str) -> None:
+    """Nothing is written for a split the teacher answered not once (e.g. the server went away)."""
+    if results and not any(c.ok for c in results.values()):
+        kinds = Counter(c.error for c in results.values())
+        detail = next((c.detail for c in results.values() if c.detail), None)
+        raise TeacherError(
+            f"the teacher answered none of the {len(results)} requests of split '{split}' "
+            f"({', '.join(f'{k}: {v}' for k, v in kinds.items())})"
+            + (f"; last message: {detail}" if detail else "")
+            + "; nothing was written for it, re-run when the teacher is reachable"
+        )
 
 
 def _summarize(
@@ -311,13 +343,18 @@ def check_complete(summary: dict[str, Any], allow_incomplete: bool) -> None:
 
 
 def annotate_from_config(cfg: Any) -> dict[str, Any]:
-    """The `stepdistill annotate` command: annotate cfg.annotate.splits into cfg.run_dir/annotations."""
+    """The `stepdistill annotate` command: annotate cfg.annotate.splits into cfg.run_dir/annotations.
+
+    The whole training set is annotated (train_fraction subsamples the annotated file later), and
+    validation rows carved from train are written too (data/runfiles.py), so `train` reads them.
+    """
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
 
     if cfg.teacher is None:
         raise ConfigError("teacher: the annotate command needs a teacher section (backend, model, ...)")
     task = get_task(cfg.task)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_fraction": 1.0})})
     splits = load_splits(cfg.data, task)
     unknown = [s for s in cfg.annotate.splits if s not in ("train", "valid", "test")]
     if unknown:
@@ -329,10 +366,19 @@ def annotate_from_config(cfg: Any) -> dict[str, Any]:
 
 
 def _annotate_splits(cfg: Any, task: Task, splits: dict[str, list[Annotation]]) -> dict[str, Any]:
+    from stepdistill.data.runfiles import keep_carved_valid
+
     out_dir = Path(cfg.run_dir) / "annotations"
+    fresh = not out_dir.exists()
+    # The outermost folder this command creates: removed again if the teacher answered nothing.
+    created = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
     teacher = LazyTeacher(cfg.teacher)
+    # The first answers of the run are judged, whichever split they belong to.
+    health = ParseHealth(task, cfg.annotate, "train", cfg.teacher.exemplars)
     per_split: dict[str, dict[str, Any]] = {}
     try:
+        if fresh:
+            teacher.get()  # nothing cached to reuse: check the teacher before anything is written
         for split in cfg.annotate.splits:
             if not splits.get(split):
                 continue  # e.g. no test file configured
@@ -345,10 +391,27 @@ def _annotate_splits(cfg: Any, task: Task, splits: dict[str, list[Annotation]]) 
                 out_dir / f"{split}.jsonl",
                 teacher=teacher,
                 split=split,
+                health=health,
             )
+        health.finish()  # a run with fewer answers than annotate.parse_check is judged on them all
+    except TeacherError:
+        if created is not None and not per_split:
+            _discard_unanswered(out_dir, created)
+        raise
     finally:
         teacher.close()
+    keep_carved_valid(cfg, splits, out_dir)
     summary = {"splits": per_split, "total": total_summary(per_split, cfg.teacher)}
     write_json(out_dir / "summary.json", summary)
     print(format_summary(summary))
     return summary
+
+
+def _discard_unanswered(out_dir: Path, created: Path) -> None:
+    """Remove the folders this run created when its cache holds no answer: nothing to keep."""
+    cache = out_dir / "cache.sqlite"
+    if cache.exists():
+        with ResponseCache(cache) as rc:
+            if len(rc):
+                return
+    shutil.rmtree(created, ignore_errors=True)

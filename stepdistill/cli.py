@@ -3,7 +3,7 @@
     stepdistill import-official ROOT --task cqa --out data/cqa
     stepdistill annotate CONFIG [--section.key value ...]
     stepdistill train CONFIG [--resume [--allow-config-change]] [--section.key value ...]
-    stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR]
+    stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR] [--overwrite]
     stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
     stepdistill run CONFIG [--section.key value ...]
     stepdistill kd-targets CONFIG [--from whitebox|annotations] [--out FILE]
@@ -40,27 +40,35 @@ def cmd_import_official(args: argparse.Namespace) -> None:
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
-    from stepdistill.annotate import annotate_from_config
+    from stepdistill.run import annotate_command
 
-    annotate_from_config(_config(args))
+    annotate_command(_config(args))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from stepdistill.outcomes import train_line
     from stepdistill.training.loop import train
 
-    train(_config(args), resume=args.resume, allow_config_change=args.allow_config_change)
+    cfg = _config(args)
+    print(train_line(train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from stepdistill.evaluate import evaluate_run
 
-    evaluate_run(args.target, splits=args.split, checkpoint=args.checkpoint, overrides=args.overrides)
+    evaluate_run(
+        args.target, args.split, args.checkpoint, args.overrides, overwrite=args.overwrite
+    )  # ends with its one line: accuracies and files written
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from stepdistill.evaluate import predict_file
+    from stepdistill.outcomes import predict_line
 
-    predict_file(args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint)
+    path = predict_file(
+        args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint
+    )
+    print(predict_line(path))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -112,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", help="a run folder (or a config whose run folder exists)")
     s.add_argument("--split", action="append", help="split to score (repeatable); default: the config's")
     s.add_argument("--checkpoint", help="checkpoint folder; default: the run's best")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="update the run's own metrics.json and predictions/ (default: write <run>/evaluation/)",
+    )
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="label new inputs with a trained student")

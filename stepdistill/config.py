@@ -8,6 +8,9 @@ A wrong key or value raises ConfigError naming the dotted field and what is allo
 from __future__ import annotations
 
 import os
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stepdistill.data.config import DataConfig
-from stepdistill.errors import ConfigError
+from stepdistill.errors import ConfigError, suggest
 from stepdistill.kd.config import KDConfig
 from stepdistill.report.config import ReportConfig, SweepConfig
 from stepdistill.tasks.config import TaskConfig
@@ -80,6 +83,33 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config class holding the field at `loc` (("train", "max_step") -> TrainConfig)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):
+            ann = next((a for a in typing.get_args(ann) if isinstance(a, type)), None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _hint(e: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """The nearest valid key or value to what was written, as " (did you mean `x`?)"."""
+    if e["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        return suggest(loc[-1], list(model.model_fields)) if model else ""
+    expected = (e.get("ctx") or {}).get("expected")
+    if e["type"] == "literal_error" and expected and isinstance(e.get("input"), str):
+        return suggest(e["input"], re.findall(r"'([^']*)'", expected))
+    return ""
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for e in err.errors():
@@ -88,7 +118,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         allowed = (e.get("ctx") or {}).get("expected")
-        lines.append(f"  {loc}: {msg}" + (f" (allowed: {allowed})" if allowed and allowed not in msg else ""))
+        extra = f" (allowed: {allowed})" if allowed and allowed not in msg else ""
+        lines.append(f"  {loc}: {msg}{extra}{_hint(e, tuple(e['loc']))}")
     return "\n".join(lines)
 
 
@@ -114,8 +145,19 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return config_from_dict(raw, str(path))
 
 
+def resolved(cfg: Config) -> Config:
+    """The config as it runs: a generic task's spec file folded into the task section (so a run
+    folder's config.yaml reloads to the same task even when the spec file moves or changes)."""
+    from stepdistill.tasks import resolve_generic
+
+    if cfg.task.spec is None:
+        return cfg
+    return cfg.model_copy(update={"task": resolve_generic(cfg.task).model_copy(update={"spec": None})})
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the resolved config (every default filled in) atomically."""
+    """Write the resolved config (every default filled in, task spec folded in) atomically."""
     from stepdistill.data.io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    dumped = resolved(cfg).model_dump(mode="json")
+    atomic_write_text(path, yaml.safe_dump(dumped, sort_keys=False))

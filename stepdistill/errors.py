@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def suggest(word: object, choices: Iterable[object]) -> str:
+    """ " (did you mean `x`?)" naming the nearest of `choices` to a misspelt `word`, else ""."""
+    near = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean `{near[0]}`?)" if near else ""
+
 
 class StepDistillError(Exception):
     """Base class for errors reported to the user without a traceback by the CLI."""

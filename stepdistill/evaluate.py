@@ -6,7 +6,8 @@
 
 Prediction is batched greedy decoding of the label alone: a step_by_step student is asked with the
 label prefix and generates no rationale (that is the method's test-time saving) unless a rationale
-is asked for explicitly. Writes runs/<name>/predictions/<split>.jsonl and metrics.json.
+is asked for explicitly. Training writes runs/<name>/predictions/<split>.jsonl and metrics.json;
+`evaluate` writes the same files to runs/<name>/evaluation/ (into the run folder with --overwrite).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ import torch
 
 from stepdistill.config import Config, load_config
 from stepdistill.data.io import write_json, write_jsonl
+from stepdistill.data.runfiles import with_annotations
 from stepdistill.data.schema import Annotation
 from stepdistill.errors import ConfigError
+from stepdistill.outcomes import evaluate_line
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import encode_source
 from stepdistill.training.config import EvalConfig, TrainConfig
@@ -240,13 +244,21 @@ def evaluate_splits(
     return results, latency
 
 
+def label_source(train_cfg: TrainConfig) -> str:
+    """Where the trained labels came from: standard always learns gold, distill the teacher's."""
+    if train_cfg.method in ("standard", "distill"):
+        return "gold" if train_cfg.method == "standard" else "teacher"
+    return train_cfg.label_source
+
+
 def base_metrics(cfg: Config, student: Student) -> dict[str, Any]:
     """The identity part of metrics.json."""
     return {
         "name": cfg.name,
         "task": cfg.task.name,
+        "task_title": cfg.task.title or cfg.task.name,
         "method": cfg.train.method,
-        "label_source": cfg.train.label_source,
+        "label_source": label_source(cfg.train),
         "alpha": cfg.train.alpha,
         "seed": cfg.train.seed,
         "train_fraction": cfg.data.train_fraction,
@@ -262,7 +274,7 @@ def _resolve_target(target: str | os.PathLike | Config, overrides: list[str] | N
         path = path / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{target}: neither a run folder (with config.yaml) nor a config file")
-    return load_config(path, overrides)
+    return with_annotations(load_config(path, overrides), verb="evaluate")
 
 
 def evaluate_run(
@@ -270,11 +282,14 @@ def evaluate_run(
     splits: list[str] | None = None,
     checkpoint: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
+    overwrite: bool = False,
+    say: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """Score a run's best/ (or `checkpoint`) and write metrics.json and predictions beside it.
+    """Score a run's best/ (or `checkpoint`) and write metrics.json and predictions/<split>.jsonl.
 
-    For the best student these go to the run folder (updating metrics.json); for another checkpoint
-    they go into that checkpoint's folder, so the run's own metrics stay those of its best student.
+    They go to <run>/evaluation/, so the training's own metrics.json and predictions stay as
+    training wrote them; `overwrite` updates those instead. For another checkpoint they go into that
+    checkpoint's folder. `say` gets the closing line: accuracies per split and the files written.
     """
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
@@ -286,7 +301,7 @@ def evaluate_run(
     model_dir = Path(checkpoint) if checkpoint else run_dir / "best"
     student = _load_trained(model_dir, cfg.student.kind)
     task = get_task(cfg.task)
-    out_dir = model_dir if checkpoint else run_dir
+    out_dir = model_dir if checkpoint else (run_dir if overwrite else run_dir / "evaluation")
     results, latency = evaluate_splits(
         student, task, load_splits(cfg.data, task), cfg, splits or cfg.eval.splits, out_dir
     )
@@ -297,6 +312,8 @@ def evaluate_run(
         metrics["latency"] = latency
     if is_main():
         write_json(metrics_path, metrics)
+        if say is not None:
+            say(evaluate_line(results, out_dir))
     barrier()
     return metrics
 

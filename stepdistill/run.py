@@ -200,6 +200,7 @@ def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
     sampling = make_sampling(cfg.teacher, cfg.annotate.model_copy(update={"samples": 1}), spec.stop)
     teacher = make_teacher(cfg.teacher)
     try:
+        teacher.preflight()  # a server gone since annotation fails here in seconds, not after retries
         teacher.generate(prompts[:1], 1, sampling)
         start = time.perf_counter()
         outs = teacher.generate(prompts, 1, sampling)
@@ -238,6 +239,17 @@ def timing_stage(cfg: Config, files: dict[str, str | None]) -> None:
     write_json(cfg.run_dir / TIMING_FILE, timing)
     _mark_done(cfg.run_dir, "teacher_timing", stamp)
     _say(f"teacher timing: {timing['ms_per_example']:.0f} ms per example")
+
+
+def annotate_command(cfg: Config) -> dict[str, Any]:
+    """`stepdistill annotate`: annotate, time the teacher (for the report's cost section), one line."""
+    from stepdistill.annotate import annotate_from_config
+    from stepdistill.outcomes import annotate_line
+
+    summary = annotate_from_config(cfg)
+    timing_stage(cfg, annotation_files(cfg))
+    print(annotate_line(summary, cfg.run_dir / "annotations"), flush=True)
+    return summary
 
 
 def run(cfg: Config) -> Path:

@@ -86,7 +86,8 @@ def test_unparsed_answers_are_kept_and_counted_never_labels(tmp_path):
     t = ScriptedTeacher(
         {("What is 4 - 1?", 0): "Four minus one is three.", ("What is 5 + 5?", 0): "The answer is ( 5 + 5 )."}
     )
-    out, summary = annotate(ArithTask(), rows, TCFG, QUIET, tmp_path / "c", tmp_path / "o.jsonl", teacher=t)
+    acfg = AnnotateConfig(progress=False, max_parse_failure_share=1.0)  # 1 of 2 fails: do not stop
+    out, summary = annotate(ArithTask(), rows, TCFG, acfg, tmp_path / "c", tmp_path / "o.jsonl", teacher=t)
     assert out[0].teacher_raw == "Four minus one is three." and out[0].teacher_label is None
     assert out[0].parse_error and not out[0].annotated
     assert (

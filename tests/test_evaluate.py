@@ -81,9 +81,17 @@ def test_cli_train_evaluate_predict(tmp_path, arith_config):
     assert metrics["splits"]["test"]["teacher_correct"] == 3 and metrics["splits"]["test"]["n"] == 4
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["alpha"] == 0.7
 
-    # evaluate: only the asked split is rewritten, metrics.json keeps the other.
-    (run / "predictions" / "valid.jsonl").unlink()
+    # evaluate writes <run>/evaluation/ and leaves the training's own files as they were.
+    before = {p: p.read_bytes() for p in [run / "metrics.json", *sorted((run / "predictions").iterdir())]}
     assert main(["evaluate", str(run), "--split", "valid"]) == 0
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in (run / "evaluation" / "predictions").iterdir()) == ["valid.jsonl"]
+    fresh = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert fresh["splits"] == {"valid": metrics["splits"]["valid"]}
+
+    # --overwrite: only the asked split is rewritten, metrics.json keeps the other.
+    (run / "predictions" / "valid.jsonl").unlink()
+    assert main(["evaluate", str(run), "--split", "valid", "--overwrite"]) == 0
     again = json.loads((run / "metrics.json").read_text())
     assert again["splits"]["valid"] == metrics["splits"]["valid"] and "test" in again["splits"]
     assert len(list(iter_jsonl(run / "predictions" / "valid.jsonl"))) == 4

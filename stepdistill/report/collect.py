@@ -51,7 +51,8 @@ class Training:
 
     @property
     def task(self) -> str:
-        return str(self.metrics.get("task", "?"))
+        """The task's own name (task.title, or a generic task's spec file stem), else its family."""
+        return str(self.metrics.get("task_title") or self.metrics.get("task", "?"))
 
     def accuracy(self, split: str) -> float | None:
         s = self.metrics.get("splits", {}).get(split)
@@ -67,6 +68,8 @@ class RunData:
     config: dict[str, Any] | None = None
     annotation: dict[str, Any] | None = None  # annotations/summary.json
     teacher_timing: dict[str, Any] | None = None  # teacher_timing.json written by `stepdistill run`
+    annotation_path: Path | None = None  # the summary.json read: runs sharing annotations show them once
+    timing_path: Path | None = None
 
 
 def _read_json(path: Path) -> Any:
@@ -155,14 +158,25 @@ def read_run(path: str | Path) -> RunData:
             str(path), None, None, "no metrics.json here or in any sub-folder: not a finished run folder"
         )
     summary = _find_annotation_summary(path, config)
-    timing = path / TIMING_FILE
+    timing = _find_timing(path, summary)
     return RunData(
         path=path,
         trainings=trainings,
         config=config,
         annotation=_read_json(summary) if summary else None,
-        teacher_timing=_read_json(timing) if timing.exists() else None,
+        teacher_timing=_read_json(timing) if timing else None,
+        annotation_path=summary.resolve() if summary else None,
+        timing_path=timing.resolve() if timing else None,
     )
+
+
+def _find_timing(run: Path, summary: Path | None) -> Path | None:
+    """teacher_timing.json of the run, or of the run whose annotations it trained on
+    (`stepdistill annotate` writes it beside annotations/)."""
+    for folder in (run, summary.parent.parent if summary else None):
+        if folder is not None and (folder / TIMING_FILE).exists():
+            return folder / TIMING_FILE
+    return None
 
 
 def collect(run_dirs: list[str | Path]) -> list[RunData]:

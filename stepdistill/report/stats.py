@@ -100,10 +100,12 @@ def speed_rows(runs: list[RunData]) -> list[dict[str, Any]]:
     rows: teacher_timing.json of each run. `speedup` is teacher ms / student ms on the same run.
     """
     rows: list[dict[str, Any]] = []
+    timed: set[Any] = set()  # runs that trained on the same annotations share one teacher row
     for run in runs:
         timing = run.teacher_timing or {}
         teacher_ms = timing.get("ms_per_example")
-        if teacher_ms is not None:
+        if teacher_ms is not None and (run.timing_path is None or run.timing_path not in timed):
+            timed.add(run.timing_path)
             rows.append(
                 {
                     "who": "teacher",
@@ -142,7 +144,12 @@ def speed_rows(runs: list[RunData]) -> list[dict[str, Any]]:
 def annotation_rows(runs: list[RunData]) -> list[dict[str, Any]]:
     """Per annotated split: tokens, cost, throughput and teacher quality (accuracy, failures)."""
     rows = []
+    seen: set[Any] = set()  # the same annotation files read by several runs are shown once
     for run in runs:
+        if run.annotation_path is not None:
+            if run.annotation_path in seen:
+                continue
+            seen.add(run.annotation_path)
         summary = run.annotation or {}
         # annotate.py writes {"splits": {split: {...}}, "total": {...}}; a flat {split: {...}} is
         # accepted too.

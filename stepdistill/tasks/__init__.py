@@ -6,13 +6,14 @@ task = get_task(cfg.task)          # CQATask, SVAMPTask, ESNLITask, ANLITask, Ar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from stepdistill.errors import ConfigError
+from stepdistill.errors import ConfigError, suggest
 from stepdistill.tasks.arith import ArithTask
 from stepdistill.tasks.base import Parsed, Task
 from stepdistill.tasks.config import GENERIC_KEYS, TaskConfig
@@ -42,10 +43,10 @@ def _read_spec(path: str) -> dict[str, Any]:
         raise ConfigError(f"task.spec: {spec_path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"task.spec: {spec_path} must hold a mapping of task keys")
-    unknown = sorted(set(raw) - set(GENERIC_KEYS))
-    if unknown:
+    allowed = (*GENERIC_KEYS, "title")
+    for key in sorted(set(raw) - set(allowed)):
         raise ConfigError(
-            f"task.spec: {spec_path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(GENERIC_KEYS)})"
+            f"task.spec: {spec_path}: unknown key {key}{suggest(key, allowed)} (allowed: {', '.join(allowed)})"
         )
     return raw
 
@@ -55,14 +56,24 @@ def resolve_generic(cfg: TaskConfig) -> TaskConfig:
     if cfg.spec is None:
         return cfg
     merged = _read_spec(cfg.spec)
-    inline = cfg.model_dump(exclude_unset=True)
-    merged.update({k: v for k, v in inline.items() if k in GENERIC_KEYS})
+    # Inline keys win, but an inline null is "not given" (a saved config writes every key out).
+    inline = cfg.model_dump(exclude_unset=True, exclude_none=True)
+    merged.update({k: v for k, v in inline.items() if k in (*GENERIC_KEYS, "title")})
+    merged.setdefault("title", Path(cfg.spec).stem)
     merged.update(name=cfg.name, spec=cfg.spec)
     try:
         return TaskConfig.model_validate(merged)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}{_hint(e)}" for e in err.errors())
         raise ConfigError(f"task.spec: {cfg.spec}: {problems}") from None
+
+
+def _hint(e: dict[str, Any]) -> str:
+    """ " (did you mean `normalized`?)" for a misspelt choice such as metric: normalised."""
+    expected = (e.get("ctx") or {}).get("expected")
+    if e["type"] != "literal_error" or not expected or not isinstance(e.get("input"), str):
+        return ""
+    return suggest(e["input"], re.findall(r"'([^']*)'", expected))
 
 
 def get_task(cfg: TaskConfig) -> Task:
@@ -72,4 +83,4 @@ def get_task(cfg: TaskConfig) -> Task:
     if cfg.name != "generic":
         raise ConfigError(f"task.name: '{cfg.name}' is not one of {', '.join([*BUILTIN, 'generic'])}")
     full = resolve_generic(cfg)
-    return GenericTask(**{key: getattr(full, key) for key in GENERIC_KEYS})
+    return GenericTask(**{key: getattr(full, key) for key in GENERIC_KEYS if getattr(full, key) is not None})

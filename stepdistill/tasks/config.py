@@ -24,6 +24,8 @@ class TaskConfig(BaseModel):
 
     # cqa, svamp, esnli, anli (the paper's four), arith (the shipped demo task), generic (YAML-declared)
     name: Literal["cqa", "svamp", "esnli", "anli", "arith", "generic"]
+    # The task's own name in reports and messages; default: the spec file's stem, else `name`.
+    title: str | None = None
     # generic only: path to a task YAML (see README "Your own task"), or the same keys inline below;
     # keys written inline win over the file's.
     spec: str | None = None
@@ -37,4 +39,4 @@ class TaskConfig(BaseModel):
     answer_phrase: str | None = None  # default "So the answer is"; also used by the few-shot prompts
     # Completions run on into the next few-shot exemplar; they are cut at this marker (default "Q:").
     exemplar_marker: str | None = None
-    metric: Literal["exact", "normalized", "numeric"] = "exact"
+    metric: Literal["exact", "normalized", "numeric"] | None = None  # generic: default "exact"

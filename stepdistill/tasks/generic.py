@@ -9,9 +9,10 @@
     metric: normalized           # exact | normalized | numeric
 
 Teacher completions are cut at `exemplar_marker` (default "Q:"); the label is the `label` group of
-`answer_pattern` (default: the rest of the line after `answer_phrase`), the rationale the text before
-the match. Metrics: exact string match; normalized ignores case, punctuation and spacing; numeric
-compares values of numbers or arithmetic expressions (safe evaluator, never eval()).
+`answer_pattern` (default: the rest of the line after `answer_phrase`, the phrase matched in any
+case), the rationale the text before the match. Metrics: exact string match; normalized ignores
+case, punctuation and spacing; numeric compares values of numbers or arithmetic expressions (safe
+evaluator, never eval()).
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ class GenericTask(Task):
         self.answer_phrase = answer_phrase or DEFAULT_PHRASE
         self.exemplar_marker = exemplar_marker or DEFAULT_MARKER
         self.pattern = self._compile(answer_pattern)
+        self.answer_pattern_text = answer_pattern  # shown in parse-health messages
 
     def _compile(self, answer_pattern: str | None) -> re.Pattern[str]:
         if answer_pattern is None:
-            return re.compile(re.escape(self.answer_phrase) + r"[ \t]*(?P<label>[^\n]*)")
+            # The phrase in any case and spacing: "so the answer is positive" is the phrase too.
+            words = r"\s+".join(re.escape(w) for w in self.answer_phrase.split())
+            return re.compile(words + r"[ \t]*(?P<label>[^\n]*)", re.IGNORECASE)
         try:
             pattern = re.compile(answer_pattern)
         except re.error as err:

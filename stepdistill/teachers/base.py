@@ -89,6 +89,10 @@ class Teacher(ABC):
         """Release models or connections; the default has nothing to release."""
         return None
 
+    def preflight(self) -> None:
+        """Raise TeacherError at once when the backend cannot answer (e.g. no server); default: no check."""
+        return None
+
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: Sampling) -> list[list[Completion]]:
         """Convenience (no cache): n completions per prompt, in prompt order."""
         jobs = [Job(f"{i}:{s}", str(i), s, p) for i, p in enumerate(prompts) for s in range(n)]
@@ -134,7 +138,9 @@ class LazyTeacher:
 
     def get(self) -> Teacher:
         if self._teacher is None:
-            self._teacher = make_teacher(self.cfg)
+            teacher = make_teacher(self.cfg)
+            teacher.preflight()  # before any work is sent: fail in seconds, saying what to fix
+            self._teacher = teacher
         return self._teacher
 
     def close(self) -> None:

@@ -67,6 +67,11 @@ class AnnotateConfig(BaseModel):
     splits: list[str] = ["train", "valid", "test"]
     samples: int = Field(1, ge=1)  # >1: self-consistency, label by majority vote over the samples
     sample_temperature: float = Field(0.7, gt=0)  # temperature used when samples > 1
+    # Parse health: stop early when more than this share of the first `parse_check` answers of a
+    # split do not parse (no exemplars, another answer phrase): fix the prompt before paying for
+    # the rest. 1.0 never stops.
+    max_parse_failure_share: float = Field(0.2, ge=0, le=1)
+    parse_check: int = Field(10, ge=1)
     gold_filter: bool = False  # drop rationales whose teacher label disagrees with gold
     gold_filter_splits: list[str] = ["train", "valid"]  # never filter test: it would leak gold
     progress: bool = True  # tqdm progress bar

@@ -23,6 +23,7 @@ from stepdistill.errors import TeacherError
 from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
 from stepdistill.teachers.config import TeacherConfig
 from stepdistill.teachers.limits import RateLimiter, backoff_delay, is_retryable, parse_retry_after
+from stepdistill.teachers.server_check import check_server
 
 FATAL_STATUS = {401: "refused the credentials", 403: "refused access", 404: "has no such model or path"}
 
@@ -101,6 +102,11 @@ class OpenAIHTTPTeacher(Teacher):
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> OpenAIHTTPTeacher:
         return cls(cfg)
+
+    def preflight(self) -> None:
+        """Check once, in seconds, that a server answers at base_url (teachers/server_check.py)."""
+        if self._transport is None:
+            check_server(self.cfg, self._headers)
 
     def request_body(self, job: Job, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {

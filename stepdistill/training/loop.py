@@ -64,9 +64,12 @@ from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass
 def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) -> Path:
     """Load the task and splits named by `cfg`, train, evaluate; returns the run folder.
     Holds the run folder's lock; SIGTERM/SIGINT stop at the next step with a checkpoint (preempt.py)."""
+    from stepdistill.config import resolved
+    from stepdistill.data.runfiles import with_annotations
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
 
+    cfg = with_annotations(resolved(cfg))  # the run's annotations when `annotate` wrote them
     task = get_task(cfg.task)
     splits = load_splits(cfg.data, task)
     with runlock.hold(cfg.run_dir, "train"), preempt.on_signals():

@@ -164,7 +164,7 @@ def test_kill_and_restart_server_resumes_without_repeats(tmp_path):
         max_retries=2,
         backoff_base_s=0.1,
     )
-    acfg = AnnotateConfig(progress=False)
+    acfg = AnnotateConfig(progress=False, max_parse_failure_share=1.0)  # answers cut short do not parse
     cache, out = tmp_path / "cache.sqlite", tmp_path / "train.jsonl"
     result: dict[str, Any] = {}
     run1 = threading.Thread(
@@ -210,7 +210,7 @@ def test_hf_local_backend_on_the_smollm2_gguf(tmp_path):
         max_tokens=6,  # generation is ~1 step/s on a busy 2-core machine
         batch_size=3,
     )
-    acfg = AnnotateConfig(progress=False)
+    acfg = AnnotateConfig(progress=False, max_parse_failure_share=1.0)  # answers cut short do not parse
     rows, summary = annotate(
         ArithTask(), examples(3), tcfg, acfg, tmp_path / "c.sqlite", tmp_path / "o.jsonl"
     )
