@@ -30,7 +30,7 @@ import httpx
 from benchmarks_md import write_section
 
 from stepdistill.annotate import annotate
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
 from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig

@@ -95,7 +95,7 @@ def export_smollm2(out: Path) -> Path:
 
 
 def timed_train(cfg) -> tuple[Path, float]:
-    from stepdistill.training.loop import train
+    from stepdistill.train import train
 
     start = time.perf_counter()
     run = train(cfg)

@@ -9,7 +9,7 @@ A cell is one (task, method, seed, train fraction); the grid comes from bench/co
 Each finished cell is written at once (atomically) to bench/results/quality-<config>.json, and a
 re-invocation skips the cells already there, so the grid can be run in slices and resumed.
 Validation is 10% of train carved with a fixed seed; the test split is scored once, with the
-checkpoint chosen on validation (stepdistill.training.loop.train does both).
+checkpoint chosen on validation (stepdistill.train.train does both).
 The floor cell is the untrained student prompted few-shot with the teacher's own prompts.
 """
 
@@ -301,8 +301,8 @@ def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
 def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool) -> dict[str, Any]:
     import json
 
+    from stepdistill.train import train
     from stepdistill.training.checkpoint import latest_checkpoint
-    from stepdistill.training.loop import train
 
     cfg = cell_config(spec, cell, data_dir, smoke)
     # A cell interrupted mid-training continues from its last checkpoint rather than restarting.

@@ -22,8 +22,8 @@ from typing import Any
 
 from stepdistill import runlock
 from stepdistill.data.io import write_annotations, write_json
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import ConfigError, StepDistillError, TeacherError
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.teachers.base import Completion, Job, LazyTeacher, Sampling, Teacher
 from stepdistill.teachers.cache import ResponseCache, request_key, teacher_identity

@@ -47,7 +47,7 @@ def cmd_annotate(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from stepdistill.outcomes import train_line
-    from stepdistill.training.loop import train
+    from stepdistill.train import train
 
     cfg = _config(args)
     print(train_line(train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)))

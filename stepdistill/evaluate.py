@@ -24,9 +24,9 @@ import torch
 from stepdistill.config import Config, load_config
 from stepdistill.data.io import write_json, write_jsonl
 from stepdistill.data.runfiles import with_annotations
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import ConfigError
 from stepdistill.outcomes import evaluate_line
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import encode_source
 from stepdistill.training.config import EvalConfig, TrainConfig

@@ -133,9 +133,9 @@ def training_config(
 
 def _train_one(cfg: Config, sub: Config) -> None:
     """Train one sweep point unless its metrics.json exists; a stale finished folder is an error."""
+    from stepdistill.train import train
     from stepdistill.training.checkpoint import latest_checkpoint
     from stepdistill.training.device import is_main
-    from stepdistill.training.loop import train
 
     folder = sub.run_dir
     stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))

@@ -15,8 +15,8 @@ import yaml
 from stepdistill.annotate import IncompleteAnnotation, annotate, annotate_from_config, combine, cost_usd
 from stepdistill.config import load_config
 from stepdistill.data.io import read_annotations
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import ConfigError
+from stepdistill.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
 from stepdistill.tasks.cqa import CQATask
 from stepdistill.teachers.base import Completion, Job, Sampling, Teacher

@@ -115,8 +115,8 @@ def test_cli_reports_user_errors(tmp_path, arith_config, capsys):
 def test_single_task_generation_budget_covers_the_rationale(tiny_causal_dir):
     """A single_task student writes its rationale before the label: the label budget alone would cut
     the answer off, so generation gets max_target_length more tokens."""
-    from stepdistill.data.schema import Annotation
     from stepdistill.evaluate import generation_budget, predict_labels
+    from stepdistill.schema import Annotation
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
     from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 import stepdistill.annotate
-import stepdistill.training.loop
+import stepdistill.train
 from stepdistill.config import config_from_dict, load_config
 from stepdistill.data.io import write_jsonl
-from stepdistill.data.schema import Annotation
 from stepdistill.demo_data import demo_splits
 from stepdistill.errors import ConfigError
 from stepdistill.run import measure_teacher, run, training_config
+from stepdistill.schema import Annotation
 from stepdistill.teachers.base import Completion, Teacher
 
 SIZES = {"train": 16, "valid": 4, "test": 6}
@@ -59,7 +59,7 @@ def _config(tmp_path: Path, model_dir: Path, **train):
 def counters(monkeypatch):
     """Count calls to the annotate and train stages (the real functions still run)."""
     calls = {"annotate": 0, "train": 0}
-    real_annotate, real_train = stepdistill.annotate.annotate_from_config, stepdistill.training.loop.train
+    real_annotate, real_train = stepdistill.annotate.annotate_from_config, stepdistill.train.train
 
     def annotate(cfg):
         calls["annotate"] += 1
@@ -70,7 +70,7 @@ def counters(monkeypatch):
         return real_train(cfg, resume=resume, **kwargs)
 
     monkeypatch.setattr(stepdistill.annotate, "annotate_from_config", annotate)
-    monkeypatch.setattr(stepdistill.training.loop, "train", train)
+    monkeypatch.setattr(stepdistill.train, "train", train)
     return calls
 
 

@@ -1,7 +1,7 @@
 """Reading and writing data files. Writes are atomic: a temporary file in the same folder, then rename.
 
 Readers for raw records (JSONL, JSON array, CSV, Parquet, HF `datasets` saved to disk) and for the
-annotated-example JSONL of data/schema.py. A malformed line raises DataError naming file, line, field.
+annotated-example JSONL of stepdistill/schema.py. A malformed line raises DataError naming file, line, field.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
+from stepdistill.schema import Annotation
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -130,7 +130,7 @@ def unique_annotations(
 
 
 def read_annotations(path: str | os.PathLike) -> list[Annotation]:
-    """Read an annotated-example JSONL file (data/schema.py); duplicate ids are an error."""
+    """Read an annotated-example JSONL file (stepdistill/schema.py); duplicate ids are an error."""
     return unique_annotations(
         path, ((lineno, annotation_from_obj(obj, str(path), lineno)) for lineno, obj in iter_jsonl(path))
     )

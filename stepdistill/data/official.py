@@ -6,7 +6,7 @@ reads
     ROOT/<task>/<task>_{train,valid,test}.json   JSON lines, one record per example
     ROOT/<task>/llm/{split}_CoT_{i}.json        JSON arrays of raw PaLM 540B completions, aligned
                                                 row by row with the split, concatenated in i order
-and writes OUT/{split}.jsonl (data/schema.py) for each split present. Completions are parsed with the
+and writes OUT/{split}.jsonl (stepdistill/schema.py) for each split present. Completions are parsed with the
 task's parser; one that does not parse keeps its raw text and gets `parse_error` set.
 Everything is read and checked before anything is written, so a failing import leaves no output.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from stepdistill.data.io import write_annotations
 from stepdistill.data.readers import read_records
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
+from stepdistill.schema import Annotation
 from stepdistill.tasks import BUILTIN
 from stepdistill.tasks.base import RecordError, Task
 

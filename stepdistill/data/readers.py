@@ -3,7 +3,7 @@ file into Annotations for a task.
 
 `read_records(path)` gives (line, record) pairs; the number is the file line for JSONL and CSV and the
 1-based record number for JSON arrays, Parquet and HF datasets. `load_examples(path, task)` accepts
-either annotated JSONL (objects with "id" and "fields", see data/schema.py) or raw task records,
+either annotated JSONL (objects with "id" and "fields", see stepdistill/schema.py) or raw task records,
 and raises DataError naming file, line and field for a bad row.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stepdistill.data.io import annotation_from_obj, iter_jsonl, read_text, unique_annotations
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import RecordError, Task
 
 Record = tuple[int, dict[str, Any]]
@@ -125,7 +125,7 @@ def read_records(path: str | os.PathLike) -> list[Record]:
 
 
 def is_annotated(record: dict[str, Any]) -> bool:
-    """Annotated examples (data/schema.py) carry their task inputs under "fields"."""
+    """Annotated examples (stepdistill/schema.py) carry their task inputs under "fields"."""
     return "fields" in record and isinstance(record.get("fields"), dict) and "id" in record
 
 

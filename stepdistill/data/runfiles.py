@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stepdistill.data.io import write_annotations
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 
 if TYPE_CHECKING:
     from stepdistill.config import Config

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from stepdistill.data.config import DataConfig
 from stepdistill.data.readers import load_examples
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 
 T = TypeVar("T")

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.labels import (
     answer_position,
@@ -30,6 +29,7 @@ from stepdistill.kd.labels import (
     label_kd_loss,
     label_scores,
 )
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import IGNORE
 from stepdistill.training.formatting import LABEL_TASK

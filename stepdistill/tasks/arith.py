@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from stepdistill.data.schema import Example
+from stepdistill.schema import Example
 from stepdistill.tasks.arith_eval import same_value, try_evaluate
 from stepdistill.tasks.base import Parsed, RecordError, Task, record_id, require, split_at_answer
 

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from stepdistill.data.schema import Example
+from stepdistill.schema import Example
 
 
 @dataclass(frozen=True)

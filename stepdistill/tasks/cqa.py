@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from stepdistill.data.schema import Example
+from stepdistill.schema import Example
 from stepdistill.tasks.base import Parsed, RecordError, Task, record_id, require, split_at_answer
 
 N_CHOICES = 5

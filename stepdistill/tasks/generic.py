@@ -22,8 +22,8 @@ import string
 import unicodedata
 from typing import Any
 
-from stepdistill.data.schema import Example
 from stepdistill.errors import ConfigError
+from stepdistill.schema import Example
 from stepdistill.tasks.arith_eval import same_value, try_evaluate
 from stepdistill.tasks.base import Parsed, RecordError, Task, cut_at, record_id, require
 

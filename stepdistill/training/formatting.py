@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.config import TrainConfig
 

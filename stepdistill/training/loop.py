@@ -1,7 +1,7 @@
 """Train a student: `stepdistill train CONFIG [--resume] [--section.key value ...]`.
 
     from stepdistill.config import load_config
-    from stepdistill.training.loop import train
+    from stepdistill.train import train
     run_dir = train(load_config("configs/demo.yaml"))
 
 Everything a run writes lands in runs/<name>/: config.yaml, train_log.jsonl, tb/ (TensorBoard),
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from stepdistill import runlock
 from stepdistill.config import Config, save_config
 from stepdistill.data.io import iter_jsonl, write_json, write_jsonl
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import ConfigError
 from stepdistill.evaluate import base_metrics, evaluate_splits, predict_labels, score
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
 from stepdistill.training import distributed as dist
@@ -59,21 +59,6 @@ from stepdistill.training.models import Student, load_saved_student, load_studen
 from stepdistill.training.resume_check import check_resume
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
-
-
-def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) -> Path:
-    """Load the task and splits named by `cfg`, train, evaluate; returns the run folder.
-    Holds the run folder's lock; SIGTERM/SIGINT stop at the next step with a checkpoint (preempt.py)."""
-    from stepdistill.config import resolved
-    from stepdistill.data.runfiles import with_annotations
-    from stepdistill.data.splits import load_splits
-    from stepdistill.tasks import get_task
-
-    cfg = with_annotations(resolved(cfg))  # the run's annotations when `annotate` wrote them
-    task = get_task(cfg.task)
-    splits = load_splits(cfg.data, task)
-    with runlock.hold(cfg.run_dir, "train"), preempt.on_signals():
-        return fit(cfg, task, splits, resume=resume, allow_config_change=allow_config_change)
 
 
 def _micro_seed(seed: int, micro_step: int, rank: int = 0) -> int:
@@ -239,17 +224,6 @@ def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path |
     return student, formatted, stream, total
 
 
-def _kd_term(cfg: Config, task: Task, student: Student, train_rows: list[Annotation], device):
-    """The soft-target term when the config has a `kd:` section (teacher loaded, checks run)."""
-    if cfg.kd is None:
-        return None
-    from stepdistill.kd.term import KDTerm
-
-    return KDTerm.from_config(
-        cfg.kd, student.tokenizer, student.base, device, train=cfg.train, task=task, annotations=train_rows
-    )
-
-
 def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: int, keys: list[str],
                 alpha: float):  # fmt: skip
     """Forward and backward of every pass of one optimizer step on this process; gradients are
@@ -286,8 +260,13 @@ def fit(
     splits: dict[str, list[Annotation]],
     resume: bool = False,
     allow_config_change: bool = False,
+    make_kd: Callable[[Student, torch.device], Any] | None = None,
 ) -> Path:
-    """Train on splits['train'], select on splits['valid'], evaluate cfg.eval.splits; the run folder."""
+    """Train on splits['train'], select on splits['valid'], evaluate cfg.eval.splits; the run folder.
+    `make_kd(student, device)` builds the soft-target term of a config with a `kd:` section
+    (stepdistill.train passes it: the training package itself never imports stepdistill.kd)."""
+    if cfg.kd is not None and make_kd is None:
+        raise ConfigError("kd: this config has a kd: section; train it with stepdistill.train.train")
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir, tc = cfg.run_dir, cfg.train
@@ -304,7 +283,7 @@ def fit(
     rank = accelerator.process_index
     student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last, rank, world)
     student.model.to(accelerator.device)
-    kd_term = _kd_term(cfg, task, student, splits["train"], accelerator.device)
+    kd_term = make_kd(student, accelerator.device) if make_kd is not None else None
     objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term)
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
     optimizer = torch.optim.AdamW(_param_groups(objective, tc.weight_decay), lr=tc.lr)

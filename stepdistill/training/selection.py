@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import collate_step, encode_examples
 from stepdistill.training.formatting import build_pairs

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from stepdistill.data.io import atomic_write_bytes, atomic_write_text, read_annotations
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
+from stepdistill.schema import Annotation
 
 
 def test_atomic_write_bytes_replaces_the_file_and_leaves_no_temporary(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 from stepdistill.data.io import write_annotations
 from stepdistill.data.readers import load_examples, read_records
-from stepdistill.data.schema import Annotation
 from stepdistill.errors import DataError
+from stepdistill.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
 
 ROWS = [

@@ -22,9 +22,9 @@ from stepdistill.config import load_config
 from stepdistill.data.io import read_annotations, write_jsonl
 from stepdistill.errors import ConfigError, DiskFullError
 from stepdistill.tasks import get_task
+from stepdistill.train import train
 from stepdistill.training import integrity, selection
 from stepdistill.training.checkpoint import list_checkpoints
-from stepdistill.training.loop import train
 from stepdistill.training.models import load_student
 from stepdistill.training.resume_check import config_diff
 from stepdistill.training.step import compute_loss

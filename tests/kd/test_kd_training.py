@@ -12,18 +12,18 @@ import torch
 from stepdistill.cli import main
 from stepdistill.config import config_from_dict
 from stepdistill.data.io import iter_jsonl, write_jsonl
-from stepdistill.data.schema import Annotation
 from stepdistill.kd.config import KDConfig
 from stepdistill.kd.labels import label_kd_loss, label_scores
 from stepdistill.kd.soft_labels import api_distributions, student_label_scores
 from stepdistill.kd.term import KDTerm
 from stepdistill.kd.topk import read_topk
 from stepdistill.kd.whitebox import load_teacher, teacher_target_logits
+from stepdistill.schema import Annotation
 from stepdistill.tasks import get_task
+from stepdistill.train import train
 from stepdistill.training.batching import collate, encode_examples
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import build_pairs
-from stepdistill.training.loop import train
 from stepdistill.training.models import load_student
 from stepdistill.training.step import compute_loss
 

@@ -22,7 +22,7 @@ import pytest
 
 from stepdistill.annotate import annotate
 from stepdistill.data.io import read_annotations
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 

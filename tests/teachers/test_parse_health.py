@@ -13,7 +13,7 @@ def test_parse_health_stops_early_with_three_raw_completions(tmp_path):
     from collections.abc import AsyncIterator, Sequence
 
     from stepdistill.annotate import annotate
-    from stepdistill.data.schema import Annotation
+    from stepdistill.schema import Annotation
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
     from stepdistill.teachers.base import Completion, Job, Sampling, Teacher

@@ -16,7 +16,7 @@ from scripted_server import ok_body
 
 from stepdistill.annotate import annotate
 from stepdistill.data.io import read_annotations
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
 from stepdistill.teachers.base import Completion, Prompt, Sampling
 from stepdistill.teachers.cache import ResponseCache, request_key
@@ -93,7 +93,7 @@ def examples(n: int) -> list[Annotation]:
 _CHILD = """
 import sys
 from stepdistill.annotate import annotate
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.tasks.arith import ArithTask
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 n, url, cache, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stepdistill.config import Config, config_from_dict
-from stepdistill.data.schema import Annotation, Example
+from stepdistill.schema import Annotation, Example
 from stepdistill.tasks.base import Parsed, Task
 
 

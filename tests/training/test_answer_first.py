@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
 from stepdistill.training.formatting import Pair, build_pairs, eval_source, split_answer_first
 

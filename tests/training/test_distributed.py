@@ -24,8 +24,8 @@ from safetensors.torch import load_file
 
 from stepdistill.config import config_from_dict
 from stepdistill.data.io import iter_jsonl, write_jsonl
-from stepdistill.data.schema import Annotation
-from stepdistill.training.loop import train
+from stepdistill.schema import Annotation
+from stepdistill.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["yes", "no", "maybe"]

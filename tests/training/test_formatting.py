@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepdistill.data.schema import Annotation
+from stepdistill.schema import Annotation
 from stepdistill.training.batching import IGNORE, collate, encode_examples, example_length, plan_epoch
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import Pair, build_pairs, eval_source, split_single_task
