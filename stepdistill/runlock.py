@@ -68,6 +68,8 @@ def hold(folder: str | os.PathLike, command: str) -> Iterator[None]:
         yield
         return
     fresh = not folder.exists()
+    # The outermost folder this command creates (e.g. runs/ itself on a first run): removed with it.
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), folder)
     folder.mkdir(parents=True, exist_ok=True)
     _acquire(folder, command)
     ok = False
@@ -79,3 +81,7 @@ def hold(folder: str | os.PathLike, command: str) -> Iterator[None]:
         _release(folder)
         if not ok and fresh and outermost and {p.name for p in folder.iterdir()} <= _SCAFFOLD:
             shutil.rmtree(folder, ignore_errors=True)
+            for parent in [*folder.parents]:  # the empty parents this command made, up to `created`
+                if parent == created.parent or any(parent.iterdir()):
+                    break
+                parent.rmdir()

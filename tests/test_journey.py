@@ -180,7 +180,8 @@ def test_a_run_whose_first_answers_do_not_parse_stops_with_exit_2(journey, capsy
         + [{"id": f"reviews_test-{i}", "completion": "So the answer is positive."} for i in range(4)],
     )
     assert main(["annotate", "sentiment-run.yaml"]) == 2
-    err = capsys.readouterr().err.splitlines()
+    # (the tiny data set repeats its inputs across splits: that warning comes first, then the error)
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
     assert err[0] == (
         "error: the teacher's answers do not parse: 8 of the first 10 completions (split 'test'; 80%, more "
         "than the 20% allowed by annotate.max_parse_failure_share) lack 'So the answer is <answer>' "
