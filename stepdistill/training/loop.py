@@ -225,9 +225,10 @@ def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path |
 
 
 def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: int, keys: list[str],
-                alpha: float):  # fmt: skip
+                alpha: float | None = None):  # fmt: skip
     """Forward and backward of every pass of one optimizer step on this process; gradients are
     all-reduced by the last backward only. Returns this process's loss sums [len(keys)]."""
+    alpha = tc.alpha if alpha is None else alpha  # train.alpha_schedule passes this step's value
     weights = step_weights(tc.method, alpha, plan.counts, scale=accelerator.num_processes)
     sums = torch.zeros(len(keys), device=accelerator.device)
     passes = [(k, batch, real) for k, micro in enumerate(plan.micro) for batch, real in micro]
