@@ -80,11 +80,13 @@ def test_kills_preemption_and_damage_resume_to_identical_weights(tmp_path, tiny_
     started = time.time()
     proc = start_cli(*_resume_args(cfg, run), STEPDISTILL_TEST_PAUSE_CHECKPOINT="30")
 
-    def paused_writes() -> list[Path]:  # written by this process (an earlier kill may have left one)
+    # Written by this process: an earlier kill may have left a .tmp-step-N of the same name, and this
+    # process re-creates it only after start-up (seconds), so an mtime at or before `started` is stale.
+    def paused_writes() -> list[Path]:
         out = []
         for p in (run / "checkpoints").glob(".tmp-step-*/model.safetensors"):
             try:
-                if p.stat().st_mtime >= started - 1 and not (p.parent / "trainer_state.pt").exists():
+                if p.stat().st_mtime > started and not (p.parent / "trainer_state.pt").exists():
                     out.append(p.parent)
             except FileNotFoundError:
                 pass
