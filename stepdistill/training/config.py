@@ -34,6 +34,9 @@ class TrainConfig(BaseModel):
 
     method: Literal["standard", "distill", "step_by_step", "single_task", "rationale_input"] = "step_by_step"
     label_source: Literal["gold", "teacher"] = "teacher"  # step_by_step/single_task/rationale_input
+    # Rationale methods: train on a teacher rationale only where the teacher's label agrees with gold
+    # (the paper's gold-label setting; step_by_step still trains the label task on every example).
+    gold_filter: bool = False
     alpha: float = Field(0.5, ge=0, le=1)  # loss = alpha * label + (1 - alpha) * rationale (paper: 0.5)
     label_prefix: str = "predict: "
     rationale_prefix: str = "explain: "

@@ -288,7 +288,7 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
         train={
             "steps": state["step"],
             "examples": len(formatted.examples),
-            "skipped": dict(formatted.skipped),
+            **formatted.counts(),  # label_examples, rationale_examples, skipped
             "examples_seen": state["examples_seen"],
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
