@@ -170,3 +170,50 @@ def test_measure_teacher_warms_up_then_times_all_examples(tmp_path, monkeypatch)
     assert timing["examples"] == timing["succeeded"] == 3 and timing["completion_tokens"] == 15
     assert timing["ms_per_example"] == pytest.approx(1000 * timing["wall_s"] / 3, rel=1e-3, abs=1e-2)
     assert timing["params"] == 540e9 and timing["teacher_model"] == "fake:teacher"
+
+
+def test_student_size_sweep_with_tiny_students(tmp_path, tiny_causal_dir, tiny_seq2seq_dir):
+    """sweep.students: the tiny decoder cut to 1 of its 2 layers, the whole decoder, and a T5 by path;
+    every method trains on each, and the report plots accuracy against size and latency."""
+    _teacher_file(tmp_path / "teacher.jsonl")
+    raw = _config(tmp_path, tiny_causal_dir).model_dump(mode="json")
+    raw["sweep"].update(
+        fractions=[1.0],
+        methods=["standard", {"method": "step_by_step", "label_source": "gold", "gold_filter": True}],
+        students=[{"keep_layers": [0]}, {"name": "whole"}, str(tiny_seq2seq_dir)],
+    )
+    run(config_from_dict(raw))
+    run_dir = tmp_path / "runs" / "t"
+    t5 = tiny_seq2seq_dir.name
+    assert {p.parent.name for p in run_dir.glob("*/metrics.json")} == {
+        f"{s}-{m}-f1-s0"
+        for s in (f"{tiny_causal_dir.name}-L1", "whole", t5)
+        for m in ("standard", "step_by_step-gold-filtered")
+    }
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/metrics.json")}
+    params = {
+        n.rsplit("-standard", 1)[0]: m["student"]["params"] for n, m in metrics.items() if "-standard-" in n
+    }
+    assert params[f"{tiny_causal_dir.name}-L1"] < params["whole"]
+    assert metrics[f"{t5}-standard-f1-s0"]["student"]["kind"] == "seq2seq"
+    gold = metrics["whole-step_by_step-gold-filtered-f1-s0"]
+    assert (gold["label_source"], gold["train"]["label_examples"]) == ("gold", 16)
+    # the teacher errs on every third example (ids 0, 3, ..., 15): 6 of 16 rationales are filtered out
+    assert gold["train"]["rationale_examples"] == 10
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "## Student size" in md and "](figures/sizes.png)" in md
+    assert (run_dir / "report" / "figures" / "sizes.png").read_bytes()[:4] == b"\x89PNG"
+    sizes = md.split("## Student size")[1].split("\n## ")[0]
+    assert sizes.count("| step_by_step (gold labels, filtered rationales) |") == 3
+    assert "**With gold labels** (whole)" in md
+
+
+def test_sweep_students_are_validated(tmp_path):
+    raw = _config(tmp_path, tmp_path / "m").model_dump(mode="json")
+    raw["sweep"]["students"] = [{"keep_layer": [0]}]
+    with pytest.raises(ConfigError, match=r"sweep.students: .*students\[0\].keep_layer: Extra inputs"):
+        config_from_dict(raw)
+    raw["sweep"]["students"] = None
+    raw["sweep"]["methods"] = ["step_by_step", {"method": "step_by_step"}]
+    with pytest.raises(ConfigError, match="the same method and label settings twice"):
+        config_from_dict(raw)
