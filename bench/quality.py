@@ -44,7 +44,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLOOR = "floor"
-# Test accuracy (%) of T5-Base (220M) in the paper, for the table beside ours.
+# Test accuracy (%) of T5-Base (220M) students in the paper (Hsieh et al., 2023), for the table beside
+# ours; the paper's students, not ours, and not the PaLM teacher.
 PAPER_T5_BASE = {
     "standard": {"cqa": 62.19, "svamp": 62.63},
     "sbs_teacher": {"cqa": 63.29, "svamp": 65.50},
@@ -59,6 +60,8 @@ METHOD_TITLES = {
     FLOOR: "floor: untrained student, few-shot with the teacher's prompts",
 }
 CELL_KEYS = ("task", "method", "seed", "fraction")
+# (A, B): the paper's two comparisons, and its headline (PaLM labels + rationales vs gold fine-tuning).
+COMPARISONS = (("sbs_gold", "standard"), ("sbs_teacher", "distill"), ("sbs_teacher", "standard"))
 
 
 @dataclass(frozen=True)
@@ -232,12 +235,15 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
         f"Hardware: {machine.get('device', '?')} ({machine.get('cpu', '?')}). "
         f"Wall time of the cells so far: {wall / 60:.1f} min ({len(results['cells'])} cells).",
         "",
-        "| method | " + " | ".join(f"{t.upper()} ours | {t.upper()} paper T5-Base" for t in tasks) + " |",
-        "|---|" + "---:|---:|" * len(tasks),
-        "| PaLM 540B teacher (measured from the files) | "
+        "| method | "
         + " | ".join(
-            f"{teacher.get(t, float('nan')):.2f} | {teacher.get(t, float('nan')):.2f}" for t in tasks
+            f"{t.upper()} ours (SmolLM2-135M student) | {t.upper()} paper (T5-Base 220M student)"
+            for t in tasks
         )
+        + " |",
+        "|---|" + "---:|---:|" * len(tasks),
+        "| teacher: PaLM 540B completions shipped with the paper's code, scored here by our parser | "
+        + " | ".join(f"{teacher.get(t, float('nan')):.2f} | (not a student)" for t in tasks)
         + " |",
     ]
     for method in [FLOOR, *spec["methods"]]:
@@ -259,7 +265,36 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
             for method in eff["methods"]:
                 cols = [_fmt(agg.get((t, method, float(f)))) for f in fracs]
                 lines.append(f"| {t} | {METHOD_TITLES.get(method, method)} | " + " | ".join(cols) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + comparison_lines(spec, results))
+
+
+def comparison_lines(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """The paper's comparisons at the full training set, with their 95% intervals."""
+    from compare import compare_cells, interval_cell
+
+    lines = ["", "Comparisons (test accuracy, full training set; A − B in points with its 95% interval):", ""]
+    lines += [
+        "| task | A | B | A % | B % | A − B [95% interval] | interval from | McNemar per seed | reading |"
+    ]
+    lines += ["|---|---|---|---:|---:|---:|---|---|---|"]
+    for t in spec["tasks"]:
+        for a, b in COMPARISONS:
+            cells = {
+                m: [
+                    c
+                    for c in results["cells"].values()
+                    if (c["task"], c["method"], float(c["fraction"])) == (t, m, 1.0)
+                ]
+                for m in (a, b)
+            }
+            if not cells[a] or not cells[b]:
+                continue
+            r = compare_cells(cells[a], cells[b], (METHOD_TITLES[a], METHOD_TITLES[b]))
+            lines.append(
+                f"| {t} | {METHOD_TITLES[a]} | {METHOD_TITLES[b]} | {100 * r['a']:.2f} | {100 * r['b']:.2f} | "
+                f"{interval_cell(r['ci'])} | {r['how']} | {r['mcnemar']} | {r['verdict']} |"
+            )
+    return lines
 
 
 # ---------------------------------------------------------------- running a cell
@@ -308,6 +343,9 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
     # A cell interrupted mid-training continues from its last checkpoint rather than restarting.
     run_dir = train(cfg, resume=latest_checkpoint(cfg.run_dir) is not None)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    rows = [
+        json.loads(line) for line in (Path(run_dir) / "predictions" / "test.jsonl").read_text().splitlines()
+    ]
     # A finished cell needs no resume state; its weights (~0.5 GB for SmolLM2, 3.5 GB with the two
     # checkpoints) stay only with `keep_best: true`, so a 40-cell grid does not fill the disk.
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
@@ -320,6 +358,9 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
         "train_wall_s": metrics["train"]["wall_s"],
         "steps": metrics["train"]["steps"],
         "run_dir": str(run_dir),
+        "n_test": len(rows),
+        # per-example outcomes, so methods can be compared on the same test rows (bench/compare.py)
+        "test_correct": {r["id"]: int(bool(r["correct"])) for r in rows},
     }
 
 
@@ -360,11 +401,15 @@ def run_floor_cell(
         for start in range(0, len(prompts), batch)
         for c in teacher.generate_batch(prompts[start : start + batch], sampling, 0)
     ]
-    correct = 0
+    outcomes = {}
     for ann, text in zip(test, texts):  # texts end before the first stop string, as the teacher's
-        parsed = task.parse_completion(text)
-        correct += task.is_correct(parsed.label, ann.gold)
-    return {"valid_accuracy": None, "test_accuracy": correct / len(test), "n_test": len(test)}
+        outcomes[ann.id] = int(task.is_correct(task.parse_completion(text).label, ann.gold))
+    return {
+        "valid_accuracy": None,
+        "test_accuracy": sum(outcomes.values()) / len(test),
+        "n_test": len(test),
+        "test_correct": outcomes,
+    }
 
 
 # ---------------------------------------------------------------- command line

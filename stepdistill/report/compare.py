@@ -51,7 +51,7 @@ def _teacher_outcomes(t: Training, split: str) -> dict[str, bool]:
     return {str(r["id"]): bool(r["teacher_correct"]) for r in rows if r.get("teacher_correct") is not None}
 
 
-def _compare(
+def compare_outcomes(
     a_runs: dict[int, dict[str, bool]], b_runs: dict[int, dict[str, bool]], names: tuple[str, str]
 ) -> tuple[MeanSE, MeanSE, MeanSE, Interval, list, str] | None:
     """Statistics of A vs B over the seeds both have, on the rows both scored; None if none."""
@@ -94,12 +94,12 @@ def comparisons(trainings: list[Training], split: str = "test") -> list[Comparis
                 if BASELINE[source] in variants:
                     pairs.append((SETTING[source], v, BASELINE[source]))
         for setting, a, b in sorted(pairs, key=lambda p: (p[0], method_key(p[1]))):
-            stats = _compare(runs[a], runs[b], (a, b))
+            stats = compare_outcomes(runs[a], runs[b], (a, b))
             if stats is not None:
                 out.append(Comparison(setting, task, student, fraction, a, b, *stats))
         for v in sorted(variants, key=method_key):
             teacher = {t.seed: _teacher_outcomes(t, split) for t in variants[v]}
-            stats = _compare(runs[v], teacher, (v, TEACHER))
+            stats = compare_outcomes(runs[v], teacher, (v, TEACHER))
             if stats is not None:
                 out.append(Comparison("vs teacher", task, student, fraction, v, TEACHER, *stats))
     order = {"gold labels": 0, "teacher labels": 1}
