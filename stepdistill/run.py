@@ -121,11 +121,10 @@ def _student_section(cfg: Config, entry: str | dict[str, Any] | None) -> tuple[d
         return base, None
     if isinstance(entry, str):
         entry = {"model": entry}
-    name = entry.get("name")
-    merged = {**base, **{k: v for k, v in entry.items() if k != "name"}}
+    merged = {**base, "name": None, **entry}
     if "model" in entry and "keep_layers" not in entry:
         merged["keep_layers"] = None  # another model: the base student's layer cut does not apply
-    return merged, student_folder(cfg.student.model_validate(merged), name)
+    return merged, student_folder(cfg.student.model_validate(merged))
 
 
 def training_config(

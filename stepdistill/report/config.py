@@ -48,11 +48,11 @@ def _folder_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "student"
 
 
-def student_folder(student: StudentConfig, name: str | None = None) -> str:
-    """A short name for a student in folder names: `name`, else the model's last path part plus its
-    layer count when cut (embedded:smollm2 with 8 keep_layers -> smollm2-L8)."""
-    if name:
-        return _folder_safe(name)
+def student_folder(student: StudentConfig) -> str:
+    """A short name for a student in reports and folder names: student.name, else the model's last
+    path part plus its layer count when cut (embedded:smollm2 with 8 keep_layers -> smollm2-L8)."""
+    if student.name:
+        return _folder_safe(student.name)
     base = re.split(r"[/:]", student.model.rstrip("/"))[-1]
     layers = student.keep_layers and len(student.keep_layers)
     over = student.config_overrides
@@ -66,8 +66,8 @@ class SweepConfig(BaseModel):
     # Method names, or MethodSpec mappings for methods with their own label settings.
     methods: list[str | MethodSpec] = Field(default_factory=lambda: ["step_by_step"])
     # Students to train every method on (None: the `student` section alone). Each entry is a hub id or
-    # folder, or a mapping of `student` keys laid over the `student` section (e.g. {keep_layers: [...]})
-    # with an optional `name` for its folders.
+    # folder, or a mapping of `student` keys laid over the `student` section (e.g. {keep_layers: [...]},
+    # {name: small, model: ...}).
     students: list[str | dict[str, Any]] | None = None
     seeds: list[int] = Field(default_factory=lambda: [0])
     fractions: list[float] = Field(default_factory=lambda: [1.0])  # of the annotated training set
@@ -97,9 +97,8 @@ class SweepConfig(BaseModel):
             raise ValueError("give at least one student, or leave sweep.students unset")
         for i, entry in enumerate(students):
             if isinstance(entry, dict):
-                keys = {k: v for k, v in entry.items() if k != "name"}
                 try:
-                    StudentConfig.model_validate({"model": "-", **keys})
+                    StudentConfig.model_validate({"model": "-", **entry})
                 except ValidationError as err:
                     first = err.errors()[0]
                     where = ".".join(str(p) for p in first["loc"])

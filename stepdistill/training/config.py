@@ -19,6 +19,7 @@ class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "google/t5-v1_1-base"  # hub id or local directory
+    name: str | None = None  # how reports and sweep folders name this student (default: from model)
     gguf_file: str | None = None  # load weights from this GGUF file inside `model` (dequantised)
     kind: Literal["auto", "seq2seq", "causal"] = "auto"
     init: Literal["pretrained", "random"] = "pretrained"  # random: fresh weights from the model config
