@@ -92,3 +92,27 @@ def interval_cell(ci: Interval | None) -> str:
     if ci is None:
         return "-"
     return f"{100 * ci.diff:+.1f} [{100 * ci.lo:+.1f}, {100 * ci.hi:+.1f}]"
+
+
+def comparison_table(
+    tasks: list[str], cells: list[dict[str, Any]], pairs: tuple, titles: dict[str, str]
+) -> list[str]:
+    """Markdown rows comparing method A with B (each pair) on every task's full-training-set cells."""
+    lines = [
+        "| task | A | B | A % | B % | A − B [95% interval] | interval from | McNemar per seed | reading |"
+    ]
+    lines += ["|---|---|---|---:|---:|---:|---|---|---|"]
+    for t in tasks:
+        for a, b in pairs:
+            group = {
+                m: [c for c in cells if (c["task"], c["method"], float(c["fraction"])) == (t, m, 1.0)]
+                for m in (a, b)
+            }
+            if not group[a] or not group[b]:
+                continue
+            r = compare_cells(group[a], group[b], (titles[a], titles[b]))
+            lines.append(
+                f"| {t} | {titles[a]} | {titles[b]} | {100 * r['a']:.2f} | {100 * r['b']:.2f} | "
+                f"{interval_cell(r['ci'])} | {r['how']} | {r['mcnemar']} | {r['verdict']} |"
+            )
+    return lines

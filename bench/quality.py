@@ -206,6 +206,11 @@ def _fmt(entry: dict[str, Any] | None) -> str:
     return f"{entry['mean']:.2f} ± {entry['se']:.2f} ({entry['n']} seeds)"
 
 
+def _measured(results: dict[str, Any]) -> str:
+    days = sorted({str(c.get("finished", "?"))[:10] for c in results["cells"].values()})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
 def teacher_accuracy(task_name: str, data_dir: Path) -> float:
     """PaLM's test accuracy (%) measured from the imported files with the task's own metric."""
     from stepdistill.data.io import read_annotations
@@ -226,7 +231,7 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
     lines = [
         f"## Quality: test accuracy by method (config `{spec['name']}`)",
         "",
-        f"Updated {dt.date.today().isoformat()}. Command: `{command}`",
+        f"Cells measured {_measured(results)}; table rebuilt {dt.date.today().isoformat()}. Command: `{command}`",
         f"Student: {spec.get('student', {}).get('model', 'embedded:smollm2')} (SmolLM2-135M-Instruct, offline "
         f"GGUF dequantised) for every method; {tr.get('max_steps')} steps, batch {tr.get('batch_size')}, "
         f"lr {tr.get('lr')}, alpha {tr.get('alpha', 0.5)}; seeds run: "
@@ -270,31 +275,10 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
 
 def comparison_lines(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
     """The paper's comparisons at the full training set, with their 95% intervals."""
-    from compare import compare_cells, interval_cell
+    from compare import comparison_table
 
-    lines = ["", "Comparisons (test accuracy, full training set; A − B in points with its 95% interval):", ""]
-    lines += [
-        "| task | A | B | A % | B % | A − B [95% interval] | interval from | McNemar per seed | reading |"
-    ]
-    lines += ["|---|---|---|---:|---:|---:|---|---|---|"]
-    for t in spec["tasks"]:
-        for a, b in COMPARISONS:
-            cells = {
-                m: [
-                    c
-                    for c in results["cells"].values()
-                    if (c["task"], c["method"], float(c["fraction"])) == (t, m, 1.0)
-                ]
-                for m in (a, b)
-            }
-            if not cells[a] or not cells[b]:
-                continue
-            r = compare_cells(cells[a], cells[b], (METHOD_TITLES[a], METHOD_TITLES[b]))
-            lines.append(
-                f"| {t} | {METHOD_TITLES[a]} | {METHOD_TITLES[b]} | {100 * r['a']:.2f} | {100 * r['b']:.2f} | "
-                f"{interval_cell(r['ci'])} | {r['how']} | {r['mcnemar']} | {r['verdict']} |"
-            )
-    return lines
+    head = ["", "Comparisons (test accuracy, full training set; A − B in points with its 95% interval):", ""]
+    return head + comparison_table(spec["tasks"], list(results["cells"].values()), COMPARISONS, METHOD_TITLES)
 
 
 # ---------------------------------------------------------------- running a cell
