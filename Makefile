@@ -68,6 +68,7 @@ bench-train-speed: $(STAMP)
 
 bench-annotate: $(SERVER_STAMP)
 	$(PY) bench/annotate_throughput.py
+	$(PY) bench/annotate_throughput.py --scripted-delay-ms 50 --concurrency 4 16 --requests 200
 
 bench-kd: $(STAMP)
 	$(PY) bench/kd.py

@@ -286,7 +286,9 @@ def main() -> None:
         f"--requests {args.requests} --rounds {args.rounds} --concurrency {' '.join(map(str, args.concurrency))} "
         f"--max-tokens {args.max_tokens}`\n\n{md}\n\n"
         "Ceiling: a bare asyncio + httpx client sending the same requests. stepdistill: `annotate()` end to "
-        "end (prompts, SQLite cache commits, parsing, JSONL). Goal: >= 90% of the ceiling."
+        "end (prompts, SQLite cache commits, parsing, JSONL). Goal: >= 90% of the ceiling. Here the "
+        "llama.cpp server on two cores, not the client, limits both clients (~4 requests/s), so this table "
+        "cannot show a slow client; the next table measures the client where the server is not the limit."
     )
     write_section("annotate", section)
 
