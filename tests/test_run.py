@@ -128,15 +128,25 @@ def test_sweep_rejects_unknown_methods(tmp_path):
         config_from_dict(raw)
 
 
-def test_demo_config_loads_and_plans_three_methods():
+def test_demo_config_plans_both_of_the_papers_settings():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     assert cfg.teacher.backend == "hf_local" and cfg.teacher.model == "embedded:smollm2"
-    assert cfg.sweep.methods == ["standard", "distill", "step_by_step"]
     assert cfg.sweep.demo_data is not None and set(cfg.sweep.demo_data.sizes) == {"train", "valid", "test"}
+    assert not cfg.annotate.gold_filter  # the teacher-label setting needs every teacher label
     files = {"train": "runs/demo/annotations/train.jsonl", "valid": cfg.data.valid, "test": "t.jsonl"}
-    sub = training_config(cfg, "standard", 1.0, 0, files)
-    assert sub.run_dir == Path("runs/demo/standard-f1-s0")
-    assert sub.student.keep_layers == cfg.student.keep_layers
+    subs = [training_config(cfg, m, 1.0, 0, files) for m in cfg.sweep.methods]
+    assert [s.run_dir.name for s in subs] == [
+        "standard-f1-s0",
+        "step_by_step-gold-filtered-f1-s0",
+        "distill-f1-s0",
+        "step_by_step-teacher-f1-s0",
+    ]
+    assert [(s.train.method, s.train.label_source, s.train.gold_filter) for s in subs[1::2]] == [
+        ("step_by_step", "gold", True),
+        ("step_by_step", "teacher", False),
+    ]
+    assert all(s.student.keep_layers == cfg.student.keep_layers for s in subs)
+    assert subs[0].run_dir == Path("runs/demo/standard-f1-s0")
 
 
 class _FakeTeacher(Teacher):
