@@ -94,7 +94,7 @@ def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     assert summary["splits"]["test"]["teacher_correct"] == 4
     assert half["splits"]["test"]["teacher_accuracy"] == pytest.approx(4 / 6)
     md = (run_dir / "report" / "report.md").read_text()
-    assert "| arith | step_by_step | 0.5 |" in md and "66.67" in md
+    assert "| step_by_step (teacher labels) | 0.5 |" in md and "66.67" in md
     assert md.count("### demo-test-") == 4
 
     mtimes = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/metrics.json")}
