@@ -80,12 +80,13 @@ def accuracy_figure(rows: list[AccuracyRow], split: str) -> bytes | None:
                 _legend_outside(ax)
         for x, r in zip(xs, group):  # the value above each bar, clear of its error bar
             top = 100 * (r.stat.mean + (r.stat.se or 0))
-            ax.text(x, min(top + 2, 97), f"{100 * r.stat.mean:.1f}", ha="center", va="bottom", fontsize=8)
+            ax.text(x, top + 1.5, f"{100 * r.stat.mean:.1f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(xs), [_tick(r.method) for r in group], fontsize=7)
         ax.set_ylabel(f"{split} accuracy (%)")
         title = task if len({p[1] for p in panels}) < 2 else f"{task}, {student}"
         ax.set_title(title if full == 1.0 else f"{title} (train fraction {full:g})", fontsize=10)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 110)  # room above a full bar for its value
+        ax.set_yticks(range(0, 101, 20))
     return _png(fig)
 
 
