@@ -161,6 +161,19 @@ def efficiency_figure(rows: list[AccuracyRow], split: str) -> bytes | None:
     return _png(fig)
 
 
+def _size_axis(ax, label: str) -> None:
+    """Log scale when the values span a factor of 10 or more; plain numbers (42.5M, 250) either way."""
+    from matplotlib.ticker import EngFormatter, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    if lo > 0 and hi / lo >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        label += " (log scale)"
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel(label)
+
+
 def sizes_figure(rows: list[AccuracyRow], split: str, teacher: dict) -> bytes | None:
     """Accuracy against student parameters and against label-only ms per example, one line per
     method, the teacher's accuracy as a dashed reference line (and its own point where measured)."""
@@ -180,15 +193,14 @@ def sizes_figure(rows: list[AccuracyRow], split: str, teacher: dict) -> bytes | 
         if timed:
             axes[1].errorbar(*zip(*[(t[0], t[1]) for t in timed]), yerr=[t[2] for t in timed], **style)
     for ax, key, xlabel in (
-        (axes[0], "params", "student parameters (log scale)"),
-        (axes[1], "ms_per_example", "label-only ms per example (log scale)"),
+        (axes[0], "params", "student parameters"),
+        (axes[1], "ms_per_example", "label-only ms per example"),
     ):
         if acc is not None:
             ax.axhline(100 * acc, color=TEACHER_COLOUR, ls="--", label=f"teacher {100 * acc:.1f}%")
             if teacher.get(key):
                 ax.plot([teacher[key]], [100 * acc], "*", color=TEACHER_COLOUR, ms=12, label="teacher itself")
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
+        _size_axis(ax, xlabel)
         ax.set_ylabel(f"{split} accuracy (%)")
         ax.set_ylim(0, 100)
     _legend_outside(axes[1])
