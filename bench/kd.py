@@ -36,6 +36,7 @@ sleep_idle_cpu_threads()  # before torch loads
 
 import torch  # noqa: E402
 from benchmarks_md import write_section  # noqa: E402
+from compare import interval_cell  # noqa: E402
 
 from stepdistill.config import config_from_dict  # noqa: E402
 from stepdistill.data.io import iter_jsonl, write_json  # noqa: E402
@@ -135,6 +136,11 @@ def predictions(run: Path) -> dict[str, str | None]:
     return {r["id"]: r.get("pred") for _, r in iter_jsonl(run / "predictions" / "test.jsonl")}
 
 
+def outcomes(run: Path) -> dict[str, int]:
+    """Per test example: 1 when the student's answer is right (for the paired comparison)."""
+    return {r["id"]: int(bool(r.get("correct"))) for _, r in iter_jsonl(run / "predictions" / "test.jsonl")}
+
+
 def run_bench(steps: dict[str, int]) -> dict[str, Any]:
     paths = {s: str(OUT / "data" / f"{s}.jsonl") for s in SIZES}
     generate_demo_data(paths, SIZES, seed=0)
@@ -162,13 +168,30 @@ def run_bench(steps: dict[str, int]) -> dict[str, Any]:
             "pred_agreement": same / len(preds),
             "wall_s": wall,
             "params": m["student"]["params"],
+            "test_correct": outcomes(run),
             **heldout_kl(teacher_dir, run / "best", cfg),
         }
         print(name, results[name], flush=True)
     return results
 
 
-def markdown(results: dict[str, Any], command: str, seconds: float) -> str:
+def accuracy_comparison(hard: dict[str, Any], kd: dict[str, Any]) -> dict[str, Any]:
+    """Soft vs hard targets on the same test rows (bench/compare.py; unpaired for older results)."""
+    from compare import compare_cells
+
+    cells = [
+        {
+            "seed": 0,
+            "test_accuracy": r["accuracy"],
+            "n_test": r["n_test"],
+            "test_correct": r.get("test_correct"),
+        }
+        for r in (kd, hard)
+    ]
+    return compare_cells(cells[:1], cells[1:], ("soft targets", "hard labels"))
+
+
+def markdown(results: dict[str, Any], command: str, seconds: float, date: str | None = None) -> str:
     t, h, k = results["teacher"], results["hard"], results["kd"]
     rows = [
         "| student | test acc | agrees with teacher | held-out KL(T‖S) | token top-1 agreement | train wall |",
@@ -180,18 +203,19 @@ def markdown(results: dict[str, Any], command: str, seconds: float) -> str:
             f"{r['token_agreement']:.3f} | {r['wall_s']:.0f} s |"
         )
     better_kl = k["heldout_kl"] < h["heldout_kl"]
+    stats = accuracy_comparison(h, k)
     verdict = (
         f"Soft targets {'lower' if better_kl else 'do not lower'} the held-out KL to the teacher "
-        f"({k['heldout_kl']:.3f} vs {h['heldout_kl']:.3f}) and change test accuracy by "
-        f"{k['accuracy'] - h['accuracy']:+.3f} (n = {h['n_test']}, one seed, so differences of a few "
-        "examples are within noise); KD costs a teacher forward pass per step "
+        f"({k['heldout_kl']:.3f} vs {h['heldout_kl']:.3f}; one seed, no interval). Test accuracy, soft "
+        f"minus hard targets: {interval_cell(stats['ci'])} points (95% interval; {stats['how']}; "
+        f"McNemar {stats['mcnemar']}): {stats['verdict']}. KD costs a teacher forward pass per step "
         f"({k['wall_s'] / max(h['wall_s'], 1e-9):.2f}x the hard-label wall time, evaluation included)."
     )
     return "\n".join(
         [
             "## Soft-target distillation (`make bench-kd`)",
             "",
-            f"{dt.date.today().isoformat()} · {platform.machine()}, {os.cpu_count()} CPU cores (shared) · "
+            f"{date or dt.date.today().isoformat()} · {platform.machine()}, {os.cpu_count()} CPU cores (shared) · "
             f"`{command}` · total {seconds / 60:.1f} min",
             "",
             f"Teacher: SmolLM2-135M-Instruct fine-tuned on the arithmetic demo task (test accuracy "
@@ -208,7 +232,12 @@ def markdown(results: dict[str, Any], command: str, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="a few steps each; results not written")
+    p.add_argument("--report", action="store_true", help="rewrite the BENCHMARKS.md section from kd.json")
     args = p.parse_args(argv)
+    if args.report:
+        saved = json.loads((ROOT / "bench" / "results" / "kd.json").read_text())
+        write_section("kd", markdown(saved["results"], "make bench-kd", saved["seconds"], saved.get("date")))
+        return 0
     torch.manual_seed(0)
     start = time.perf_counter()
     results = run_bench(SMOKE if args.smoke else FULL)
@@ -217,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
         return 0
     write_json(
-        ROOT / "bench" / "results" / "kd.json", {"steps": FULL, "results": results, "seconds": seconds}
+        ROOT / "bench" / "results" / "kd.json",
+        {"steps": FULL, "results": results, "seconds": seconds, "date": dt.date.today().isoformat()},
     )
     write_section("kd", markdown(results, "make bench-kd", seconds))
     return 0

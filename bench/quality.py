@@ -44,7 +44,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLOOR = "floor"
-# Test accuracy (%) of T5-Base (220M) in the paper, for the table beside ours.
+# Test accuracy (%) of T5-Base (220M) students in the paper (Hsieh et al., 2023), for the table beside
+# ours; the paper's students, not ours, and not the PaLM teacher.
 PAPER_T5_BASE = {
     "standard": {"cqa": 62.19, "svamp": 62.63},
     "sbs_teacher": {"cqa": 63.29, "svamp": 65.50},
@@ -59,6 +60,8 @@ METHOD_TITLES = {
     FLOOR: "floor: untrained student, few-shot with the teacher's prompts",
 }
 CELL_KEYS = ("task", "method", "seed", "fraction")
+# (A, B): the paper's two comparisons, and its headline (PaLM labels + rationales vs gold fine-tuning).
+COMPARISONS = (("sbs_gold", "standard"), ("sbs_teacher", "distill"), ("sbs_teacher", "standard"))
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,11 @@ def _fmt(entry: dict[str, Any] | None) -> str:
     return f"{entry['mean']:.2f} ± {entry['se']:.2f} ({entry['n']} seeds)"
 
 
+def _measured(results: dict[str, Any]) -> str:
+    days = sorted({str(c.get("finished", "?"))[:10] for c in results["cells"].values()})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
 def teacher_accuracy(task_name: str, data_dir: Path) -> float:
     """PaLM's test accuracy (%) measured from the imported files with the task's own metric."""
     from stepdistill.data.io import read_annotations
@@ -223,7 +231,7 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
     lines = [
         f"## Quality: test accuracy by method (config `{spec['name']}`)",
         "",
-        f"Updated {dt.date.today().isoformat()}. Command: `{command}`",
+        f"Cells measured {_measured(results)}; table rebuilt {dt.date.today().isoformat()}. Command: `{command}`",
         f"Student: {spec.get('student', {}).get('model', 'embedded:smollm2')} (SmolLM2-135M-Instruct, offline "
         f"GGUF dequantised) for every method; {tr.get('max_steps')} steps, batch {tr.get('batch_size')}, "
         f"lr {tr.get('lr')}, alpha {tr.get('alpha', 0.5)}; seeds run: "
@@ -232,12 +240,15 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
         f"Hardware: {machine.get('device', '?')} ({machine.get('cpu', '?')}). "
         f"Wall time of the cells so far: {wall / 60:.1f} min ({len(results['cells'])} cells).",
         "",
-        "| method | " + " | ".join(f"{t.upper()} ours | {t.upper()} paper T5-Base" for t in tasks) + " |",
-        "|---|" + "---:|---:|" * len(tasks),
-        "| PaLM 540B teacher (measured from the files) | "
+        "| method | "
         + " | ".join(
-            f"{teacher.get(t, float('nan')):.2f} | {teacher.get(t, float('nan')):.2f}" for t in tasks
+            f"{t.upper()} ours (SmolLM2-135M student) | {t.upper()} paper (T5-Base 220M student)"
+            for t in tasks
         )
+        + " |",
+        "|---|" + "---:|---:|" * len(tasks),
+        "| teacher: PaLM 540B completions shipped with the paper's code, scored here by our parser | "
+        + " | ".join(f"{teacher.get(t, float('nan')):.2f} | (not a student)" for t in tasks)
         + " |",
     ]
     for method in [FLOOR, *spec["methods"]]:
@@ -259,7 +270,15 @@ def markdown(spec: dict[str, Any], results: dict[str, Any], teacher: dict[str, f
             for method in eff["methods"]:
                 cols = [_fmt(agg.get((t, method, float(f)))) for f in fracs]
                 lines.append(f"| {t} | {METHOD_TITLES.get(method, method)} | " + " | ".join(cols) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + comparison_lines(spec, results))
+
+
+def comparison_lines(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """The paper's comparisons at the full training set, with their 95% intervals."""
+    from compare import comparison_table
+
+    head = ["", "Comparisons (test accuracy, full training set; A − B in points with its 95% interval):", ""]
+    return head + comparison_table(spec["tasks"], list(results["cells"].values()), COMPARISONS, METHOD_TITLES)
 
 
 # ---------------------------------------------------------------- running a cell
@@ -308,6 +327,9 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
     # A cell interrupted mid-training continues from its last checkpoint rather than restarting.
     run_dir = train(cfg, resume=latest_checkpoint(cfg.run_dir) is not None)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    rows = [
+        json.loads(line) for line in (Path(run_dir) / "predictions" / "test.jsonl").read_text().splitlines()
+    ]
     # A finished cell needs no resume state; its weights (~0.5 GB for SmolLM2, 3.5 GB with the two
     # checkpoints) stay only with `keep_best: true`, so a 40-cell grid does not fill the disk.
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
@@ -320,6 +342,9 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
         "train_wall_s": metrics["train"]["wall_s"],
         "steps": metrics["train"]["steps"],
         "run_dir": str(run_dir),
+        "n_test": len(rows),
+        # per-example outcomes, so methods can be compared on the same test rows (bench/compare.py)
+        "test_correct": {r["id"]: int(bool(r["correct"])) for r in rows},
     }
 
 
@@ -360,11 +385,15 @@ def run_floor_cell(
         for start in range(0, len(prompts), batch)
         for c in teacher.generate_batch(prompts[start : start + batch], sampling, 0)
     ]
-    correct = 0
+    outcomes = {}
     for ann, text in zip(test, texts):  # texts end before the first stop string, as the teacher's
-        parsed = task.parse_completion(text)
-        correct += task.is_correct(parsed.label, ann.gold)
-    return {"valid_accuracy": None, "test_accuracy": correct / len(test), "n_test": len(test)}
+        outcomes[ann.id] = int(task.is_correct(task.parse_completion(text).label, ann.gold))
+    return {
+        "valid_accuracy": None,
+        "test_accuracy": sum(outcomes.values()) / len(test),
+        "n_test": len(test),
+        "test_correct": outcomes,
+    }
 
 
 # ---------------------------------------------------------------- command line

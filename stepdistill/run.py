@@ -8,7 +8,9 @@ Everything goes into <out_dir>/<name>/:
     config.yaml            the resolved config
     data/                  the demo task's data (when sweep.demo_data is set and data paths point here)
     annotations/           {train,valid,test}.jsonl, cache.sqlite, summary.json (annotate.py)
-    <method>-f<fraction>-s<seed>/   one `stepdistill train` folder per sweep point
+    <method>-f<fraction>-s<seed>/   one `stepdistill train` folder per sweep point; a method with
+                           its own label settings is <method>-<label source>[-filtered], and with
+                           sweep.students every folder starts with the student's name
     teacher_timing.json    the teacher's chain-of-thought time per example, for the cost section
     stages.json            fingerprints of finished stages, so a re-run skips what is done
     report/                report.html, report.md, figures/
@@ -31,6 +33,7 @@ from stepdistill.config import Config, config_from_dict, save_config
 from stepdistill.data.io import read_annotations, write_json
 from stepdistill.errors import ConfigError
 from stepdistill.report.collect import TIMING_FILE
+from stepdistill.report.config import MethodSpec, method_spec, student_folder
 from stepdistill.threads import sleep_idle_cpu_threads
 
 SPLITS = ("train", "valid", "test")
@@ -113,17 +116,42 @@ def annotate_stage(cfg: Config) -> None:
     _mark_done(cfg.run_dir, "annotate", stamp)
 
 
-def training_name(method: str, fraction: float, seed: int) -> str:
-    return f"{method}-f{fraction:g}-s{seed}"
+def training_name(method: str, fraction: float, seed: int, student: str | None = None) -> str:
+    return (f"{student}-" if student else "") + f"{method}-f{fraction:g}-s{seed}"
+
+
+def _student_section(cfg: Config, entry: str | dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """The student section of a sweep point and its folder name (None without sweep.students)."""
+    base = cfg.student.model_dump(mode="json")
+    if entry is None:
+        return base, None
+    if isinstance(entry, str):
+        entry = {"model": entry}
+    merged = {**base, "name": None, **entry}
+    if "model" in entry and "keep_layers" not in entry:
+        merged["keep_layers"] = None  # another model: the base student's layer cut does not apply
+    return merged, student_folder(cfg.student.model_validate(merged))
 
 
 def training_config(
-    cfg: Config, method: str, fraction: float, seed: int, files: dict[str, str | None]
+    cfg: Config,
+    method: str | MethodSpec,
+    fraction: float,
+    seed: int,
+    files: dict[str, str | None],
+    student: str | dict[str, Any] | None = None,
 ) -> Config:
-    """The config of one sweep point: its own folder inside the run, reading the annotated files."""
+    """The config of one sweep point: its own folder inside the run, reading the annotated files.
+    `student`: an entry of sweep.students laid over the student section."""
+    spec = method_spec(method)
     raw = cfg.model_dump(mode="json")
-    raw.update(out_dir=str(cfg.run_dir), name=training_name(method, fraction, seed))
-    raw["train"].update(method=method, seed=seed)
+    raw["student"], student_name = _student_section(cfg, student)
+    raw.update(out_dir=str(cfg.run_dir), name=training_name(spec.folder, fraction, seed, student_name))
+    raw["train"].update(method=spec.method, seed=seed)
+    if spec.label_source is not None:
+        raw["train"]["label_source"] = spec.label_source
+    if spec.gold_filter is not None:
+        raw["train"]["gold_filter"] = spec.gold_filter
     raw["data"].update(
         train=files["train"], valid=files["valid"], test=files["test"], train_fraction=fraction
     )
@@ -160,18 +188,19 @@ def _train_one(cfg: Config, sub: Config) -> None:
 
 
 def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
-    """Train every fraction x method x seed of the sweep; returns the training folders."""
+    """Train every student x fraction x method x seed of the sweep; returns the training folders."""
     if files["train"] is None:
         raise ConfigError(
             f"no annotated training file in {cfg.run_dir / 'annotations'}: annotate.splits lacks 'train'"
         )
     folders = []
-    for fraction in cfg.sweep.fractions:
-        for method in cfg.sweep.methods:
-            for seed in cfg.sweep.seeds:
-                sub = training_config(cfg, method, fraction, seed, files)
-                _train_one(cfg, sub)
-                folders.append(sub.run_dir)
+    for student in cfg.sweep.students or [None]:
+        for fraction in cfg.sweep.fractions:
+            for method in cfg.sweep.methods:
+                for seed in cfg.sweep.seeds:
+                    sub = training_config(cfg, method, fraction, seed, files, student)
+                    _train_one(cfg, sub)
+                    folders.append(sub.run_dir)
     return folders
 
 

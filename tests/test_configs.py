@@ -6,6 +6,7 @@ import pytest
 
 from stepdistill.config import apply_overrides, load_config
 from stepdistill.errors import ConfigError
+from stepdistill.report.config import method_spec
 from stepdistill.tasks import get_task
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -23,7 +24,13 @@ def test_shipped_config_loads(path):
     task = get_task(cfg.task)
     assert task.name == cfg.task.name or cfg.task.name == "generic"
     for method in cfg.sweep.methods:
-        assert method in {"standard", "distill", "step_by_step", "single_task", "rationale_input"}
+        assert method_spec(method).method in {
+            "standard",
+            "distill",
+            "step_by_step",
+            "single_task",
+            "rationale_input",
+        }
 
 
 def _write(tmp_path, text):

@@ -94,7 +94,7 @@ def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     assert summary["splits"]["test"]["teacher_correct"] == 4
     assert half["splits"]["test"]["teacher_accuracy"] == pytest.approx(4 / 6)
     md = (run_dir / "report" / "report.md").read_text()
-    assert "| arith | step_by_step | 0.5 |" in md and "66.67" in md
+    assert "| step_by_step (teacher labels) | 0.5 |" in md and "66.67" in md
     assert md.count("### demo-test-") == 4
 
     mtimes = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/metrics.json")}
@@ -128,15 +128,25 @@ def test_sweep_rejects_unknown_methods(tmp_path):
         config_from_dict(raw)
 
 
-def test_demo_config_loads_and_plans_three_methods():
+def test_demo_config_plans_both_of_the_papers_settings():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     assert cfg.teacher.backend == "hf_local" and cfg.teacher.model == "embedded:smollm2"
-    assert cfg.sweep.methods == ["standard", "distill", "step_by_step"]
     assert cfg.sweep.demo_data is not None and set(cfg.sweep.demo_data.sizes) == {"train", "valid", "test"}
+    assert not cfg.annotate.gold_filter  # the teacher-label setting needs every teacher label
     files = {"train": "runs/demo/annotations/train.jsonl", "valid": cfg.data.valid, "test": "t.jsonl"}
-    sub = training_config(cfg, "standard", 1.0, 0, files)
-    assert sub.run_dir == Path("runs/demo/standard-f1-s0")
-    assert sub.student.keep_layers == cfg.student.keep_layers
+    subs = [training_config(cfg, m, 1.0, 0, files) for m in cfg.sweep.methods]
+    assert [s.run_dir.name for s in subs] == [
+        "standard-f1-s0",
+        "step_by_step-gold-filtered-f1-s0",
+        "distill-f1-s0",
+        "step_by_step-teacher-f1-s0",
+    ]
+    assert [(s.train.method, s.train.label_source, s.train.gold_filter) for s in subs[1::2]] == [
+        ("step_by_step", "gold", True),
+        ("step_by_step", "teacher", False),
+    ]
+    assert all(s.student.keep_layers == cfg.student.keep_layers for s in subs)
+    assert subs[0].run_dir == Path("runs/demo/standard-f1-s0")
 
 
 class _FakeTeacher(Teacher):
@@ -170,3 +180,50 @@ def test_measure_teacher_warms_up_then_times_all_examples(tmp_path, monkeypatch)
     assert timing["examples"] == timing["succeeded"] == 3 and timing["completion_tokens"] == 15
     assert timing["ms_per_example"] == pytest.approx(1000 * timing["wall_s"] / 3, rel=1e-3, abs=1e-2)
     assert timing["params"] == 540e9 and timing["teacher_model"] == "fake:teacher"
+
+
+def test_student_size_sweep_with_tiny_students(tmp_path, tiny_causal_dir, tiny_seq2seq_dir):
+    """sweep.students: the tiny decoder cut to 1 of its 2 layers, the whole decoder, and a T5 by path;
+    every method trains on each, and the report plots accuracy against size and latency."""
+    _teacher_file(tmp_path / "teacher.jsonl")
+    raw = _config(tmp_path, tiny_causal_dir).model_dump(mode="json")
+    raw["sweep"].update(
+        fractions=[1.0],
+        methods=["standard", {"method": "step_by_step", "label_source": "gold", "gold_filter": True}],
+        students=[{"keep_layers": [0]}, {"name": "whole"}, str(tiny_seq2seq_dir)],
+    )
+    run(config_from_dict(raw))
+    run_dir = tmp_path / "runs" / "t"
+    t5 = tiny_seq2seq_dir.name
+    assert {p.parent.name for p in run_dir.glob("*/metrics.json")} == {
+        f"{s}-{m}-f1-s0"
+        for s in (f"{tiny_causal_dir.name}-L1", "whole", t5)
+        for m in ("standard", "step_by_step-gold-filtered")
+    }
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/metrics.json")}
+    params = {
+        n.rsplit("-standard", 1)[0]: m["student"]["params"] for n, m in metrics.items() if "-standard-" in n
+    }
+    assert params[f"{tiny_causal_dir.name}-L1"] < params["whole"]
+    assert metrics[f"{t5}-standard-f1-s0"]["student"]["kind"] == "seq2seq"
+    gold = metrics["whole-step_by_step-gold-filtered-f1-s0"]
+    assert (gold["label_source"], gold["train"]["label_examples"]) == ("gold", 16)
+    # the teacher errs on every third example (ids 0, 3, ..., 15): 6 of 16 rationales are filtered out
+    assert gold["train"]["rationale_examples"] == 10
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "## Student size" in md and "](figures/sizes.png)" in md
+    assert (run_dir / "report" / "figures" / "sizes.png").read_bytes()[:4] == b"\x89PNG"
+    sizes = md.split("## Student size")[1].split("\n## ")[0]
+    assert sizes.count("| step_by_step (gold labels, filtered rationales) |") == 3
+    assert "**With gold labels** (whole)" in md
+
+
+def test_sweep_students_are_validated(tmp_path):
+    raw = _config(tmp_path, tmp_path / "m").model_dump(mode="json")
+    raw["sweep"]["students"] = [{"keep_layer": [0]}]
+    with pytest.raises(ConfigError, match=r"sweep.students: .*students\[0\].keep_layer: Extra inputs"):
+        config_from_dict(raw)
+    raw["sweep"]["students"] = None
+    raw["sweep"]["methods"] = ["step_by_step", {"method": "step_by_step"}]
+    with pytest.raises(ConfigError, match="the same method and label settings twice"):
+        config_from_dict(raw)

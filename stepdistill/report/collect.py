@@ -25,6 +25,8 @@ from stepdistill.data.io import iter_jsonl
 from stepdistill.errors import DataError
 
 TIMING_FILE = "teacher_timing.json"
+# Methods whose labels are fixed by what they are.
+FIXED_LABELS = {"standard": "gold", "distill": "teacher"}
 
 
 @dataclass
@@ -36,10 +38,45 @@ class Training:
     train_rows: list[dict[str, Any]] = field(default_factory=list)  # rows with "loss"
     eval_rows: list[dict[str, Any]] = field(default_factory=list)  # rows with "valid_accuracy"
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # the training's resolved config.yaml, when present
 
     @property
     def method(self) -> str:
         return str(self.metrics["method"])
+
+    @property
+    def label_source(self) -> str:
+        """Where the label task's labels came from (standard: gold, distill: teacher by definition)."""
+        if self.method in FIXED_LABELS:
+            return FIXED_LABELS[self.method]
+        return str(self.metrics.get("label_source") or "teacher")
+
+    @property
+    def gold_filter(self) -> bool:
+        return bool(((self.config or {}).get("train") or {}).get("gold_filter"))
+
+    @property
+    def variant(self) -> str:
+        """The method as the report names it: rationale methods say which labels (and rationales)
+        they learned from, e.g. "step_by_step (gold labels, filtered rationales)"."""
+        if self.method in FIXED_LABELS:
+            return self.method
+        extra = ", filtered rationales" if self.gold_filter else ""
+        return f"{self.method} ({self.label_source} labels{extra})"
+
+    @property
+    def student(self) -> str:
+        """The student's name: the model, with its layer count when the sweep cut it."""
+        section = (self.config or {}).get("student")
+        if isinstance(section, dict) and section.get("model"):
+            from stepdistill.report.config import student_folder
+            from stepdistill.training.config import StudentConfig
+
+            try:
+                return student_folder(StudentConfig.model_validate(section))
+            except ValueError:
+                pass
+        return str((self.metrics.get("student") or {}).get("model", "?"))
 
     @property
     def seed(self) -> int:
@@ -114,7 +151,7 @@ def read_training(path: str | Path) -> Training:
     """Read one training folder (metrics.json required; log and predictions when present)."""
     path = Path(path)
     metrics = _check_metrics(_read_json(path / "metrics.json"), path / "metrics.json")
-    tr = Training(path=path, metrics=metrics)
+    tr = Training(path=path, metrics=metrics, config=_read_yaml(path / "config.yaml"))
     log = path / "train_log.jsonl"
     if log.exists():
         for _, row in iter_jsonl(log):

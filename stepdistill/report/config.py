@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import get_args
+import re
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stepdistill.training.config import TrainConfig
+from stepdistill.training.config import StudentConfig, TrainConfig
 
 _METHODS = get_args(TrainConfig.model_fields["method"].annotation)
 
@@ -21,10 +22,53 @@ class DemoDataConfig(BaseModel):
     sizes: dict[str, int] = Field(default_factory=lambda: {"train": 200, "valid": 40, "test": 60})
 
 
+class MethodSpec(BaseModel):
+    """One method of a sweep with its label settings, e.g. the paper's two step-by-step settings:
+    {method: step_by_step, label_source: gold, gold_filter: true} and
+    {method: step_by_step, label_source: teacher}. A plain string sweeps the method as configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    label_source: Literal["gold", "teacher"] | None = None  # None: train.label_source
+    gold_filter: bool | None = None  # None: train.gold_filter
+
+    @property
+    def folder(self) -> str:
+        """The part of a training folder's name that says which method this is."""
+        parts = [self.method]
+        if self.label_source is not None:
+            parts.append(self.label_source)
+        if self.gold_filter:
+            parts.append("filtered")
+        return "-".join(parts)
+
+
+def _folder_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "student"
+
+
+def student_folder(student: StudentConfig) -> str:
+    """A short name for a student in reports and folder names: student.name, else the model's last
+    path part plus its layer count when cut (embedded:smollm2 with 8 keep_layers -> smollm2-L8)."""
+    if student.name:
+        return _folder_safe(student.name)
+    base = re.split(r"[/:]", student.model.rstrip("/"))[-1]
+    layers = student.keep_layers and len(student.keep_layers)
+    over = student.config_overrides
+    layers = layers or over.get("num_hidden_layers") or over.get("num_layers") or over.get("n_layer")
+    return _folder_safe(f"{base}-L{layers}" if layers else base)
+
+
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    methods: list[str] = Field(default_factory=lambda: ["step_by_step"])
+    # Method names, or MethodSpec mappings for methods with their own label settings.
+    methods: list[str | MethodSpec] = Field(default_factory=lambda: ["step_by_step"])
+    # Students to train every method on (None: the `student` section alone). Each entry is a hub id or
+    # folder, or a mapping of `student` keys laid over the `student` section (e.g. {keep_layers: [...]},
+    # {name: small, model: ...}).
+    students: list[str | dict[str, Any]] | None = None
     seeds: list[int] = Field(default_factory=lambda: [0])
     fractions: list[float] = Field(default_factory=lambda: [1.0])  # of the annotated training set
     demo_data: DemoDataConfig | None = None  # set: write the demo task's data first (make demo)
@@ -34,11 +78,32 @@ class SweepConfig(BaseModel):
 
     @field_validator("methods")
     @classmethod
-    def _known_methods(cls, methods: list[str]) -> list[str]:
-        unknown = [m for m in methods if m not in _METHODS]
+    def _known_methods(cls, methods: list[str | MethodSpec]) -> list[str | MethodSpec]:
+        names = [m if isinstance(m, str) else m.method for m in methods]
+        unknown = [m for m in names if m not in _METHODS]
         if unknown or not methods:
             raise ValueError(f"unknown method(s) {unknown or '(none given)'}; allowed: {', '.join(_METHODS)}")
+        folders = [method_spec(m).folder for m in methods]
+        if len(set(folders)) < len(folders):
+            raise ValueError(f"the same method and label settings twice: {folders}")
         return methods
+
+    @field_validator("students")
+    @classmethod
+    def _valid_students(cls, students: list[str | dict[str, Any]] | None) -> list | None:
+        if students is None:
+            return None
+        if not students:
+            raise ValueError("give at least one student, or leave sweep.students unset")
+        for i, entry in enumerate(students):
+            if isinstance(entry, dict):
+                try:
+                    StudentConfig.model_validate({"model": "-", **entry})
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    raise ValueError(f"students[{i}].{where}: {first['msg']}") from None
+        return students
 
     @field_validator("fractions")
     @classmethod
@@ -53,6 +118,10 @@ class SweepConfig(BaseModel):
         if not seeds:
             raise ValueError("give at least one seed")
         return seeds
+
+
+def method_spec(entry: str | MethodSpec) -> MethodSpec:
+    return MethodSpec(method=entry) if isinstance(entry, str) else entry
 
 
 class ReportConfig(BaseModel):

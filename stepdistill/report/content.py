@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepdistill.report import plots
+from stepdistill.report import plots, story
 from stepdistill.report.collect import RunData, all_trainings
+from stepdistill.report.compare import Comparison, comparisons
 from stepdistill.report.stats import (
     AccuracyRow,
     accuracy_rows,
@@ -32,6 +33,7 @@ class Section:
     intro: str = ""
     tables: list[Table] = field(default_factory=list)
     figure: str | None = None  # key into Report.figures
+    caption: str = ""  # one line under the figure: what to read in it
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Report:
     figures: dict[str, bytes]  # name -> PNG
     samples: list[dict[str, Any]]
     sample_split: str
+    summary: list[str] = field(default_factory=list)  # opening paragraphs (**bold** allowed)
 
 
 def pct(x: float | None) -> str:
@@ -76,21 +79,85 @@ def params_text(n: Any) -> str:
 
 def _accuracy_section(rows: list[AccuracyRow], split: str) -> Section:
     seeds = sorted({s for r in rows for s in r.seeds})
-    headers = ["task", "method", "train fraction", "student params", "seeds", f"{split} acc % (mean ± se)"]
-    headers += [f"seed {s}" for s in seeds] + ["teacher %"]
+    headers = ["task", "student", "method", "train fraction", "student params", "seeds"]
+    headers += [f"{split} acc % (mean ± se)"] + [f"seed {s}" for s in seeds] + ["teacher %"]
     table = Table(headers, [])
     for r in rows:
-        cells = [r.task, r.method, f"{r.fraction:g}", params_text(r.params), str(r.stat.n)]
+        cells = [r.task, r.student, r.method, f"{r.fraction:g}", params_text(r.params), str(r.stat.n)]
         cells.append(pct_se(r.stat.mean, r.stat.se))
         cells += [pct(r.seeds.get(s)) for s in seeds]
         cells.append(pct(r.teacher))
         table.rows.append(cells)
     return Section(
         f"Accuracy ({split})",
-        "Student accuracy per method, mean ± standard error over seeds; the teacher's accuracy on the "
-        "same examples is the dashed reference line.",
+        "Student accuracy per method, mean ± standard error over seeds (a single seed has no error "
+        "bar); the comparisons section says which differences the data can carry.",
         [table],
         figure=f"accuracy_{split}",
+        caption="Read: bar height is accuracy, dots are single seeds, and the dashed line is the "
+        "teacher on the same examples; bars closer than their intervals are not different.",
+    )
+
+
+def _comparison_section(comps: list[Comparison], split: str) -> Section | None:
+    if not comps:
+        return None
+    headers = ["setting", "student", "train fraction", "A", "B", "A %", "B %"]
+    headers += ["A − B, points [95% interval]", "A − B over seeds", "McNemar per seed", "reading"]
+    table = Table(headers, [])
+    for c in comps:
+        tests = "; ".join(f"s{s}: {x}/{y}, p={p:.3g}" for s, x, y, p in c.mcnemar)
+        table.rows.append(
+            [
+                c.setting,
+                c.student,
+                f"{c.fraction:g}",
+                c.a,
+                c.b,
+                pct_se(c.a_acc.mean, c.a_acc.se),
+                pct_se(c.b_acc.mean, c.b_acc.se),
+                f"{100 * c.ci.diff:+.1f} [{100 * c.ci.lo:+.1f}, {100 * c.ci.hi:+.1f}]",
+                f"{100 * c.diff.mean:+.1f}" + ("" if c.diff.se is None else f" ± {100 * c.diff.se:.1f}"),
+                tests,
+                c.verdict,
+            ]
+        )
+    return Section(
+        f"Comparisons ({split}, paired on the same examples)",
+        "Each row pairs two methods on the same test examples. The interval is a paired bootstrap "
+        "(10,000 resamples of the examples, fixed seed) of the accuracy difference averaged over "
+        "seeds; 'A beats B' is written only when it excludes 0. McNemar: examples only A got right / "
+        "only B got right, exact two-sided p, per seed. Over seeds: mean ± standard error of A − B.",
+        [table],
+    )
+
+
+def _sizes_section(rows: list[AccuracyRow], split: str) -> Section | None:
+    rows = story.size_rows(rows)
+    if not rows:
+        return None
+    table = Table(
+        ["student", "params", "method", f"{split} acc % (mean ± se)", "ms / example", "teacher %"], []
+    )
+    for r in rows:
+        table.rows.append(
+            [
+                r.student,
+                params_text(r.params),
+                r.method,
+                pct_se(r.stat.mean, r.stat.se),
+                num(r.ms_per_example, 2),
+                pct(r.teacher),
+            ]
+        )
+    return Section(
+        "Student size",
+        "How small can the student be and still match the teacher? Accuracy of every student against "
+        "its parameters and its label-only time per example.",
+        [table],
+        figure="sizes",
+        caption="Read: where a method's line reaches the teacher's dashed line, that student size "
+        "matches the teacher on these examples; the right panel shows what each size costs per example.",
     )
 
 
@@ -129,6 +196,7 @@ def _speed_section(runs: list[RunData]) -> Section | None:
         "on the machine that ran the report's runs (speed-up = teacher ms / student ms).",
         [table],
         figure="speed",
+        caption="Read: shorter bars are faster; the teacher's bar is the per-example cost a student replaces.",
     )
 
 
@@ -206,11 +274,14 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
     splits = splits_present(trainings)
     figures: dict[str, bytes | None] = {}
     sections: list[Section] = []
+    comps = comparisons(trainings, splits[0]) if splits else []
     for split in splits:
         rows = accuracy_rows(trainings, split)
         sections.append(_accuracy_section(rows, split))
         figures[f"accuracy_{split}"] = plots.accuracy_figure(rows, split)
         if split == splits[0]:
+            sections += [s for s in (_comparison_section(comps, split), _sizes_section(rows, split)) if s]
+            figures["sizes"] = plots.sizes_figure(story.size_rows(rows), split, story.teacher_reference(runs))
             figures["efficiency"] = plots.efficiency_figure(rows, split)
             if figures["efficiency"]:
                 sections.append(
@@ -218,12 +289,20 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
                         "Data efficiency",
                         f"{split} accuracy against the fraction of the training set used, per method.",
                         figure="efficiency",
+                        caption="Read: a line above another at the same fraction learns more from "
+                        "the same examples; compare the gap with the error bars.",
                     )
                 )
     figures["curves"] = plots.curves_figure(trainings)
     if figures["curves"]:
         sections.append(
-            Section("Training curves", "Label loss, rationale loss and validation accuracy.", figure="curves")
+            Section(
+                "Training curves",
+                "Label loss, rationale loss and validation accuracy.",
+                figure="curves",
+                caption="Read: validation accuracy should level off before the last step; if it is "
+                "still rising, the students were stopped early.",
+            )
         )
     speed = _speed_section(runs)
     if speed:
@@ -241,4 +320,5 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
         figures={k: v for k, v in figures.items() if v},
         samples=sample_examples(trainings, sample_split, sample_size),
         sample_split=sample_split,
+        summary=story.summary(runs, trainings, comps),
     )

@@ -6,11 +6,12 @@ Each function returns None when there is nothing to draw, so renderers simply sk
 from __future__ import annotations
 
 import io
+import textwrap
 
 from matplotlib.figure import Figure
 
 from stepdistill.report.collect import Training
-from stepdistill.report.stats import AccuracyRow, method_key
+from stepdistill.report.stats import AccuracyRow, base_method, method_key
 
 # One fixed colour per method so every figure of a report agrees.
 _COLOURS = {
@@ -20,11 +21,26 @@ _COLOURS = {
     "single_task": "#2ca02c",
     "rationale_input": "#9467bd",
 }
+# Rationale methods trained on gold labels: a darker shade of the method's colour.
+_GOLD_COLOURS = {"step_by_step": "#8c1010", "single_task": "#145a14", "rationale_input": "#4b2c6f"}
 TEACHER_COLOUR = "#ff7f0e"
 
 
 def colour(method: str) -> str:
-    return _COLOURS.get(method, "#8c564b")
+    """Colour of a method or variant ("step_by_step (gold labels)")."""
+    base = base_method(method)
+    if "(gold labels" in method and base in _GOLD_COLOURS:
+        return _GOLD_COLOURS[base]
+    return _COLOURS.get(base, "#8c564b")
+
+
+def _tick(name: str) -> str:
+    return textwrap.fill(name, 16)
+
+
+def _legend_outside(ax, **kw) -> None:
+    """Legend to the right of the axes, so it never covers a bar or a line."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0.0, **kw)
 
 
 def _png(fig: Figure) -> bytes:
@@ -35,15 +51,17 @@ def _png(fig: Figure) -> bytes:
 
 def accuracy_figure(rows: list[AccuracyRow], split: str) -> bytes | None:
     """Bars: mean accuracy per method (largest fraction) with standard-error bars, seeds as dots."""
-    tasks = sorted({r.task for r in rows})
-    if not tasks:
+    panels = sorted({(r.task, r.student) for r in rows})
+    if not panels:
         return None
-    fig = Figure(figsize=(max(4.5, 2.2 * len(tasks) + 2.5), 3.4))
-    for i, task in enumerate(tasks, start=1):
-        ax = fig.add_subplot(1, len(tasks), i)
-        full = max(r.fraction for r in rows if r.task == task)
+    widest = max(sum(1 for r in rows if (r.task, r.student) == p) for p in panels)
+    fig = Figure(figsize=(len(panels) * max(3.0, 1.1 * widest + 1.0) + 1.8, 3.8))
+    for i, (task, student) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, len(panels), i)
+        full = max(r.fraction for r in rows if (r.task, r.student) == (task, student))
         group = sorted(
-            (r for r in rows if r.task == task and r.fraction == full), key=lambda r: method_key(r.method)
+            (r for r in rows if (r.task, r.student) == (task, student) and r.fraction == full),
+            key=lambda r: method_key(r.method),
         )
         xs = range(len(group))
         ax.bar(
@@ -58,11 +76,17 @@ def accuracy_figure(rows: list[AccuracyRow], split: str) -> bytes | None:
         teacher = next((r.teacher for r in group if r.teacher is not None), None)
         if teacher is not None:
             ax.axhline(100 * teacher, color=TEACHER_COLOUR, ls="--", label=f"teacher {100 * teacher:.1f}%")
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_xticks(list(xs), [r.method for r in group], rotation=15, fontsize=8)
+            if i == len(panels):
+                _legend_outside(ax)
+        for x, r in zip(xs, group):  # the value above each bar, clear of its error bar
+            top = 100 * (r.stat.mean + (r.stat.se or 0))
+            ax.text(x, top + 1.5, f"{100 * r.stat.mean:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs), [_tick(r.method) for r in group], fontsize=7)
         ax.set_ylabel(f"{split} accuracy (%)")
-        ax.set_title(task if full == 1.0 else f"{task} (train fraction {full:g})", fontsize=10)
-        ax.set_ylim(0, 100)
+        title = task if len({p[1] for p in panels}) < 2 else f"{task}, {student}"
+        ax.set_title(title if full == 1.0 else f"{title} (train fraction {full:g})", fontsize=10)
+        ax.set_ylim(0, 110)  # room above a full bar for its value
+        ax.set_yticks(range(0, 101, 20))
     return _png(fig)
 
 
@@ -78,19 +102,20 @@ def curves_figure(trainings: list[Training]) -> bytes | None:
     ]
     axes = [fig.add_subplot(1, 3, i) for i in (1, 2, 3)]
     labelled: set[str] = set()
-    for t in sorted(trainings, key=lambda t: (method_key(t.method), t.fraction, t.seed)):
+    for t in sorted(trainings, key=lambda t: (method_key(t.variant), t.student, t.fraction, t.seed)):
         for ax, (key, _) in zip(axes, panels):
             rows = t.eval_rows if key == "valid_accuracy" else t.train_rows
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and r.get("step") is not None]
             if not pts or (key == "rationale_loss" and not any(p[1] for p in pts)):
                 continue  # methods without rationale rows log a rationale loss of exactly 0
             scale = 100.0 if key == "valid_accuracy" else 1.0
-            label = t.method if t.method not in labelled else None
-            labelled.add(t.method)
+            name = t.variant if len({x.student for x in trainings}) < 2 else f"{t.student}: {t.variant}"
+            label = name if name not in labelled else None
+            labelled.add(name)
             ax.plot(
                 [p[0] for p in pts],
                 [scale * p[1] for p in pts],
-                color=colour(t.method),
+                color=colour(t.variant),
                 alpha=0.8,
                 lw=1.2,
                 marker="." if key == "valid_accuracy" else None,
@@ -100,7 +125,13 @@ def curves_figure(trainings: list[Training]) -> bytes | None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
     if labelled:
-        axes[0].legend(fontsize=8)
+        handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes[1:]:  # methods without a label loss still have curves elsewhere
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     return _png(fig)
 
 
@@ -126,7 +157,53 @@ def efficiency_figure(rows: list[AccuracyRow], split: str) -> bytes | None:
         ax.axhline(100 * teacher, color=TEACHER_COLOUR, ls="--", label="teacher")
     ax.set_xlabel("training examples used (%)")
     ax.set_ylabel(f"{split} accuracy (%)")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
+    return _png(fig)
+
+
+def _size_axis(ax, label: str) -> None:
+    """Log scale when the values span a factor of 10 or more; plain numbers (42.5M, 250) either way."""
+    from matplotlib.ticker import EngFormatter, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    if lo > 0 and hi / lo >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        label += " (log scale)"
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel(label)
+
+
+def sizes_figure(rows: list[AccuracyRow], split: str, teacher: dict) -> bytes | None:
+    """Accuracy against student parameters and against label-only ms per example, one line per
+    method, the teacher's accuracy as a dashed reference line (and its own point where measured)."""
+    rows = [r for r in rows if r.params]
+    if len({r.student for r in rows}) < 2:
+        return None
+    fig = Figure(figsize=(10, 3.6))
+    axes = [fig.add_subplot(1, 2, i) for i in (1, 2)]
+    acc = next((r.teacher for r in rows if r.teacher is not None), None)
+    for method in sorted({r.method for r in rows}, key=method_key):
+        group = sorted((r for r in rows if r.method == method), key=lambda r: r.params)
+        ys = [100 * r.stat.mean for r in group]
+        err = [100 * (r.stat.se or 0) for r in group]
+        style = dict(color=colour(method), marker="o", capsize=3, label=method)
+        axes[0].errorbar([r.params for r in group], ys, yerr=err, **style)
+        timed = [(r.ms_per_example, y, e) for r, y, e in zip(group, ys, err) if r.ms_per_example]
+        if timed:
+            axes[1].errorbar(*zip(*[(t[0], t[1]) for t in timed]), yerr=[t[2] for t in timed], **style)
+    for ax, key, xlabel in (
+        (axes[0], "params", "student parameters"),
+        (axes[1], "ms_per_example", "label-only ms per example"),
+    ):
+        if acc is not None:
+            ax.axhline(100 * acc, color=TEACHER_COLOUR, ls="--", label=f"teacher {100 * acc:.1f}%")
+            if teacher.get(key):
+                ax.plot([teacher[key]], [100 * acc], "*", color=TEACHER_COLOUR, ms=12, label="teacher itself")
+        _size_axis(ax, xlabel)
+        ax.set_ylabel(f"{split} accuracy (%)")
+        ax.set_ylim(0, 100)
+    _legend_outside(axes[1])
     return _png(fig)
 
 

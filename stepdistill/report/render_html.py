@@ -7,6 +7,7 @@ piece of text, model output included, goes through html.escape.
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from stepdistill.report.content import Report, Table
@@ -24,7 +25,14 @@ img { max-width: 100%; display: block; margin: 0.8rem 0; }
 .example pre { white-space: pre-wrap; background: #f8f8f8; padding: 0.4rem; margin: 0.3rem 0; }
 .ok { color: #1a7f37; font-weight: bold; } .bad { color: #c62828; font-weight: bold; }
 .why { color: #555; font-size: 0.9rem; }
+.caption { color: #444; font-style: italic; font-size: 0.9rem; margin-top: -0.4rem; }
+.summary { font-size: 1.02rem; }
 """
+
+
+def _paragraph(text: str) -> str:
+    """Escaped text with **bold** spans (the only markup the summary uses)."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escape(text))
 
 
 def table_html(table: Table) -> str:
@@ -70,6 +78,7 @@ def render_html(report: Report) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(report.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(report.title)}</h1>",
+        *(f'<p class="summary">{_paragraph(p)}</p>' for p in report.summary),
         '<p class="runs">Runs: ' + ", ".join(f"<code>{escape(r)}</code>" for r in report.runs) + "</p>",
     ]
     for section in report.sections:
@@ -78,6 +87,8 @@ def render_html(report: Report) -> str:
             parts.append(f"<p>{escape(section.intro)}</p>")
         if section.figure in report.figures:
             parts.append(_img(section.figure, report.figures[section.figure], section.title))
+            if section.caption:
+                parts.append(f'<p class="caption">{escape(section.caption)}</p>')
         parts += [table_html(t) for t in section.tables]
         parts.append("</section>")
     if report.samples:

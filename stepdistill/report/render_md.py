@@ -46,13 +46,18 @@ def _samples_md(report: Report) -> list[str]:
 
 def render_md(report: Report, figure_files: dict[str, str]) -> str:
     """Markdown text; `figure_files` maps figure names to paths relative to report.md."""
-    out = [f"# {report.title}", "", "Runs: " + ", ".join(f"`{r}`" for r in report.runs), ""]
+    out = [f"# {report.title}", ""]
+    for paragraph in report.summary:
+        out += [paragraph, ""]
+    out += ["Runs: " + ", ".join(f"`{r}`" for r in report.runs), ""]
     for section in report.sections:
         out += [f"## {section.title}", ""]
         if section.intro:
             out += [section.intro, ""]
         if section.figure in figure_files:
             out += [f"![{section.title}]({figure_files[section.figure]})", ""]
+            if section.caption:
+                out += [f"*{section.caption}*", ""]
         for table in section.tables:
             out += [table_md(table), ""]
     if report.samples:

@@ -15,8 +15,15 @@ from stepdistill.report.collect import RunData, Training
 METHOD_ORDER = ("standard", "distill", "step_by_step", "single_task", "rationale_input")
 
 
+def base_method(variant: str) -> str:
+    """ "step_by_step (gold labels)" -> "step_by_step"."""
+    return variant.split(" ", 1)[0]
+
+
 def method_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+    """Sort key of a method or variant name: baselines, then the paper's method, then the rest."""
+    base = base_method(method)
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 @dataclass(frozen=True)
@@ -42,15 +49,17 @@ def mean_se(values: list[float]) -> MeanSE:
 
 @dataclass
 class AccuracyRow:
-    """Accuracy of one (task, method, fraction) group over its seeds."""
+    """Accuracy of one (task, student, method variant, fraction) group over its seeds."""
 
     task: str
-    method: str
+    method: str  # the variant name (Training.variant)
     fraction: float
     seeds: dict[int, float]  # seed -> accuracy
     stat: MeanSE
     teacher: float | None  # the teacher's accuracy on the same split, for reference
     params: int | None  # student parameters
+    student: str = ""
+    ms_per_example: float | None = None  # label-only latency, mean over seeds
 
 
 def teacher_accuracy(trainings: list[Training], split: str) -> float | None:
@@ -62,16 +71,22 @@ def teacher_accuracy(trainings: list[Training], split: str) -> float | None:
     return None
 
 
+def _latency(ts: list[Training]) -> float | None:
+    ms = [(t.metrics.get("latency") or {}).get("ms_per_example") for t in ts]
+    ms = [float(x) for x in ms if x is not None]
+    return sum(ms) / len(ms) if ms else None
+
+
 def accuracy_rows(trainings: list[Training], split: str = "test") -> list[AccuracyRow]:
-    """One row per (task, method, fraction) with per-seed accuracies, mean and standard error."""
-    groups: dict[tuple[str, str, float], list[Training]] = {}
+    """One row per (task, student, variant, fraction): per-seed accuracies, mean and standard error."""
+    groups: dict[tuple[str, str, str, float], list[Training]] = {}
     for t in trainings:
         if t.accuracy(split) is not None:
-            groups.setdefault((t.task, t.method, t.fraction), []).append(t)
+            groups.setdefault((t.task, t.student, t.variant, t.fraction), []).append(t)
     rows = []
-    for (task, method, fraction), ts in groups.items():
+    for (task, student, method, fraction), ts in groups.items():
         seeds = {t.seed: t.accuracy(split) for t in sorted(ts, key=lambda t: t.seed)}
-        student = ts[0].metrics.get("student") or {}
+        facts = ts[0].metrics.get("student") or {}
         rows.append(
             AccuracyRow(
                 task=task,
@@ -80,10 +95,12 @@ def accuracy_rows(trainings: list[Training], split: str = "test") -> list[Accura
                 seeds=seeds,
                 stat=mean_se(list(seeds.values())),
                 teacher=teacher_accuracy(ts, split),
-                params=student.get("params"),
+                params=facts.get("params"),
+                student=student,
+                ms_per_example=_latency(ts),
             )
         )
-    rows.sort(key=lambda r: (r.task, method_key(r.method), r.fraction))
+    rows.sort(key=lambda r: (r.task, r.params or 0, r.student, method_key(r.method), r.fraction))
     return rows
 
 
@@ -118,18 +135,18 @@ def speed_rows(runs: list[RunData]) -> list[dict[str, Any]]:
                     "speedup": None,
                 }
             )
-        by_method: dict[str, list[Training]] = {}
+        by_method: dict[tuple[str, str], list[Training]] = {}
         for t in run.trainings:
             if (t.metrics.get("latency") or {}).get("ms_per_example") is not None:
-                by_method.setdefault(t.method, []).append(t)
-        for method in sorted(by_method, key=method_key):
-            ts = by_method[method]
+                by_method.setdefault((t.student, t.variant), []).append(t)
+        for key in sorted(by_method, key=lambda k: (k[0], method_key(k[1]))):
+            ts = by_method[key]
             ms = mean_se([float(t.metrics["latency"]["ms_per_example"]) for t in ts]).mean
             student = ts[0].metrics.get("student") or {}
             rows.append(
                 {
                     "who": "student",
-                    "name": f"{student.get('model', '?')} ({method})",
+                    "name": f"{key[0]} ({key[1]})",
                     "what": "label only",
                     "params": student.get("params"),
                     "ms_per_example": ms,
@@ -197,9 +214,13 @@ def sample_examples(trainings: list[Training], split: str, size: int) -> list[di
     the same examples are compared side by side. Examples are spread evenly over the split.
     """
     chosen: dict[str, Training] = {}
-    for t in sorted(trainings, key=lambda t: (-t.fraction, t.seed)):
-        if split in t.predictions and t.method not in chosen:
-            chosen[t.method] = t
+
+    def biggest_first(t: Training) -> tuple:
+        return (-((t.metrics.get("student") or {}).get("params") or 0), -t.fraction, t.seed)
+
+    for t in sorted(trainings, key=biggest_first):
+        if split in t.predictions and t.variant not in chosen:
+            chosen[t.variant] = t
     if not chosen or size <= 0:
         return []
     methods = sorted(chosen, key=method_key)

@@ -19,6 +19,7 @@ class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "google/t5-v1_1-base"  # hub id or local directory
+    name: str | None = None  # how reports and sweep folders name this student (default: from model)
     gguf_file: str | None = None  # load weights from this GGUF file inside `model` (dequantised)
     kind: Literal["auto", "seq2seq", "causal"] = "auto"
     init: Literal["pretrained", "random"] = "pretrained"  # random: fresh weights from the model config
@@ -37,6 +38,9 @@ class TrainConfig(BaseModel):
     ] = "step_by_step"
     # Which label step_by_step, single_task, answer_first and rationale_input train on.
     label_source: Literal["gold", "teacher"] = "teacher"
+    # Rationale methods: train on a teacher rationale only where the teacher's label agrees with gold
+    # (the paper's gold-label setting; step_by_step still trains the label task on every example).
+    gold_filter: bool = False
     alpha: float = Field(0.5, ge=0, le=1)  # loss = alpha * label + (1 - alpha) * rationale (paper: 0.5)
     # linear: alpha moves from `alpha` at the first step to `alpha_end` at the last (training/schedule.py)
     alpha_schedule: Literal["constant", "linear"] = "constant"

@@ -11,6 +11,11 @@ test-time source text. Pure functions: values in, values out.
 
 Rows a method cannot use (no gold for `standard`, no parsed teacher label for `distill`, ...) are
 skipped and counted by reason, so a run reports how much data it really trained on.
+
+step_by_step uses every label it has: the label task trains on every example with a label, the
+rationale task on every example with a usable rationale (parsed, and with `train.gold_filter`
+agreeing with gold). An example missing one of the two still trains the other, so step-by-step with
+gold labels is always standard fine-tuning on the same examples *plus* a rationale task.
 """
 
 from __future__ import annotations
@@ -45,11 +50,23 @@ class Formatted:
 
     examples: list[list[Pair]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    skipped: Counter = field(default_factory=Counter)  # reason -> count (whole example or one task)
 
     @property
     def n_pairs(self) -> int:
         return sum(len(e) for e in self.examples)
+
+    def n_task_examples(self, task_id: int) -> int:
+        """Examples with a pair of this task (LABEL_TASK or RATIONALE_TASK)."""
+        return sum(any(p.task_id == task_id for p in e) for e in self.examples)
+
+    def counts(self) -> dict:
+        """What metrics.json records about the training data: examples per task and skip reasons."""
+        return {
+            "label_examples": self.n_task_examples(LABEL_TASK),
+            "rationale_examples": self.n_task_examples(RATIONALE_TASK),
+            "skipped": dict(self.skipped),
+        }
 
 
 def _label(ann: Annotation, cfg: TrainConfig) -> tuple[str | None, str]:
@@ -63,8 +80,39 @@ def single_task_target(task: Task, rationale: str, label: str) -> str:
     return f"{rationale.strip()} {task.answer_phrase} {task.format_target(label)}"
 
 
+def usable_rationale(task: Task, ann: Annotation, cfg: TrainConfig) -> tuple[str | None, str]:
+    """The teacher rationale a method may train on, or (None, why not)."""
+    if ann.teacher_rationale is None:
+        return None, "no teacher rationale"
+    if cfg.gold_filter and (ann.gold is None or not task.is_correct(ann.teacher_label, ann.gold)):
+        return None, "rationale's teacher label disagrees with gold"
+    return ann.teacher_rationale.strip(), ""
+
+
+def step_by_step_pairs(task: Task, ann: Annotation, cfg: TrainConfig) -> tuple[list[Pair], list[str]]:
+    """Label pair when there is a label, rationale pair when there is a usable rationale; the
+    reasons name each task the example does not train ("label task: ...", "rationale task: ...")."""
+    label, no_label = _label(ann, cfg)
+    rationale, no_rationale = usable_rationale(task, ann, cfg)
+    text = task.format_input(ann.fields)
+    pairs, reasons = [], []
+    if label is not None:
+        pairs.append(Pair(cfg.label_prefix + text, task.format_target(label), LABEL_TASK))
+    else:
+        reasons.append(f"label task: {no_label}")
+    if rationale is not None:
+        pairs.append(Pair(cfg.rationale_prefix + text, rationale, RATIONALE_TASK))
+    else:
+        reasons.append(f"rationale task: {no_rationale}")
+    return pairs, reasons
+
+
 def pairs_for(task: Task, ann: Annotation, cfg: TrainConfig) -> tuple[list[Pair], str | None]:
-    """The training pairs of one example under cfg.method, or ([], reason) when it is unusable."""
+    """The training pairs of one example under cfg.method, or ([], reason) when it is unusable.
+    (step_by_step, which can train one task of an example without the other: `step_by_step_pairs`.)"""
+    if cfg.method == "step_by_step":
+        pairs, reasons = step_by_step_pairs(task, ann, cfg)
+        return pairs, (None if pairs else "; ".join(reasons))
     label, missing = _label(ann, cfg)
     if label is None:
         return [], missing
@@ -73,20 +121,15 @@ def pairs_for(task: Task, ann: Annotation, cfg: TrainConfig) -> tuple[list[Pair]
     method = cfg.method
     if method in ("standard", "distill"):
         return [Pair(cfg.label_prefix + text, target, LABEL_TASK)], None
-    rationale = ann.teacher_rationale
+    rationale, why_not = usable_rationale(task, ann, cfg)
     if rationale is None:
-        return [], "no teacher rationale"
-    if method == "step_by_step":
-        return [
-            Pair(cfg.label_prefix + text, target, LABEL_TASK),
-            Pair(cfg.rationale_prefix + text, rationale.strip(), RATIONALE_TASK),
-        ], None
+        return [], why_not
     if method == "single_task":
         return [Pair(text, single_task_target(task, rationale, label), LABEL_TASK)], None
     if method == "answer_first":
         return [Pair(text, target + ANSWER_FIRST_SEP + rationale.strip(), LABEL_TASK)], None
     if method == "rationale_input":
-        return [Pair(text + RATIONALE_INPUT_SEP + rationale.strip(), target, LABEL_TASK)], None
+        return [Pair(text + RATIONALE_INPUT_SEP + rationale, target, LABEL_TASK)], None
     raise ValueError(f"unknown training method '{method}'")
 
 
@@ -94,10 +137,16 @@ def build_pairs(task: Task, annotations: list[Annotation], cfg: TrainConfig) -> 
     """Training pairs for every usable example; unusable ones are counted in `skipped`."""
     out = Formatted()
     for ann in annotations:
-        pairs, reason = pairs_for(task, ann, cfg)
-        if reason is not None:
-            out.skipped[reason] += 1
-            continue
+        if cfg.method == "step_by_step":
+            pairs, reasons = step_by_step_pairs(task, ann, cfg)
+            out.skipped.update(reasons)
+            if not pairs:
+                continue
+        else:
+            pairs, reason = pairs_for(task, ann, cfg)
+            if reason is not None:
+                out.skipped[reason] += 1
+                continue
         out.examples.append(pairs)
         out.ids.append(ann.id)
     return out

@@ -415,7 +415,7 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
         train={
             "steps": state["step"],
             "examples": len(formatted.examples),
-            "skipped": dict(formatted.skipped),
+            **formatted.counts(),  # label_examples, rationale_examples, skipped
             "examples_seen": state["examples_seen"],
             "num_processes": accelerator.num_processes,
             "examples_per_process": state["examples_per_process"],

@@ -163,3 +163,6 @@ def test_smoke_training_cell_end_to_end_on_svamp(shared_data, tiny_causal_dir, t
     run_dir = Path(saved["run_dir"])  # the finished cell keeps its results, not its weights
     assert (run_dir / "metrics.json").exists() and (run_dir / "predictions").is_dir()
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "best").exists()
+    # per-example outcomes are kept for paired comparisons (smoke: the first 8 test rows)
+    assert len(saved["test_correct"]) == saved["n_test"] == 8
+    assert sum(saved["test_correct"].values()) == round(8 * saved["test_accuracy"])

@@ -42,10 +42,11 @@ def test_accuracy_rows_group_seeds(finished_run):
     assert [(r.method, r.fraction) for r in rows] == [
         ("standard", 1.0),
         ("distill", 1.0),
-        ("step_by_step", 0.5),
-        ("step_by_step", 1.0),
+        ("step_by_step (teacher labels)", 0.5),
+        ("step_by_step (teacher labels)", 1.0),
     ]
-    seeds, mean, se, teacher = got[("step_by_step", 1.0)]
+    assert {r.student for r in rows} == {"tiny-llama"}
+    seeds, mean, se, teacher = got[("step_by_step (teacher labels)", 1.0)]
     assert seeds == {0: 7 / 8, 1: 6 / 8} and mean == pytest.approx(0.8125)
     assert se == pytest.approx(0.0625) and teacher == 0.75
 
@@ -54,18 +55,19 @@ def test_markdown_tables_match_metrics(finished_run):
     html_path = build_report([finished_run])
     assert html_path == finished_run / "report" / "report.html"
     md = (finished_run / "report" / "report.md").read_text()
-    arith = {(r[1], r[2]): r for r in _md_rows(_section(md, "Accuracy (test)"), "arith")}
-    # header: task, method, fraction, params, seeds, mean ± se, seed 0, seed 1, teacher
-    assert arith[("standard", "1")][3:] == ["1.6M", "2", "62.50 ± 12.50", "50.00", "75.00", "75.00"]
-    assert arith[("distill", "1")][5] == "62.50 ± 0.00"
-    assert arith[("step_by_step", "1")][5:] == ["81.25 ± 6.25", "87.50", "75.00", "75.00"]
-    assert arith[("step_by_step", "0.5")][5] == "50.00 ± 12.50"
+    arith = {(r[2], r[3]): r for r in _md_rows(_section(md, "Accuracy (test)"), "arith")}
+    # header: task, student, method, fraction, params, seeds, mean ± se, seed 0, seed 1, teacher
+    assert arith[("standard", "1")][4:] == ["1.6M", "2", "62.50 ± 12.50", "50.00", "75.00", "75.00"]
+    assert arith[("distill", "1")][6] == "62.50 ± 0.00"
+    sbs = "step_by_step (teacher labels)"
+    assert arith[(sbs, "1")][6:] == ["81.25 ± 6.25", "87.50", "75.00", "75.00"]
+    assert arith[(sbs, "0.5")][6] == "50.00 ± 12.50"
     # cost and speed: teacher 800 ms/example vs student 4 ms (standard) and 5 ms (step_by_step)
     teacher = _md_rows(md, "teacher")[0]
     assert teacher[3:6] == ["134.5M", "800.00", "1.2"]
     students = {r[1]: r for r in _md_rows(md, "student")}
     assert students["tiny-llama (standard)"][-1] == "200.0×"
-    assert students["tiny-llama (step_by_step)"][-1] == "160.0×"
+    assert students["tiny-llama (step_by_step (teacher labels))"][-1] == "160.0×"
     quality = _md_rows(md, "demo")[0]
     assert quality[4:] == ["50.00", "20 / 40", "3", "1", "2 (timeout: 2)"]
     for fig in ("accuracy_test", "accuracy_valid", "efficiency", "curves", "speed"):
@@ -105,15 +107,15 @@ def test_plain_training_folder_and_combining_runs(finished_run, tmp_path, traini
     path = build_report([plain])
     md = (plain / "report" / "report.md").read_text()
     assert path == plain / "report" / "report.html"
-    assert _md_rows(_section(md, "Accuracy (test)"), "arith")[0][5] == "25.00"
+    assert _md_rows(_section(md, "Accuracy (test)"), "arith")[0][6] == "25.00"
     assert "Teacher annotation" not in md and "Data efficiency" not in md
     # combining: the plain run's seed 3 joins the distill group of the sweep
     out = tmp_path / "combined"
     build_report([finished_run, plain], out=out)
     md = _section((out / "report.md").read_text(), "Accuracy (test)")
-    rows = {(r[1], r[2]): r for r in _md_rows(md, "arith")}
-    assert rows[("distill", "1")][4] == "3"  # three seeds
-    assert rows[("distill", "1")][5].startswith("50.00 ± ")
+    rows = {(r[2], r[3]): r for r in _md_rows(md, "arith")}
+    assert rows[("distill", "1")][5] == "3"  # three seeds
+    assert rows[("distill", "1")][6].startswith("50.00 ± ")
 
 
 def test_errors_name_the_file_and_field(finished_run, tmp_path):

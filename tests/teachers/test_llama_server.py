@@ -146,7 +146,10 @@ def examples(n: int) -> list[Annotation]:
     ]
 
 
-@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python[server] is not installed (make setup builds it)")
+@pytest.mark.skipif(
+    not HAVE_LLAMA,
+    reason="llama-cpp-python[server] is not installed: `make test` or `make setup-server` builds it (`make demo` does not need it)",
+)
 def test_kill_and_restart_server_resumes_without_repeats(tmp_path):
     n = 12
     shots = short_exemplars(tmp_path)

@@ -67,7 +67,7 @@ def test_unusable_rows_are_skipped_and_counted(toy_task):
     assert out.ids == ["a", "b"] and dict(out.skipped) == {"no parsed teacher label": 1}
     no_why = Annotation(id="d", fields={"text": "z"}, gold="red", teacher_label="red")
     out = build_pairs(toy_task, [no_why], TrainConfig(method="step_by_step"))
-    assert out.n_pairs == 0 and dict(out.skipped) == {"no teacher rationale": 1}
+    assert out.n_pairs == 1 and dict(out.skipped) == {"rationale task: no teacher rationale": 1}
 
 
 def test_eval_sources_and_single_task_parsing(toy_task):
