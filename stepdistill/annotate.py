@@ -164,11 +164,14 @@ def annotate(
     teacher: Teacher | LazyTeacher | None = None,
     split: str = "train",
     health: ParseHealth | None = None,
+    require_answer: bool = True,
 ) -> tuple[list[Annotation], dict[str, Any]]:
     """Annotate one split; returns the annotations (also written to out_path) and its summary.
 
     `health` judges the first answers (teachers/parse_health.py); pass one to share it between the
-    splits of a run, which then calls its finish(); by default each call judges its own split."""
+    splits of a run, which then calls its finish(); by default each call judges its own split.
+    `require_answer`: a split the teacher answered not once is an error and nothing is written (a
+    run whose earlier splits got answers passes False: its unanswered rows are counted instead)."""
     start = time.perf_counter()
     if annotate_cfg.samples > 1 and teacher_cfg.backend == "precomputed":
         raise ConfigError("annotate.samples: a precomputed teacher has one completion per example; use 1")
@@ -212,7 +215,8 @@ def annotate(
                     live.close()
     if own_health:
         health.finish()
-    _require_an_answer(results, split)
+    if require_answer:
+        _require_an_answer(results, split)
     out = [combine(task, ann, [results[k] for k in row], identity) for ann, row in zip(annotations, keys)]
     summary = _summarize(task, out, teacher_cfg, annotate_cfg, split, stats, hits)
     if annotate_cfg.gold_filter and split in annotate_cfg.gold_filter_splits:
@@ -392,6 +396,7 @@ def _annotate_splits(cfg: Any, task: Task, splits: dict[str, list[Annotation]]) 
                 teacher=teacher,
                 split=split,
                 health=health,
+                require_answer=not per_split,  # once a split got answers, failures are counted
             )
         health.finish()  # a run with fewer answers than annotate.parse_check is judged on them all
     except TeacherError:

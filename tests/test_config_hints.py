@@ -18,8 +18,8 @@ def test_config_errors_suggest_the_nearest_key_or_value(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).splitlines()[1:] == [
-        "  train.method: Input should be 'standard', 'distill', 'step_by_step', 'single_task' or "
-        "'rationale_input' (did you mean `step_by_step`?)",
+        "  train.method: Input should be 'standard', 'distill', 'step_by_step', 'single_task', "
+        "'answer_first' or 'rationale_input' (did you mean `step_by_step`?)",
         "  train.max_step: unknown key (did you mean `max_steps`?)",
         "  studnt: unknown key (did you mean `student`?)",
     ]

@@ -103,7 +103,14 @@ def test_faults_in_front_of_llama_cpp_lose_nothing_and_count_every_attempt(tmp_p
     )
     cache, out = tmp_path / "cache.sqlite", tmp_path / "train.jsonl"
     try:
-        _, summary = annotate(ArithTask(), examples(n), tcfg, AnnotateConfig(progress=False), cache, out)
+        _, summary = annotate(
+            ArithTask(),
+            examples(n),
+            tcfg,
+            AnnotateConfig(progress=False, max_parse_failure_share=1.0),
+            cache,
+            out,
+        )
     finally:
         server.kill()
         server.wait()

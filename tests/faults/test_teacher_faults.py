@@ -54,6 +54,9 @@ def _config(tmp_path: Path, server: ScriptedServer, **teacher) -> Path:
             **teacher,
         },
         "annotate": {"splits": ["train", "valid"], "progress": False},
+        # `annotate` also times the teacher on a few uncached prompts for the report; these tests
+        # count annotation requests exactly, so no timing requests are sent.
+        "sweep": {"teacher_timing_examples": 0},
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))

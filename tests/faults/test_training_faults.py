@@ -113,7 +113,8 @@ def test_empty_training_data_leaves_no_half_made_run_folder(tmp_path, tiny_causa
     cfg = write_train_config(tmp_path, tiny_causal_dir, **SHORT)
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     assert main(["train", str(cfg)]) == 2
-    assert "no usable training example (8 no parsed teacher label)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no usable training example (8 label task: no parsed teacher label" in err
     assert not (tmp_path / "runs" / "k").exists()
 
 

@@ -60,5 +60,5 @@ def test_teacher_timing_beside_the_annotations_reaches_train_runs(tmp_path):
     assert [(r["who"], r["name"], r["speedup"]) for r in rows] == [
         ("teacher", "t", None),
         ("student", "m (standard)", 4.0),
-        ("student", "m (step_by_step)", 4.0),
+        ("student", "m (step_by_step (teacher labels))", 4.0),
     ]
