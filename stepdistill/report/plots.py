@@ -19,10 +19,16 @@ _COLOURS = {
     "distill": "#1f77b4",
     "step_by_step": "#d62728",
     "single_task": "#2ca02c",
+    "answer_first": "#17becf",
     "rationale_input": "#9467bd",
 }
 # Rationale methods trained on gold labels: a darker shade of the method's colour.
-_GOLD_COLOURS = {"step_by_step": "#8c1010", "single_task": "#145a14", "rationale_input": "#4b2c6f"}
+_GOLD_COLOURS = {
+    "step_by_step": "#8c1010",
+    "single_task": "#145a14",
+    "answer_first": "#0e6f78",
+    "rationale_input": "#4b2c6f",
+}
 TEACHER_COLOUR = "#ff7f0e"
 
 

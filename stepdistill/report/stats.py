@@ -12,7 +12,7 @@ from typing import Any
 from stepdistill.report.collect import RunData, Training
 
 # Display order: baselines first, then the paper's method and its ablations; others follow by name.
-METHOD_ORDER = ("standard", "distill", "step_by_step", "single_task", "rationale_input")
+METHOD_ORDER = ("standard", "distill", "step_by_step", "single_task", "answer_first", "rationale_input")
 
 
 def base_method(variant: str) -> str:

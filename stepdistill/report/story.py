@@ -19,6 +19,7 @@ NAMES = {
     "distill": "distillation",
     "step_by_step": "step-by-step",
     "single_task": "single-task (rationale then label)",
+    "answer_first": "answer-first (label then rationale)",
     "rationale_input": "rationale-as-input",
     "teacher": "the teacher",
 }
