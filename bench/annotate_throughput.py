@@ -225,7 +225,9 @@ def client_section(args: argparse.Namespace, results: list[dict[str, float]]) ->
     tail = (
         "Bare client: asyncio + httpx, a semaphore, nothing else. stepdistill: `annotate()` end to end "
         "(prompts, SQLite cache commit per answer, parsing, JSONL). Client overhead: the extra wall time "
-        "per request of stepdistill over the bare client on the same requests."
+        "per request of stepdistill over the bare client on the same requests. When both clients stay "
+        "far below the scripted server's capacity, the shared CPU (both clients and the server on the "
+        "same cores) is what limits them, not the server."
     )
     title = "## Annotation client where the server is not the bottleneck"
     return "\n\n".join([title, head, command, "\n".join(lines), tail])
