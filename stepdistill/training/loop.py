@@ -184,18 +184,18 @@ def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, 
         scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
         loss = selection.valid_loss(student, task, valid, cfg)  # breaks ties in accuracy
         result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"], "valid_loss": loss}
+    # train.patience counts evaluations in a row without a strictly better accuracy (a tie won on
+    # validation loss changes best/, not the count); best_valid_accuracy is the best so far.
+    acc, best_acc = result["valid_accuracy"], state["best_valid_accuracy"]
+    if acc is not None:
+        improved = best_acc is None or acc > best_acc
+        state["evals_since_best"] = 0 if improved else state.get("evals_since_best", 0) + 1
     if selection.is_better(result, state):
         state.update(
             best_step=state["step"],
             best_valid_accuracy=result["valid_accuracy"],
             best_valid_loss=result.get("valid_loss"),
         )
-    # train.patience: evaluations in a row without a strictly better validation accuracy
-    acc = result["valid_accuracy"]
-    if acc is not None:
-        improved = state.get("patience_best") is None or acc > state["patience_best"]
-        state["evals_since_best"] = 0 if improved else state.get("evals_since_best", 0) + 1
-        state["patience_best"] = acc if improved else state["patience_best"]
     return result
 
 
@@ -275,10 +275,9 @@ def fit(
     main, world = accelerator.is_main_process, accelerator.num_processes
     dist.check_launch(cfg, accelerator)
     last = _check_run_dir(run_dir, resume)
-    accelerator.wait_for_everyone()  # every process has looked at the folder before it changes
     if last is not None:  # refuses a changed config unless the change cannot alter the result
         check_resume(run_dir / "config.yaml", cfg.model_dump(mode="json"), allow_config_change, write=main)
-    accelerator.wait_for_everyone()
+    accelerator.wait_for_everyone()  # every process has read the folder before the main one writes
     if main:
         save_config(cfg, run_dir / "config.yaml")
     rank = accelerator.process_index

@@ -13,41 +13,33 @@ import torch
 
 from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
-from stepdistill.training.batching import collate_step, encode_examples
+from stepdistill.training.batching import collate, encode_examples, step_counts
 from stepdistill.training.formatting import build_pairs
-from stepdistill.training.step import compute_loss
+from stepdistill.training.step import Objective, run_pass, step_weights
 
 
 @torch.no_grad()
 def valid_loss(student: Any, task: Task, valid: list[Annotation], cfg: Any) -> float | None:
-    """The training loss on the valid rows the method can use; None when there are none."""
+    """The training loss on the valid rows the method can use; None when there are none. The whole
+    split is weighed as one step (step_weights with the split's counts), so batching does not change it."""
     tc = cfg.train
     formatted = build_pairs(task, valid, tc)
     if not formatted.examples:
         return None
     encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
-    base = student.base
-    was_training = base.training
-    base.eval()
-    device = next(base.parameters()).device
-    sums = {"label": 0.0, "rationale": 0.0}
-    counts = {"label": 0, "rationale": 0}
-    size = cfg.eval.batch_size
-    for start in range(0, len(encoded), size):
-        step = collate_step(
-            encoded[start : start + size], student.tokenizer.pad_token_id, student.kind, split=False
+    weights = step_weights(tc.method, tc.alpha, step_counts(encoded))
+    objective = Objective(student.model, student.kind, tc.method, tc.alpha)
+    was_training = objective.training
+    objective.eval()
+    device = next(objective.parameters()).device
+    total = 0.0
+    for start in range(0, len(encoded), cfg.eval.batch_size):
+        batch = collate(
+            encoded[start : start + cfg.eval.batch_size], student.tokenizer.pad_token_id, student.kind
         )
-        parts = compute_loss(base, step.passes[0].to(device), student.kind, tc)
-        sums["label"] += float(parts.label) * parts.n_label_tokens
-        sums["rationale"] += float(parts.rationale) * parts.n_rationale_tokens
-        counts["label"] += parts.n_label_tokens
-        counts["rationale"] += parts.n_rationale_tokens
-    base.train(was_training)
-    if tc.method == "step_by_step":
-        label = sums["label"] / max(1, counts["label"])
-        rationale = sums["rationale"] / max(1, counts["rationale"])
-        return tc.alpha * label + (1.0 - tc.alpha) * rationale
-    return (sums["label"] + sums["rationale"]) / max(1, counts["label"] + counts["rationale"])
+        total += float(run_pass(objective, batch.to(device), weights).total)
+    objective.train(was_training)
+    return total
 
 
 def is_better(result: dict[str, Any], state: dict[str, Any]) -> bool:
