@@ -42,6 +42,7 @@ from stepdistill.training.device import (
 from stepdistill.training.formatting import (
     ANSWER_FIRST_SEP,
     eval_source,
+    label_source,
     rationale_source,
     split_answer_first,
     split_single_task,
@@ -244,13 +245,6 @@ def evaluate_splits(
     return results, latency
 
 
-def label_source(train_cfg: TrainConfig) -> str:
-    """Where the trained labels came from: standard always learns gold, distill the teacher's."""
-    if train_cfg.method in ("standard", "distill"):
-        return "gold" if train_cfg.method == "standard" else "teacher"
-    return train_cfg.label_source
-
-
 def base_metrics(cfg: Config, student: Student) -> dict[str, Any]:
     """The identity part of metrics.json."""
     return {
@@ -258,7 +252,7 @@ def base_metrics(cfg: Config, student: Student) -> dict[str, Any]:
         "task": cfg.task.name,
         "task_title": cfg.task.title or cfg.task.name,
         "method": cfg.train.method,
-        "label_source": label_source(cfg.train),
+        "label_source": label_source(cfg.train.method, cfg.train.label_source),
         "alpha": cfg.train.alpha,
         "seed": cfg.train.seed,
         "train_fraction": cfg.data.train_fraction,

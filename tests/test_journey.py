@@ -155,8 +155,11 @@ def test_annotate_train_evaluate_predict_report_on_one_config(journey, capsys):
 
 
 def test_label_source_follows_the_method():
-    from stepdistill.evaluate import label_source
     from stepdistill.training.config import TrainConfig
+    from stepdistill.training.formatting import label_source as source_of
+
+    def label_source(tc: TrainConfig) -> str:  # metrics.json's label_source for this training config
+        return source_of(tc.method, tc.label_source)
 
     assert [label_source(TrainConfig(method=m)) for m in ("standard", "distill", "step_by_step")] == [
         "gold",

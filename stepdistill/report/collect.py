@@ -23,10 +23,10 @@ import yaml
 
 from stepdistill.data.io import iter_jsonl
 from stepdistill.errors import DataError
+from stepdistill.training.formatting import FIXED_LABELS, label_source
 
 TIMING_FILE = "teacher_timing.json"
 # Methods whose labels are fixed by what they are.
-FIXED_LABELS = {"standard": "gold", "distill": "teacher"}
 
 
 @dataclass
@@ -47,9 +47,7 @@ class Training:
     @property
     def label_source(self) -> str:
         """Where the label task's labels came from (standard: gold, distill: teacher by definition)."""
-        if self.method in FIXED_LABELS:
-            return FIXED_LABELS[self.method]
-        return str(self.metrics.get("label_source") or "teacher")
+        return label_source(self.method, str(self.metrics.get("label_source") or "teacher"))
 
     @property
     def gold_filter(self) -> bool:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stepdistill.report.collect import FIXED_LABELS, Training
+from stepdistill.report.collect import Training
 from stepdistill.report.paired import Interval, discordant, mcnemar_exact, paired_bootstrap, verdict
 from stepdistill.report.stats import MeanSE, mean_se, method_key
+from stepdistill.training.formatting import FIXED_LABELS
 
 TEACHER = "teacher"
 SETTING = {"gold": "gold labels", "teacher": "teacher labels"}

@@ -69,9 +69,18 @@ class Formatted:
         }
 
 
+# standard always learns the gold labels and distill the teacher's, whatever train.label_source says
+FIXED_LABELS = {"standard": "gold", "distill": "teacher"}
+
+
+def label_source(method: str, configured: str) -> str:
+    """Which labels a method trains on: "gold" or "teacher" (`configured` is train.label_source)."""
+    return FIXED_LABELS.get(method, configured)
+
+
 def _label(ann: Annotation, cfg: TrainConfig) -> tuple[str | None, str]:
     """The label the student is trained on, and the skip reason when it is missing."""
-    if cfg.method == "standard" or (cfg.method != "distill" and cfg.label_source == "gold"):
+    if label_source(cfg.method, cfg.label_source) == "gold":
         return ann.gold, "no gold label"
     return ann.teacher_label, "no parsed teacher label"
 
