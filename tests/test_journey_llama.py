@@ -29,7 +29,8 @@ from test_llama_server import HAVE_LLAMA, free_port, start_llama  # noqa: E402
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not HAVE_LLAMA, reason="llama-cpp-python[server] is not installed (make setup builds it)"
+        not HAVE_LLAMA,
+        reason="llama-cpp-python[server] is not installed: `make test` or `make setup-server` builds it",
     ),
 ]
 

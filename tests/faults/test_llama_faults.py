@@ -23,7 +23,8 @@ from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not HAVE_LLAMA, reason="llama-cpp-python[server] is not installed (make setup builds it)"
+        not HAVE_LLAMA,
+        reason="llama-cpp-python[server] is not installed: `make test` or `make setup-server` builds it",
     ),
 ]
 
