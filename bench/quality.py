@@ -89,6 +89,11 @@ def load_spec(name_or_path: str) -> dict[str, Any]:
             f"quality config {path} does not exist (have: {sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))})"
         )
     spec = yaml.safe_load(path.read_text()) or {}
+    if "settings" in spec:  # the tasks are those of the settings
+        for i, setting in enumerate(spec["settings"]):
+            if not isinstance(setting, dict) or "task" not in setting:
+                raise ConfigError(f"{path}: settings[{i}] must be a mapping with a 'task' key")
+        spec["tasks"] = list(dict.fromkeys(s["task"] for s in spec["settings"]))
     for key in ("tasks", "methods", "seeds", "train"):
         if key not in spec:
             raise ConfigError(f"{path}: missing key '{key}'")
@@ -106,6 +111,11 @@ def grid(spec: dict[str, Any]) -> list[Cell]:
     """All cells: every method x seed at fraction 1, the data-efficiency fractions for the chosen
     methods, and one floor cell per task (no training, so no seeds)."""
     cells: list[Cell] = []
+    if "settings" in spec:  # explicit (task, fraction) pairs: every method and seed on each
+        for setting in spec["settings"]:
+            task, fraction = setting["task"], float(setting.get("fraction", 1.0))
+            cells += [Cell(task, m, int(s), fraction) for m in spec["methods"] for s in spec["seeds"]]
+        return cells
     eff = spec.get("data_efficiency", {})
     for task in spec["tasks"]:
         if spec.get("floor", True):
@@ -298,10 +308,12 @@ def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
     from stepdistill.config import config_from_dict
 
     train = {k: v for k, v in spec["train"].items()}
+    train.update(spec.get("task_train", {}).get(cell.task, {}))  # per-task budgets and lengths
     train.update(spec["methods"][cell.method])
     train["seed"] = cell.seed
     data = {"train": str(data_dir / "train.jsonl"), "test": str(data_dir / "test.jsonl")}
     data.update(valid_fraction=0.1, split_seed=0, train_fraction=cell.fraction)
+    data.update(spec.get("task_data", {}).get(cell.task, {}))  # e.g. a smaller validation split
     if smoke:  # prove the wiring in minutes: few steps, few rows
         train.update(max_steps=4, eval_every=4, batch_size=2)
         data["max_examples"] = 8
@@ -330,6 +342,9 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
     rows = [
         json.loads(line) for line in (Path(run_dir) / "predictions" / "test.jsonl").read_text().splitlines()
     ]
+    log = [json.loads(line) for line in (Path(run_dir) / "train_log.jsonl").read_text().splitlines()]
+    curve_keys = ("step", "examples_seen", "train_flops", "valid_accuracy", "valid_correct")
+    curve = [{k: r.get(k) for k in curve_keys} for r in log if "valid_accuracy" in r]
     # A finished cell needs no resume state; its weights (~0.5 GB for SmolLM2, 3.5 GB with the two
     # checkpoints) stay only with `keep_best: true`, so a 40-cell grid does not fill the disk.
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
@@ -341,6 +356,11 @@ def run_training_cell(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: b
         "best_step": metrics.get("best_step"),
         "train_wall_s": metrics["train"]["wall_s"],
         "steps": metrics["train"]["steps"],
+        "stopped_early": metrics["train"].get("stopped_early"),
+        "train_flops": metrics["train"].get("train_flops"),
+        "examples_seen": metrics["train"].get("examples_seen"),
+        # validation accuracy, with per-row outcomes, at every evaluation: the learning curve
+        "curve": curve,
         "run_dir": str(run_dir),
         "n_test": len(rows),
         # per-example outcomes, so methods can be compared on the same test rows (bench/compare.py)

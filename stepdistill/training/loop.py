@@ -181,9 +181,11 @@ def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, 
     if not valid:
         result = {"valid_accuracy": None, "valid_n": 0}
     else:
-        scores = score(task, predict_labels(student, task, valid, cfg.train, cfg.eval))
+        predictions = predict_labels(student, task, valid, cfg.train, cfg.eval)
+        scores = score(task, predictions)
         loss = selection.valid_loss(student, task, valid, cfg)  # breaks ties in accuracy
-        result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"], "valid_loss": loss}
+        result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"], "valid_loss": loss,
+                  "valid_correct": selection.outcome_bits(predictions)}  # fmt: skip
     # train.patience counts evaluations in a row without a strictly better accuracy (a tie won on
     # validation loss changes best/, not the count); best_valid_accuracy is the best so far.
     acc, best_acc = result["valid_accuracy"], state["best_valid_accuracy"]

@@ -53,3 +53,11 @@ def is_better(result: dict[str, Any], state: dict[str, Any]) -> bool:
         return True
     loss, best_loss = result.get("valid_loss"), state.get("best_valid_loss")
     return acc == best and loss is not None and best_loss is not None and loss < best_loss
+
+
+def outcome_bits(predictions: list[dict[str, Any]]) -> str:
+    """Per-row correctness of one validation pass as a string, in the split's (fixed) row order:
+    "1" right, "0" wrong, "-" unscored. Logged with every evaluation, so two runs on the same split
+    can be compared row by row at any step (paired intervals at matched compute)."""
+    marks = {True: "1", False: "0", None: "-"}
+    return "".join(marks[None if p.get("correct") is None else bool(p["correct"])] for p in predictions)

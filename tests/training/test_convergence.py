@@ -68,3 +68,21 @@ def test_alpha_schedule_mixes_each_logged_step(tmp_path, make_config, make_split
             alpha * r["label_loss"] + (1 - alpha) * r["rationale_loss"], rel=1e-5
         )
     assert alpha_at(cfg.train, 4, 5) == pytest.approx(1.0)
+
+
+def test_each_evaluation_logs_per_row_validation_outcomes(
+    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task
+):
+    cfg = make_config(tmp_path, tiny_causal_dir, method="standard", max_steps=2, eval_every=1, log_every=1)
+    run = fit(cfg, toy_task, make_splits())
+    valid = [r for r in _rows(run) if "valid_accuracy" in r]
+    assert [r["step"] for r in valid] == [1, 2]
+    for r in valid:  # one mark per validation row; the marks add up to the logged accuracy
+        bits = r["valid_correct"]
+        assert len(bits) == r["valid_n"] and set(bits) <= {"0", "1"}
+        assert bits.count("1") / len(bits) == pytest.approx(r["valid_accuracy"])
+    # the best evaluation's marks are those of the valid predictions written at the end (best/ model)
+    best = json.loads((run / "metrics.json").read_text())["best_step"]
+    lines = (run / "predictions" / "valid.jsonl").read_text().splitlines()
+    final = "".join("1" if json.loads(line)["correct"] else "0" for line in lines)
+    assert next(r for r in valid if r["step"] == best)["valid_correct"] == final
