@@ -5,11 +5,22 @@ with `from_pretrained(directory, gguf_file=GGUF_NAME)` (weights dequantised to f
 student of the quality benchmarks, the local teacher of the demo and the tokenizer of the tests.
 The package is located without importing it (its __init__ imports an unrelated tool).
 `resolve_model` turns a config's model name into what `from_pretrained` takes.
+
+Reading a GGUF is slow: transformers parses its metadata in Python once for the config, once for
+the tokenizer and once for the weights (~20-60 s on 2 CPU cores, every time a run loads it). So the
+first use converts the file once into a plain transformers folder (float32 safetensors, the same
+dequantised values, ~540 MB) under the cache folder, and every later load reads that folder in about
+a second. The cache is `$STEPDISTILL_CACHE`, else `$XDG_CACHE_HOME/stepdistill`, else
+`~/.cache/stepdistill`; a folder is written under a temporary name and renamed when complete, so a
+crash or two processes converting at once never leave a half-written model.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 from stepdistill.errors import StepDistillError
@@ -35,12 +46,67 @@ def smollm2_gguf() -> Path:
     return path
 
 
+def cache_dir() -> Path:
+    """Where converted models are kept (see the module docstring)."""
+    if os.environ.get("STEPDISTILL_CACHE"):
+        return Path(os.environ["STEPDISTILL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stepdistill"
+
+
+def converted_dir(gguf: Path) -> Path:
+    """The folder a GGUF file converts to: named by the file and its size, so a different file
+    (another release of the package) converts anew."""
+    return cache_dir() / f"{gguf.stem}-{gguf.stat().st_size}"
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Write `gguf` as a plain transformers causal-LM folder at `out` (float32 safetensors, config,
+    generation config, tokenizer); a no-op when `out` is already complete."""
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized although its weights are dequantised
+    # floats; the plain model rebuilt from its config, with the same weights, saves and trains.
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)  # safetensors; config.json is what marks a folder complete
+    tok.save_pretrained(tmp)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process finished first: its folder is the same model
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").is_file():
+            raise
+    return out
+
+
+def smollm2_converted() -> Path:
+    """The embedded model as a plain transformers folder, converted on first use."""
+    gguf = smollm2_gguf()
+    return convert_gguf(gguf, converted_dir(gguf))
+
+
 def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     """(folder or hub id, GGUF file name) to load `model` from.
 
-    "embedded:smollm2" is the shipped GGUF (`gguf_file`, when given, names another file in its
-    folder); any other name passes through unchanged.
+    "embedded:smollm2" is the shipped model, read from its converted folder (no GGUF file); with
+    `gguf_file` it is that GGUF file in the package's folder, read as GGUF. Any other name passes
+    through unchanged.
     """
     if model == EMBEDDED_SMOLLM2:
-        return str(smollm2_dir()), gguf_file or GGUF_NAME
+        if gguf_file:
+            return str(smollm2_dir()), gguf_file
+        return str(smollm2_converted()), None
     return model, gguf_file

@@ -67,6 +67,9 @@ class TrainConfig(BaseModel):
     eval_growth: float = Field(1.5, gt=1)
     # Stop after this many evaluations in a row without a better validation accuracy (None: never).
     patience: int | None = Field(None, ge=1)
+    # What counts as progress for patience: a better validation accuracy, or (accuracy_or_loss) also a
+    # new lowest validation loss, so that a student still learning below the accuracy floor goes on.
+    patience_metric: Literal["accuracy", "accuracy_or_loss"] = "accuracy"
     # Extra checkpoints between evaluations (each evaluation saves one).
     save_every: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept (plus the best one)

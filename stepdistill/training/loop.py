@@ -186,12 +186,13 @@ def _select(student: Student, task: Task, splits, cfg: Config, state: dict[str, 
         loss = selection.valid_loss(student, task, valid, cfg)  # breaks ties in accuracy
         result = {"valid_accuracy": scores["accuracy"], "valid_n": scores["n"], "valid_loss": loss,
                   "valid_correct": selection.outcome_bits(predictions)}  # fmt: skip
-    # train.patience counts evaluations in a row without a strictly better accuracy (a tie won on
-    # validation loss changes best/, not the count); best_valid_accuracy is the best so far.
-    acc, best_acc = result["valid_accuracy"], state["best_valid_accuracy"]
-    if acc is not None:
-        improved = best_acc is None or acc > best_acc
+    # train.patience counts evaluations in a row without an improvement (selection.improved; a tie
+    # won on validation loss changes best/, not the count); best_valid_accuracy is the best so far.
+    if result["valid_accuracy"] is not None:
+        improved = selection.improved(result, state, cfg.train.patience_metric)
         state["evals_since_best"] = 0 if improved else state.get("evals_since_best", 0) + 1
+        if result.get("valid_loss") is not None:
+            state["min_valid_loss"] = min(result["valid_loss"], state.get("min_valid_loss") or float("inf"))
     if selection.is_better(result, state):
         state.update(
             best_step=state["step"],

@@ -55,6 +55,21 @@ def is_better(result: dict[str, Any], state: dict[str, Any]) -> bool:
     return acc == best and loss is not None and best_loss is not None and loss < best_loss
 
 
+def improved(result: dict[str, Any], state: dict[str, Any], metric: str = "accuracy") -> bool:
+    """Whether an evaluation counts as progress for train.patience (read before `state` is updated).
+
+    accuracy: a strictly better validation accuracy than the best so far. accuracy_or_loss: that,
+    or a validation loss below every earlier one: a student whose accuracy is still flat near zero
+    while its loss keeps falling (a hard task early in training) is still learning."""
+    acc, best = result.get("valid_accuracy"), state.get("best_valid_accuracy")
+    if acc is not None and (best is None or acc > best):
+        return True
+    if metric != "accuracy_or_loss":
+        return False
+    loss, lowest = result.get("valid_loss"), state.get("min_valid_loss")
+    return loss is not None and (lowest is None or loss < lowest)
+
+
 def outcome_bits(predictions: list[dict[str, Any]]) -> str:
     """Per-row correctness of one validation pass as a string, in the split's (fixed) row order:
     "1" right, "0" wrong, "-" unscored. Logged with every evaluation, so two runs on the same split
