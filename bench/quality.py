@@ -470,7 +470,14 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(path)
     teacher = {t: teacher_accuracy(t, data_dirs[t]) for t in spec["tasks"]}
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(spec, results, teacher, command.strip())
+    if "settings" in spec:  # a study grid: learning curves and matched-compute comparisons
+        from study_report import study_figure, study_markdown
+
+        figure = None if args.smoke else study_figure(spec, results, ROOT / "docs" / f"{spec['name']}-curves.png")
+        rel = str(figure.relative_to(ROOT)) if figure else None
+        text = study_markdown(spec, results, teacher, command.strip(), rel)
+    else:
+        text = markdown(spec, results, teacher, command.strip())
     print(text)
     if not args.smoke:  # smoke numbers only prove the wiring; they never reach BENCHMARKS.md
         from benchmarks_md import write_section

@@ -1,0 +1,74 @@
+"""Learning curves compared at matched training compute: pure functions, values in and out.
+
+A curve is one training's evaluations, in order: dicts with `step`, `examples_seen`, `train_flops`
+(useful training FLOPs so far, training/flops.py), `valid_accuracy` and `valid_correct` (per-row
+marks of the validation split, "1"/"0"/"-", training/selection.outcome_bits). Every method of a
+study is validated on the same rows, so two curves can be compared row by row.
+
+"At matched compute" means: each training's last evaluation at or below a FLOP budget; the budget is
+the largest one every compared training reached (the smallest of their final `train_flops`). A
+step-by-step step costs about twice a label-only step, so at matched compute it has seen about half
+the examples. With several seeds, each row's correctness is averaged over seeds before the paired
+bootstrap (report/paired.py), as for the test-set comparisons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from stepdistill.report.paired import Interval, paired_bootstrap
+
+Curve = Sequence[dict[str, Any]]
+
+
+def point_at(curve: Curve, budget: float) -> dict[str, Any] | None:
+    """The last evaluation with train_flops <= budget (None when the first one came later)."""
+    best = None
+    for point in curve:
+        flops = point.get("train_flops")
+        if flops is not None and flops <= budget:
+            best = point
+    return best
+
+
+def matched_budget(curves: Sequence[Curve]) -> float | None:
+    """The largest FLOP budget every curve reached: the smallest final train_flops."""
+    finals = [c[-1].get("train_flops") for c in curves if c]
+    if not finals or len(finals) < len(curves) or any(f is None for f in finals):
+        return None
+    return float(min(finals))
+
+
+def _row_means(points: Sequence[dict[str, Any]]) -> list[float] | None:
+    """Per-row correctness averaged over seeds; None when a row is unscored or lengths differ."""
+    marks = [p.get("valid_correct") for p in points]
+    if not marks or any(not m for m in marks) or len({len(m) for m in marks}) != 1:
+        return None
+    if any("-" in m for m in marks):
+        return None
+    return [sum(m[i] == "1" for m in marks) / len(marks) for i in range(len(marks[0]))]
+
+
+def compare_at_budget(a: Sequence[Curve], b: Sequence[Curve], budget: float) -> dict[str, Any] | None:
+    """Method A's curves (one per seed) against B's at `budget` FLOPs: the points used, both
+    seed-averaged validation accuracies and the paired interval of A - B. None when some seed has
+    no evaluation within the budget or the per-row marks are missing."""
+    pa = [point_at(c, budget) for c in a]
+    pb = [point_at(c, budget) for c in b]
+    if any(p is None for p in pa + pb):
+        return None
+    ra, rb = _row_means(pa), _row_means(pb)
+    if ra is None or rb is None or len(ra) != len(rb):
+        return None
+    ci: Interval = paired_bootstrap(ra, rb)
+    return {
+        "budget": budget,
+        "a": sum(ra) / len(ra),
+        "b": sum(rb) / len(rb),
+        "ci": ci,
+        "a_steps": [p["step"] for p in pa],
+        "b_steps": [p["step"] for p in pb],
+        "a_examples": [p.get("examples_seen") for p in pa],
+        "b_examples": [p.get("examples_seen") for p in pb],
+    }

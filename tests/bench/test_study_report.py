@@ -1,0 +1,63 @@
+"""The study grid: (task, fraction) settings, and its report (convergence and matched-compute
+comparisons with paired intervals, the learning-curve figure) from a results file."""
+
+from __future__ import annotations
+
+from quality import cell_config, grid, load_spec
+from study_report import study_figure, study_markdown
+
+from stepdistill.report.paired import paired_bootstrap
+
+
+def _cell(method, seed, bits_by_step, flops_per_step, test):
+    curve = [
+        {"step": s, "examples_seen": 8 * s, "train_flops": flops_per_step * s,
+         "valid_accuracy": b.count("1") / len(b), "valid_correct": b}
+        for s, b in bits_by_step
+    ]  # fmt: skip
+    return {
+        "task": "svamp", "method": method, "seed": seed, "fraction": 1.0, "cell_wall_s": 60.0,
+        "test_accuracy": sum(test.values()) / len(test), "test_correct": test, "n_test": len(test),
+        "steps": curve[-1]["step"], "best_step": curve[-1]["step"], "stopped_early": True,
+        "train_flops": curve[-1]["train_flops"], "curve": curve,
+    }  # fmt: skip
+
+
+def test_study_config_crosses_settings_with_methods_and_seeds():
+    spec = load_spec("study")
+    cells = grid(spec)
+    assert spec["tasks"] == ["svamp", "cqa"]
+    assert len(cells) == 3 * len(spec["methods"]) * len(spec["seeds"])
+    assert {(c.task, c.fraction) for c in cells} == {("svamp", 1.0), ("cqa", 0.125), ("cqa", 0.25)}
+
+
+def test_study_cells_take_the_task_overrides(tmp_path):
+    spec = load_spec("study")
+    cqa = next(c for c in grid(spec) if c.task == "cqa" and c.method == "sbs_ramp")
+    cfg = cell_config(spec, cqa, tmp_path, smoke=False)
+    assert cfg.train.max_steps == 480 and cfg.data.valid_fraction == 0.03 and cfg.data.train_fraction == 0.125
+    assert (cfg.train.alpha_schedule, cfg.train.patience_metric) == ("linear", "accuracy_or_loss")
+    assert cfg.student.keep_layers == [0, 4, 8, 12, 16, 20, 24, 29]
+
+
+def test_report_compares_at_convergence_and_at_matched_compute(tmp_path):
+    spec = {
+        "name": "s", "settings": [{"task": "svamp", "fraction": 1.0}], "seeds": [0],
+        "methods": {"standard": {}, "sbs_gold": {}},
+        "train": {"batch_size": 8, "lr": 1e-4, "eval_every": 10, "max_steps": 40},
+    }  # fmt: skip
+    test_a = {f"t{i}": int(i < 3) for i in range(4)}  # 75% on test
+    test_b = {f"t{i}": int(i == 0) for i in range(4)}  # 25%
+    results = {"cells": {
+        "a": _cell("sbs_gold", 0, [(10, "0000"), (20, "1110")], 2.0e15, test_a),  # 40 PFLOPs at the end
+        "b": _cell("standard", 0, [(10, "1000"), (20, "1000"), (40, "1001")], 1.0e15, test_b),
+    }}  # fmt: skip
+    text = study_markdown(spec, results, {"svamp": 74.0}, "cmd", None)
+    assert "| step-by-step, gold labels + PaLM rationales | 75.0 (1 seed) | 20 (20) | yes | 40.00 | 1 |" in text
+    # at convergence, paired over the 4 test rows; at the common 40 PFLOPs: sbs at step 20, standard at 40
+    conv = paired_bootstrap([1, 1, 1, 0], [1, 0, 0, 0])
+    matched = paired_bootstrap([1, 1, 1, 0], [1, 0, 0, 1])
+    assert f"{100 * conv.diff:+.1f} [{100 * conv.lo:+.1f}, {100 * conv.hi:+.1f}]" in text
+    assert f"40.00: 75.0 vs 50.0, {100 * matched.diff:+.1f} [{100 * matched.lo:+.1f}, {100 * matched.hi:+.1f}] (20 / 40)" in text
+    png = study_figure(spec, results, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
