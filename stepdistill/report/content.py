@@ -18,6 +18,7 @@ from stepdistill.report.stats import (
     sample_examples,
     speed_rows,
     splits_present,
+    teacher_accuracy,
 )
 
 
@@ -293,15 +294,17 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
                         "the same examples; compare the gap with the error bars.",
                     )
                 )
-    figures["curves"] = plots.curves_figure(trainings)
+    figures["curves"] = plots.curves_figure(trainings, teacher_accuracy(trainings, "valid"))
     if figures["curves"]:
         sections.append(
             Section(
                 "Training curves",
-                "Label loss, rationale loss and validation accuracy.",
+                "Label loss, rationale loss and validation accuracy against step, and validation "
+                "accuracy against the training compute each method spent (dashed: the teacher).",
                 figure="curves",
                 caption="Read: validation accuracy should level off before the last step; if it is "
-                "still rising, the students were stopped early.",
+                "still rising, the students were stopped early. In the last panel, the higher line "
+                "at the same compute is the better use of it.",
             )
         )
     speed = _speed_section(runs)

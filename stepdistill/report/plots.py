@@ -96,22 +96,29 @@ def accuracy_figure(rows: list[AccuracyRow], split: str) -> bytes | None:
     return _png(fig)
 
 
-def curves_figure(trainings: list[Training]) -> bytes | None:
-    """Label loss, rationale loss and validation accuracy against step, one line per training."""
+def curves_figure(trainings: list[Training], teacher_valid: float | None = None) -> bytes | None:
+    """Label loss, rationale loss and validation accuracy against step, one line per training, and
+    validation accuracy against training FLOPs (the compute each method spent; a step-by-step step
+    costs about two label-only steps) with the teacher's validation accuracy dashed."""
     if not any(t.train_rows or t.eval_rows for t in trainings):
         return None
-    fig = Figure(figsize=(11, 3.2))
+    fig = Figure(figsize=(14, 3.2))
     panels = [
         ("label_loss", "label loss"),
         ("rationale_loss", "rationale loss"),
         ("valid_accuracy", "valid acc (%)"),
+        ("valid_accuracy", "valid acc (%) against compute"),
     ]
-    axes = [fig.add_subplot(1, 3, i) for i in (1, 2, 3)]
+    axes = [fig.add_subplot(1, 4, i) for i in (1, 2, 3, 4)]
+    by_flops = axes[3]
     labelled: set[str] = set()
     for t in sorted(trainings, key=lambda t: (method_key(t.variant), t.student, t.fraction, t.seed)):
         for ax, (key, _) in zip(axes, panels):
             rows = t.eval_rows if key == "valid_accuracy" else t.train_rows
-            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and r.get("step") is not None]
+            x = "train_flops" if ax is by_flops else "step"
+            pts = [(r[x], r[key]) for r in rows if r.get(key) is not None and r.get(x) is not None]
+            if ax is by_flops:
+                pts = [(f / 1e12, v) for f, v in pts]  # TFLOPs
             if not pts or (key == "rationale_loss" and not any(p[1] for p in pts)):
                 continue  # methods without rationale rows log a rationale loss of exactly 0
             scale = 100.0 if key == "valid_accuracy" else 1.0
@@ -127,9 +134,12 @@ def curves_figure(trainings: list[Training]) -> bytes | None:
                 marker="." if key == "valid_accuracy" else None,
                 label=label,
             )
+    if teacher_valid is not None:
+        for ax in axes[2:]:
+            ax.axhline(100 * teacher_valid, color="black", ls="--", lw=1, label="teacher")
     for ax, (_, title) in zip(axes, panels):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
+        ax.set_xlabel("training TFLOPs" if ax is by_flops else "step")
     if labelled:
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes[1:]:  # methods without a label loss still have curves elsewhere
