@@ -42,9 +42,11 @@ def stacks(base: Any, kind: str) -> list[torch.nn.Module]:
 class Compiled:
     """Compiled forwards of a student's stacks, switched on within `active()`."""
 
-    def __init__(self, base: Any, kind: str, backend: str | Callable = "inductor"):
+    backend: str | Callable = "inductor"  # torch.compile's code generator (its default)
+
+    def __init__(self, base: Any, kind: str):
         self.modules = stacks(base, kind)
-        self.forwards = [torch.compile(m.forward, backend=backend) for m in self.modules]
+        self.forwards = [torch.compile(m.forward, backend=self.backend) for m in self.modules]
         self.enabled = True
 
     @contextmanager
@@ -78,8 +80,9 @@ class CompileReport:
 
 
 def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+    """One line: the error's type and the start of its message (dynamo puts the cause on line 2)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {' '.join(lines[:2])}"[:300]
 
 
 def warm_up(compiled: Compiled, run: Callable[[], None], timeout_s: float) -> CompileReport:
