@@ -89,3 +89,19 @@ def test_active_compiles_only_inside_the_context(tiny_causal_dir, monkeypatch):
     with compiled.active():
         assert vars(decoder)["forward"] is compiled.forwards[0]
     assert "forward" not in vars(decoder)  # evaluation and generation run the plain module
+
+
+def test_seq2seq_student_compiles_both_stacks(
+    tmp_path, make_config, make_splits, tiny_seq2seq_dir, toy_task, monkeypatch
+):
+    # aot_eager traces forward and backward as inductor does, without generating code: quick.
+    monkeypatch.setattr(Compiled, "backend", "aot_eager")
+    splits = make_splits(4)
+    eager = fit(make_config(tmp_path / "eager", tiny_seq2seq_dir, **TRAIN), toy_task, splits)
+    compiled = fit(
+        make_config(tmp_path / "compiled", tiny_seq2seq_dir, compile=True, **TRAIN), toy_task, splits
+    )
+    assert _train_metrics(compiled)["compiled"] is True
+    for ra, rb in zip(_losses(eager), _losses(compiled), strict=True):
+        if "loss" in ra:
+            assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5)
