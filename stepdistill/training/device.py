@@ -7,6 +7,10 @@ hanging (torchrun already stops the remaining ranks within seconds when one dies
 bound when nothing else notices, e.g. a lost node).
 
 The helpers below work with or without a process group, so evaluation code calls them freely.
+
+The optimizer is AdamW, fused (one kernel for all parameters) on CUDA and torch's default
+implementation on CPU; a checkpoint restored on another device type switches to that device's
+implementation (`make_adamw`).
 """
 
 from __future__ import annotations
@@ -97,3 +101,28 @@ def device_of(accelerator_device: Any = None) -> torch.device:
 
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def adamw_options(device: torch.device) -> dict[str, Any]:
+    """Implementation flags of AdamW on `device`: fused on CUDA (one kernel for every parameter
+    instead of several per tensor list), torch's default elsewhere."""
+    return {"fused": True} if torch.device(device).type == "cuda" else {"fused": None, "foreach": None}
+
+
+def make_adamw(param_groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the implementation `adamw_options` picks for `device`.
+
+    torch's `load_state_dict` copies the saved groups' `fused`/`foreach` flags over the current
+    ones; a pre-hook rewrites them first, so a checkpoint written on CPU resumes fused on CUDA (and
+    the reverse), with the step counters placed where each implementation keeps them."""
+    options = adamw_options(device)
+    optimizer = torch.optim.AdamW(param_groups, lr=lr, **options)
+
+    def keep_implementation(_optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        groups = [
+            {**group, "fused": None, "foreach": None, **options} for group in state_dict["param_groups"]
+        ]
+        return {**state_dict, "param_groups": groups}
+
+    optimizer.register_load_state_dict_pre_hook(keep_implementation)
+    return optimizer

@@ -19,6 +19,12 @@ them (and pads its own with zero-weight passes to the longest), the loss is norm
 of the whole step, and gradients are all-reduced once per optimizer step. Only the main process
 writes files, between barriers. Without dropout, 1 and N processes give the same weights up to
 float summation order.
+
+Speed without changing results: the next steps are collated on a background thread while the current
+one trains (train.prefetch_steps; pinned memory and asynchronous copies on CUDA, training/prefetch.py),
+loss sums stay on the device until a log row is written, processes compare stop flags only every few
+steps (`stop_vote_due`), AdamW is fused on CUDA (training/device.py), and train.compile runs the
+student's stacks under torch.compile (training/compile.py).
 """
 
 from __future__ import annotations
@@ -51,11 +57,13 @@ from stepdistill.training.batching import (
     plan_epoch,
     shard_step,
 )
+from stepdistill.training.compile import Compiled, warm_up
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.device import device_of, gather_objects, make_accelerator
+from stepdistill.training.device import device_of, gather_objects, make_accelerator, make_adamw
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
+from stepdistill.training.prefetch import Prefetcher, pin, to_device
 from stepdistill.training.resume_check import check_resume
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
@@ -101,10 +109,12 @@ class StepStream:
 
     def _ids(self, step: int) -> list[int]:
         epoch, index = divmod(step, self.per_epoch)
-        if self._plan is None or self._plan[0] != epoch:
+        plan = self._plan  # one read: another thread may replace the cached epoch meanwhile
+        if plan is None or plan[0] != epoch:
             tc = self.tc
-            self._plan = (epoch, plan_epoch(self.lengths, self.step_size, tc.seed, epoch, tc.group_by_length))
-        return self._plan[1][index]
+            plan = (epoch, plan_epoch(self.lengths, self.step_size, tc.seed, epoch, tc.group_by_length))
+            self._plan = plan
+        return plan[1][index]
 
     def rows(self, step: int) -> list[tuple[int, int]]:
         """(source tokens, target tokens) of every row of step `step` on all processes (FLOP accounting)."""
@@ -241,21 +251,64 @@ def _train_step(accelerator, objective, plan: RankStep, tc: TrainConfig, step: i
         last = i == len(passes) - 1
         with nullcontext() if last else accelerator.no_sync(objective):
             with accelerator.autocast():
-                out = run_pass(objective, batch.to(accelerator.device), weights if real else NO_WEIGHT)
+                out = run_pass(
+                    objective, to_device(batch, accelerator.device), weights if real else NO_WEIGHT
+                )
             accelerator.backward(out.total)
         if real:
             sums += torch.stack([out.sums[key].float() for key in keys])
     return sums
 
 
-def _stop_requested(accelerator) -> bool:
+# Steps between comparisons of the stop flags of several processes at most: the all-reduce makes
+# the host wait for the device, so it is not done every step; a stop then waits at most this long.
+STOP_VOTE_EVERY = 10
+
+
+def stop_vote_due(done: int, tc: TrainConfig, total_steps: int, eval_at: set[int]) -> bool:
+    """Whether the processes compare stop flags after optimizer step `done`: at every log, evaluation
+    and save boundary, every STOP_VOTE_EVERY steps and after the last step. Every process derives it
+    from the same numbers, so all of them take part in the same votes."""
+    return (
+        done % tc.log_every == 0
+        or done % STOP_VOTE_EVERY == 0
+        or done in eval_at
+        or (tc.save_every is not None and done % tc.save_every == 0)
+        or done == total_steps
+    )
+
+
+def _stop_requested(accelerator, vote: bool = True) -> bool:
     """Whether any process received SIGTERM/SIGINT: all of them stop at the same step boundary (a
-    process that stopped alone would leave the others waiting in a collective)."""
+    process that stopped alone would leave the others waiting in a collective). One process reads
+    its flag after every step; several compare theirs only where `vote` (see stop_vote_due)."""
     flag = preempt.requested()
     if accelerator.num_processes == 1:
         return flag
+    if not vote:
+        return False
     votes = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(votes, reduction="sum").item() > 0)
+
+
+def _compile(accelerator, objective, stream: StepStream, tc: TrainConfig, state: dict[str, Any],
+             total_steps: int, keys: list[str]) -> Compiled | None:  # fmt: skip
+    """train.compile: compile the student's stacks on the first step of this launch (training/compile.py);
+    the stacks to run inside training steps, or None when compilation failed or overran its limit."""
+    inner = accelerator.unwrap_model(objective)  # no DDP hooks: the warm-up synchronises nothing
+    compiled = Compiled(inner.base, inner.kind)
+    step = state["step"]
+    inner.train()  # the mode is part of what is compiled: the same as the steps'
+
+    def run() -> None:
+        _train_step(accelerator, inner, stream[step], tc, step, keys, alpha_at(tc, step, total_steps))
+
+    report = warm_up(compiled, run, tc.compile_timeout_s)
+    for param in inner.parameters():  # the warm-up's gradients are not part of the step
+        param.grad = None
+    state.update(compile_s=state.get("compile_s", 0.0) + report.seconds, compiled=report.compiled,
+                 compile_fallback=report.fallback)  # fmt: skip
+    return compiled if report.compiled else None
 
 
 def fit(
@@ -289,7 +342,7 @@ def fit(
     kd_term = make_kd(student, accelerator.device) if make_kd is not None else None
     objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term)
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
-    optimizer = torch.optim.AdamW(_param_groups(objective, tc.weight_decay), lr=tc.lr)
+    optimizer = make_adamw(_param_groups(objective, tc.weight_decay), tc.lr, accelerator.device)
     scheduler = _scheduler(optimizer, tc, total_steps)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     keys = Objective.sum_keys(accelerator.unwrap_model(objective))
@@ -321,70 +374,83 @@ def fit(
                 )
 
     bar = tqdm(total=total_steps, initial=state["step"], desc=cfg.name, disable=None if main else True)
+    compiled, state["compiled"], state["compile_fallback"] = None, False, None  # this launch's
+    if tc.compile and state["step"] < total_steps:  # before the clock starts: not part of wall_s
+        compiled = _compile(accelerator, objective, stream, tc, state, total_steps, keys)
     window, clock = Window(), time.perf_counter() - state["elapsed_s"]
     mine = 0  # examples this process trained on in this launch
     eval_at = set(eval_steps(tc, total_steps))  # every eval_every steps, or geometric
-    for step in range(state["step"], total_steps):
-        objective.train()
+    pinned = accelerator.device.type == "cuda"  # page-locked batches: asynchronous copies to the GPU
+
+    def collate(step: int) -> tuple[RankStep, int]:  # runs on the prefetch thread
         plan = stream[step]
-        mine += plan.n_examples
-        alpha = alpha_at(tc, step, total_steps)
-        window.add(_train_step(accelerator, objective, plan, tc, step, keys, alpha), plan, alpha)
-        state["train_flops"] = state.get("train_flops", 0) + flop_model.train_flops(stream.rows(step))
-        if tc.max_grad_norm:
-            accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
-        optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        state.update(step=done, elapsed_s=time.perf_counter() - clock)
-        bar.update(1)
-        is_eval = done in eval_at
-        stop = _stop_requested(accelerator)  # SIGTERM/SIGINT: checkpoint at this step boundary, then exit
-        is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
-        if done % tc.log_every == 0 or is_save:
-            # Checkpoints always end a log window, so a resumed run logs the same rows.
-            terms, tokens = window.reduce(accelerator, keys, tc, kd_term)
-            state["tokens_seen"] += tokens
-            state["examples_seen"] += window.examples
-            log(window.row(terms, tokens, done, done / stream.per_epoch, lr, state["elapsed_s"]))
-            if kd_term is not None and "kd_loss" in terms:
-                w = kd_term.cfg.weight
-                kd_term.monitor.observe(
-                    {"ce_weighted": (1 - w) * terms["kd_ce_loss"], "kd_weighted": w * terms["kd_loss"]}
+        return (pin(plan) if pinned else plan), flop_model.train_flops(stream.rows(step))
+
+    steps = range(state["step"], total_steps)
+    with Prefetcher(collate, steps, tc.prefetch_steps) as ahead:
+        for step in steps:
+            objective.train()
+            plan, step_flops = ahead.get(step)
+            mine += plan.n_examples
+            alpha = alpha_at(tc, step, total_steps)
+            with compiled.active() if compiled is not None else nullcontext():
+                window.add(_train_step(accelerator, objective, plan, tc, step, keys, alpha), plan, alpha)
+            state["train_flops"] = state.get("train_flops", 0) + step_flops
+            if tc.max_grad_norm:
+                accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
+            optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            state.update(step=done, elapsed_s=time.perf_counter() - clock)
+            bar.update(1)
+            is_eval = done in eval_at
+            # SIGTERM/SIGINT: checkpoint at this step boundary, then exit
+            stop = _stop_requested(accelerator, stop_vote_due(done, tc, total_steps, eval_at))
+            is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
+            if done % tc.log_every == 0 or is_save:
+                # Checkpoints always end a log window, so a resumed run logs the same rows.
+                terms, tokens = window.reduce(accelerator, keys, tc, kd_term)
+                state["tokens_seen"] += tokens
+                state["examples_seen"] += window.examples
+                log(window.row(terms, tokens, done, done / stream.per_epoch, lr, state["elapsed_s"]))
+                if kd_term is not None and "kd_loss" in terms:
+                    w = kd_term.cfg.weight
+                    kd_term.monitor.observe(
+                        {"ce_weighted": (1 - w) * terms["kd_ce_loss"], "kd_weighted": w * terms["kd_loss"]}
+                    )
+                bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
+                window = Window()
+            curve = {"examples_seen": state["examples_seen"], "train_flops": state["train_flops"]}
+            if is_eval and not fsdp:
+                log({"step": done, **_select(student, task, splits, cfg, state), **curve})
+            if is_save:
+                with integrity.disk_full_is_an_error(
+                    f"checkpoint step-{done}", run_dir / "checkpoints" / f".tmp-step-{done}"
+                ):
+                    dist.save(
+                        accelerator, run_dir, student, objective, optimizer, scheduler, state,
+                        is_eval and not fsdp, tc,
+                    )  # fmt: skip
+            if is_eval and fsdp:
+                # Sharded weights cannot generate: validate the checkpoint just written, as a plain model.
+                saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
+                saved.model.to(accelerator.device)
+                log({"step": done, **_select(saved, task, splits, cfg, state), **curve})
+                dist.record_best(accelerator, run_dir, state, tc)
+            if stop:
+                raise preempt.Preempted(
+                    f"{preempt.signal_name() or 'stop signal'}: stopped at step {done} of {total_steps} with a "
+                    "checkpoint; continue with `stepdistill train CONFIG --resume` (re-running `stepdistill run` "
+                    "resumes it too)"
                 )
-            bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
-            window = Window()
-        curve = {"examples_seen": state["examples_seen"], "train_flops": state["train_flops"]}
-        if is_eval and not fsdp:
-            log({"step": done, **_select(student, task, splits, cfg, state), **curve})
-        if is_save:
-            with integrity.disk_full_is_an_error(
-                f"checkpoint step-{done}", run_dir / "checkpoints" / f".tmp-step-{done}"
-            ):
-                dist.save(
-                    accelerator, run_dir, student, objective, optimizer, scheduler, state,
-                    is_eval and not fsdp, tc,
-                )  # fmt: skip
-        if is_eval and fsdp:
-            # Sharded weights cannot generate: validate the checkpoint just written, as a plain model.
-            saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
-            saved.model.to(accelerator.device)
-            log({"step": done, **_select(saved, task, splits, cfg, state), **curve})
-            dist.record_best(accelerator, run_dir, state, tc)
-        if stop:
-            raise preempt.Preempted(
-                f"{preempt.signal_name() or 'stop signal'}: stopped at step {done} of {total_steps} with a "
-                "checkpoint; continue with `stepdistill train CONFIG --resume` (re-running `stepdistill run` "
-                "resumes it too)"
-            )
-        if is_eval and patience_exhausted(tc, state.get("evals_since_best", 0)):
-            state["stopped_early"] = True
-            if main:
-                print(f"[train] {cfg.name}: no better validation accuracy in {tc.patience} evaluations; "
-                      f"stopping at step {done} of {total_steps}", flush=True)  # fmt: skip
-            break
+            if is_eval and patience_exhausted(tc, state.get("evals_since_best", 0)):
+                state["stopped_early"] = True
+                if main:
+                    print(f"[train] {cfg.name}: no better validation accuracy in {tc.patience} evaluations; "
+                          f"stopping at step {done} of {total_steps}", flush=True)  # fmt: skip
+                break
     bar.close()
     if writer is not None:
         writer.close()
@@ -423,6 +489,11 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
             "examples_per_process": state["examples_per_process"],
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
+            # train.compile: seconds of the compile warm-up (all launches), excluded from wall_s;
+            # compiled: whether this launch trained compiled; compile_fallback: why not, if it asked.
+            "compile_s": state.get("compile_s", 0.0),
+            "compiled": state.get("compiled", False),
+            "compile_fallback": state.get("compile_fallback"),
             "train_flops": state.get("train_flops"),  # training/flops.py: useful FLOPs, no padding
             "stopped_early": state.get("stopped_early", False),  # train.patience ended it
         },

@@ -1,7 +1,8 @@
 """Preemption: SIGTERM (spot instances, SLURM, `docker stop`) and Ctrl-C stop training cleanly.
 
 While `on_signals()` is active the first SIGTERM or SIGINT only sets a flag. The training loop reads
-`requested()` after each optimizer step, writes a checkpoint at that step boundary and raises
+`requested()` after each optimizer step (several processes compare their flags every few steps,
+loop.stop_vote_due, so that all stop at the same one), writes a checkpoint at that step boundary and raises
 `Preempted`; the command then exits with code 75 (EX_TEMPFAIL: try again later) and
 `stepdistill train CONFIG --resume` continues exactly where it stopped. A second signal while the
 checkpoint is being written restores the default behaviour, so pressing Ctrl-C twice still stops a

@@ -1,0 +1,121 @@
+"""Collating ahead: exactly the batches of the plain path, in order, and the same training run."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import torch
+
+from stepdistill.data.io import iter_jsonl
+from stepdistill.training.batching import Batch, Encoded, RankStep
+from stepdistill.training.config import TrainConfig
+from stepdistill.training.loop import StepStream, fit
+from stepdistill.training.prefetch import Prefetcher, pin, to_device
+
+TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
+
+
+def _encoded(n: int) -> list[list[Encoded]]:
+    """n examples of a label row and a rationale row of varied lengths (token ids need no tokenizer)."""
+    return [
+        [
+            Encoded(list(range(3, 6 + i % 5)), [7] * (1 + i % 2) + [2], 0, f"ex-{i}\tlabel"),
+            Encoded(list(range(3, 6 + i % 5)), [9] * (4 + i % 7) + [2], 1, f"ex-{i}\trationale"),
+        ]
+        for i in range(n)
+    ]
+
+
+def _same_batch(a: Batch, b: Batch) -> bool:
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if not (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y):
+            return False
+    return True
+
+
+def _same_step(a: RankStep, b: RankStep) -> bool:
+    if (a.counts, a.n_examples, a.n_tokens) != (b.counts, b.n_examples, b.n_tokens):
+        return False
+    flat_a = [(batch, real) for passes in a.micro for batch, real in passes]
+    flat_b = [(batch, real) for passes in b.micro for batch, real in passes]
+    return len(flat_a) == len(flat_b) and all(
+        ra == rb and _same_batch(ba, bb) for (ba, ra), (bb, rb) in zip(flat_a, flat_b)
+    )
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+@pytest.mark.parametrize(("rank", "world"), [(0, 1), (1, 2)])
+def test_prefetched_steps_are_the_plain_steps_in_order(depth, rank, world):
+    tc = TrainConfig(batch_size=4, grad_accum=2, seed=3, max_tokens_per_pass=30)
+    plain = StepStream(_encoded(11), tc, 0, "causal", rank, world)
+    ahead_stream = StepStream(_encoded(11), tc, 0, "causal", rank, world)
+    steps = range(1, 3 * plain.per_epoch + 1)  # three epochs, starting mid-run as a resume does
+    with Prefetcher(lambda s: ahead_stream[s], steps, depth) as ahead:
+        got = [ahead.get(s) for s in steps]
+    assert all(_same_step(g, plain[s]) for g, s in zip(got, steps))
+
+
+def test_steps_must_be_asked_for_in_order():
+    with Prefetcher(lambda s: s * 10, range(5), depth=2) as ahead:
+        assert ahead.get(0) == 0
+        with pytest.raises(RuntimeError, match="step 2 asked for, step 1 collated"):
+            ahead.get(2)
+
+
+def test_a_collation_error_is_raised_on_the_training_thread():
+    def collate(step: int) -> int:
+        if step == 2:
+            raise ValueError("row 2 has no target")
+        return step
+
+    with Prefetcher(collate, range(5), depth=2) as ahead:
+        assert [ahead.get(0), ahead.get(1)] == [0, 1]
+        with pytest.raises(ValueError, match="row 2 has no target"):
+            ahead.get(2)
+
+
+def test_leaving_early_stops_the_background_thread():
+    with Prefetcher(lambda s: s, range(1000), depth=2) as ahead:
+        assert ahead.get(0) == 0
+        thread = ahead._thread
+        assert thread is not None and thread.is_alive()
+    assert not thread.is_alive()
+    assert "stepdistill-prefetch" not in [t.name for t in threading.enumerate()]
+
+
+def test_to_device_keeps_every_field():
+    tc = TrainConfig(batch_size=4)
+    plan = StepStream(_encoded(4), tc, 0, "seq2seq")[0]
+    batch = plan.micro[0][0][0]
+    moved = to_device(batch, torch.device("cpu"))
+    assert _same_batch(moved, batch) and moved.keys == batch.keys
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_pinned_steps_equal_the_plain_ones():
+    tc = TrainConfig(batch_size=4, grad_accum=2)
+    plan = StepStream(_encoded(8), tc, 0, "causal")[0]
+    pinned = pin(plan)
+    assert _same_step(pinned, plan)
+    assert all(b.input_ids.is_pinned() for passes in pinned.micro for b, _ in passes)
+
+
+def test_fit_with_prefetch_equals_fit_without(tmp_path, make_config, make_splits, tiny_causal_dir, toy_task):
+    # Dropout on, accumulation and a token budget (several passes per step), two epochs.
+    train = dict(max_steps=4, eval_every=4, log_every=1, grad_accum=2, lr=5e-3, max_tokens_per_pass=40)
+    splits = make_splits(6)
+    runs = []
+    for depth in (0, 3):
+        cfg = make_config(tmp_path / str(depth), tiny_causal_dir, prefetch_steps=depth, **train)
+        cfg.student.config_overrides = {"attention_dropout": 0.2}
+        runs.append(fit(cfg, toy_task, splits))
+
+    def log(run):
+        return [
+            {k: v for k, v in r.items() if k not in TIMING} for _, r in iter_jsonl(run / "train_log.jsonl")
+        ]
+
+    assert log(runs[0]) == log(runs[1]) and len(log(runs[0])) == 5
