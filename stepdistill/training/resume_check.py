@@ -25,6 +25,8 @@ SAFE_TO_CHANGE = frozenset(
         "train.log_every",
         "train.save_every",
         "train.keep_checkpoints",
+        "train.prefetch_steps",
+        "train.compile_timeout_s",
         "annotate.progress",
         "annotate.allow_incomplete",
         "teacher.concurrency",
