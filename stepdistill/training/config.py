@@ -80,6 +80,9 @@ class TrainConfig(BaseModel):
     # Seconds a process waits in a collective for the others before it fails (process-group timeout):
     # the bound on a hang when a rank dies and the launcher does not stop the others first.
     dist_timeout_s: float = Field(600.0, gt=0)
+    # Target rows per chunk of the fused lm_head + cross-entropy (+ token-level KD): the [targets,
+    # vocab] logits never exist at once (training/chunked_ce.py). 0 or None: full target logits.
+    loss_chunk_tokens: int | None = Field(1024, ge=0)
 
 
 class EvalConfig(BaseModel):

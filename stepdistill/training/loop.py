@@ -284,7 +284,7 @@ def fit(
     student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last, rank, world)
     student.model.to(accelerator.device)
     kd_term = make_kd(student, accelerator.device) if make_kd is not None else None
-    objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term)
+    objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term, tc.loss_chunk_tokens)
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
     optimizer = torch.optim.AdamW(_param_groups(objective, tc.weight_decay), lr=tc.lr)
     scheduler = _scheduler(optimizer, tc, total_steps)
