@@ -83,6 +83,12 @@ class TrainConfig(BaseModel):
     # Target rows per chunk of the fused lm_head + cross-entropy (+ token-level KD): the [targets,
     # vocab] logits never exist at once (training/chunked_ce.py). 0 or None: full target logits.
     loss_chunk_tokens: int | None = Field(1024, ge=0)
+    # Causal students: pack each pass's rows into token buffers (position_ids restart per row,
+    # attention confined to each row) instead of padding them (training/packing.py). Seq2seq
+    # students and runs with a kd: section stay padded.
+    packing: bool = False
+    # Tokens per packing buffer (a row longer than this gets a buffer of its own length).
+    pack_tokens: int = Field(2048, ge=1)
 
 
 class EvalConfig(BaseModel):

@@ -117,6 +117,7 @@ class StepStream:
         return shard_step(
             micro, self.rank, self.world, self.pad_id, self.kind, self.tc.max_tokens_per_pass,
             split=not self.one_pass,
+            pack_tokens=self.tc.pack_tokens if self.tc.packing and not self.one_pass else None,
         )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ from stepdistill.training.batching import IGNORE, Batch, Step, StepCounts, step_
 from stepdistill.training.chunked_ce import chunked_target_loss, plain_target_loss
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
+from stepdistill.training.packing import Packed
 
 
 @dataclass
@@ -129,7 +130,21 @@ def _chunkable_head(model) -> torch.nn.Linear | None:
     return head if type(head) is torch.nn.Linear else None
 
 
+def _packed_targets(model, batch: Batch) -> TargetHidden:
+    # No attention mask and no cache: transformers then confines attention to each row from the
+    # restarting position_ids (flash-attention: from the precomputed cu_seq_lens); see packing.py.
+    p = batch.packed
+    kwargs = p.attention_kwargs(model)
+    hidden = model.get_decoder()(
+        input_ids=batch.input_ids, position_ids=p.position_ids, use_cache=False, **kwargs
+    )[0]
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, p.target_index)  # [n_targets, hidden]
+    return TargetHidden(hidden, p.target_ids, p.target_rows, p.target_positions, p.target_tasks)
+
+
 def _causal_targets(model, batch: Batch) -> TargetHidden:
+    if batch.packed is not None:
+        return _packed_targets(model, batch)
     hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
     # Position t predicts token t+1: shift labels left against the hidden states.
     labels = batch.labels[:, 1:]  # [rows, seq-1]
@@ -205,8 +220,9 @@ class Objective(torch.nn.Module):
         weights: Weights,
         keys: list[str] | None = None,
         keep_logits: bool = False,
+        packed: Packed | None = None,
     ) -> PassLoss:
-        batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys)
+        batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys, packed)
         at = target_hidden(self.base, batch, self.kind)
         is_label = at.task_ids == LABEL_TASK
         unit = {"label": weights.label, "rationale": weights.rationale}
@@ -316,6 +332,7 @@ def run_pass(objective: Objective, batch: Batch, weights: Weights, keep_logits: 
         weights=weights,
         keys=batch.keys,
         keep_logits=keep_logits,
+        packed=batch.packed,
     )
 
 
