@@ -112,7 +112,9 @@ class Batch:
 
     input_ids: torch.Tensor  # [rows, src_len] (causal: [rows, seq_len]; packed: [buffers, width])
     attention_mask: torch.Tensor  # same shape; 1 on real tokens
-    labels: torch.Tensor  # [rows, tgt_len] (causal: [rows, seq_len]); IGNORE where no loss
+    labels: (
+        torch.Tensor
+    )  # [rows, tgt_len] (causal: [rows, seq_len]; packed: [buffers, width]); IGNORE where no loss
     task_ids: torch.Tensor  # [rows]; 0 label row, 1 rationale row
     n_examples: int
     kind: str  # "causal" or "seq2seq"

@@ -18,7 +18,9 @@ Memory and speed: lm_head runs only on the hidden states of target tokens, never
 `loss_chunk_tokens` (train.loss_chunk_tokens) the projection, the cross-entropy and the token-level
 KD term run `loss_chunk_tokens` target rows at a time (training/chunked_ce.py), so not even the
 [n_targets, vocab] logits exist; the plain path (full target logits) is used when it is 0/None, when
-the logits are asked for (keep_logits) or when the output layer is not a plain nn.Linear.
+the logits are asked for (keep_logits) or when the output layer is not a plain nn.Linear. A packed
+pass of a causal student (train.packing, training/packing.py) gathers the hidden states at target
+indices computed at collation: no `nonzero` or boolean indexing on the device in its forward.
 """
 
 from __future__ import annotations

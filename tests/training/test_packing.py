@@ -3,6 +3,8 @@ padded pass of the same rows (one pass, a sharded step, a whole fit)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -46,6 +48,15 @@ def test_pack_layout_positions_and_target_indices():
     assert p.cu_seq_lens.tolist() == [0, 4, 8, 12, 16] and p.max_length == 4
     flat = ids.flatten()
     assert (flat[p.target_index + 1] == p.target_ids).all()
+
+
+def test_flash_attention_gets_the_precomputed_sequence_lengths():
+    _, _, _, p = pack([[11, 12], [21]], [[2], [22, 2]], [0, 1], pad_id=0, capacity=8)
+    flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    kwargs = p.attention_kwargs(flash)
+    assert kwargs["cu_seq_lens_q"].tolist() == kwargs["cu_seq_lens_k"].tolist() == [0, 3, 6]
+    assert kwargs["max_length_q"] == kwargs["max_length_k"] == 3
+    assert p.attention_kwargs(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))) == {}
 
 
 def _rows(student, tc, toy_task, toy_annotations):
