@@ -188,6 +188,33 @@ def sparse_kd_per_token(
 
 
 @dataclass
+class TokenKD:
+    """Teacher targets per target token (row i belongs to target i) and the divergence to use.
+
+    Dense: `teacher_logits` [n, vocab]. Sparse: `ids`, `logprobs` [n, K] (id -1 = padding); a token
+    without teacher entries must carry at least one placeholder entry and `valid` False, so that its
+    term is finite; its weight is zero."""
+
+    loss: str
+    temperature: float
+    beta: float
+    mode: str  # sparse targets: "rest" or "renormalize"
+    valid: torch.Tensor  # [n] bool: the token has teacher targets
+    teacher_logits: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None
+
+    def per_token(self, logits: torch.Tensor, rows: slice) -> torch.Tensor:
+        """KD of each token in `rows`; logits [c, vocab] float32 -> [c]."""
+        if self.teacher_logits is not None:
+            teacher = self.teacher_logits[rows]
+            return dense_kd_per_token(logits, teacher, self.loss, self.temperature, self.beta)
+        return sparse_kd_per_token(
+            logits, self.ids[rows], self.logprobs[rows], self.loss, self.temperature, self.beta, self.mode
+        )
+
+
+@dataclass
 class KDMonitor:
     """Remembers term magnitudes and warns once when the weighted KD term is negligible next to CE.
 

@@ -23,11 +23,10 @@ import torch
 from stepdistill.embedded import resolve_model
 from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.config import KDConfig
-from stepdistill.kd.losses import KDMonitor, dense_kd_loss, sparse_kd_loss
+from stepdistill.kd.losses import KDMonitor, TokenKD, dense_kd_loss, sparse_kd_loss
 from stepdistill.kd.topk import TopKFile, read_topk
 from stepdistill.kd.whitebox import load_teacher, teacher_target_logits
 from stepdistill.training.batching import IGNORE
-from stepdistill.training.chunked_ce import TokenKD
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
 
 TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}

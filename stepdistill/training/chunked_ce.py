@@ -28,45 +28,25 @@ and the path used when the output layer is not a plain nn.Linear, e.g. a peft-wr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from stepdistill.kd.losses import dense_kd_per_token, sparse_kd_per_token
-
 Tweak = Callable[[torch.Tensor], torch.Tensor]  # float32 logits -> float32 logits (bias, soft cap)
 
 
-@dataclass
-class TokenKD:
-    """Teacher targets per target token (row i belongs to target i) and the divergence to use.
+class TokenTargets(Protocol):
+    """Teacher targets per target token (stepdistill.kd.losses.TokenKD): `valid` [n] bool, and
+    `per_token(logits [c, vocab] float32, rows: slice) -> [c]`, the KD of the tokens in `rows`."""
 
-    Dense: `teacher_logits` [n, vocab]. Sparse: `ids`, `logprobs` [n, K] (id -1 = padding); a token
-    without teacher entries must carry at least one placeholder entry and `valid` False, so that its
-    term is finite; its weight is zero."""
+    valid: torch.Tensor
 
-    loss: str
-    temperature: float
-    beta: float
-    mode: str  # sparse targets: "rest" or "renormalize"
-    valid: torch.Tensor  # [n] bool: the token has teacher targets
-    teacher_logits: torch.Tensor | None = None
-    ids: torch.Tensor | None = None
-    logprobs: torch.Tensor | None = None
-
-    def per_token(self, logits: torch.Tensor, rows: slice) -> torch.Tensor:
-        """KD of each token in `rows`; logits [c, vocab] float32 -> [c]."""
-        if self.teacher_logits is not None:
-            teacher = self.teacher_logits[rows]
-            return dense_kd_per_token(logits, teacher, self.loss, self.temperature, self.beta)
-        return sparse_kd_per_token(
-            logits, self.ids[rows], self.logprobs[rows], self.loss, self.temperature, self.beta, self.mode
-        )
+    def per_token(self, logits: torch.Tensor, rows: slice) -> torch.Tensor: ...
 
 
 def _token_terms(
-    logits: torch.Tensor, targets: torch.Tensor, kd: TokenKD | None, rows: slice
+    logits: torch.Tensor, targets: torch.Tensor, kd: TokenTargets | None, rows: slice
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE, KD) per token of float32 logits [c, vocab]; KD is zeros without a kd term."""
     ce = F.cross_entropy(logits, targets, reduction="none")
@@ -78,7 +58,7 @@ def plain_target_loss(
     targets: torch.Tensor,
     ce_weight: torch.Tensor,
     kd_weight: torch.Tensor,
-    kd: TokenKD | None = None,
+    kd: TokenTargets | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, CE [n], KD [n]) on full logits [n, vocab]; CE and KD are detached."""
     ce, kdv = _token_terms(logits.float(), targets, kd, slice(None))
@@ -143,7 +123,7 @@ def chunked_target_loss(
     targets: torch.Tensor,
     ce_weight: torch.Tensor,
     kd_weight: torch.Tensor,
-    kd: TokenKD | None = None,
+    kd: TokenTargets | None = None,
     tweak: Tweak | None = None,
     chunk: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

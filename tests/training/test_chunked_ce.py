@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from stepdistill.kd.config import KDConfig
+from stepdistill.kd.losses import TokenKD
 from stepdistill.kd.term import KDTerm
 from stepdistill.kd.topk import target_key
 from stepdistill.kd.whitebox import precompute_topk
 from stepdistill.training.batching import StepCounts, collate, encode_examples
-from stepdistill.training.chunked_ce import TokenKD, chunked_target_loss, plain_target_loss
+from stepdistill.training.chunked_ce import chunked_target_loss, plain_target_loss
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import Pair
 from stepdistill.training.models import load_student
