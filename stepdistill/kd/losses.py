@@ -98,10 +98,21 @@ def dense_kd_loss(
             f"student logits {tuple(student_logits.shape)} != teacher {tuple(teacher_logits.shape)}"
         )
     student_logits, teacher_logits = _select(mask, student_logits, teacher_logits)
+    return _mean(dense_kd_per_token(student_logits, teacher_logits, loss, temperature, beta))
+
+
+def dense_kd_per_token(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """KD per token against dense teacher logits: student/teacher [N, V] -> [N] float32."""
     logq = F.log_softmax(student_logits.float() / temperature, dim=-1)
     # The teacher is a fixed target: never let gradients reach it.
     logp = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    return _mean(divergence(logp, logq, loss, beta) * temperature**2)
+    return divergence(logp, logq, loss, beta) * temperature**2
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -155,11 +166,52 @@ def sparse_kd_loss(
     student_logits, ids, logprobs = _select(mask, student_logits, ids, logprobs)
     if not bool((ids >= 0).any(-1).all()):
         raise ValueError("a target token has no teacher entries (all top-k ids are padding)")
+    return _mean(sparse_kd_per_token(student_logits, ids, logprobs, loss, temperature, beta, mode))
+
+
+def sparse_kd_per_token(
+    student_logits: torch.Tensor,
+    ids: torch.Tensor,
+    logprobs: torch.Tensor,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    mode: str = "rest",
+) -> torch.Tensor:
+    """KD per token against sparse top-k targets: logits [N, V], ids/logprobs [N, K] -> [N] float32.
+    Every token needs at least one teacher entry (id >= 0)."""
     logp, logq = sparse_buckets(student_logits, ids, logprobs, mode)
     if temperature != 1.0:
         logp = F.log_softmax(logp / temperature, dim=-1)
         logq = F.log_softmax(logq / temperature, dim=-1)
-    return _mean(divergence(logp, logq, loss, beta) * temperature**2)
+    return divergence(logp, logq, loss, beta) * temperature**2
+
+
+@dataclass
+class TokenKD:
+    """Teacher targets per target token (row i belongs to target i) and the divergence to use.
+
+    Dense: `teacher_logits` [n, vocab]. Sparse: `ids`, `logprobs` [n, K] (id -1 = padding); a token
+    without teacher entries must carry at least one placeholder entry and `valid` False, so that its
+    term is finite; its weight is zero."""
+
+    loss: str
+    temperature: float
+    beta: float
+    mode: str  # sparse targets: "rest" or "renormalize"
+    valid: torch.Tensor  # [n] bool: the token has teacher targets
+    teacher_logits: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None
+
+    def per_token(self, logits: torch.Tensor, rows: slice) -> torch.Tensor:
+        """KD of each token in `rows`; logits [c, vocab] float32 -> [c]."""
+        if self.teacher_logits is not None:
+            teacher = self.teacher_logits[rows]
+            return dense_kd_per_token(logits, teacher, self.loss, self.temperature, self.beta)
+        return sparse_kd_per_token(
+            logits, self.ids[rows], self.logprobs[rows], self.loss, self.temperature, self.beta, self.mode
+        )
 
 
 @dataclass

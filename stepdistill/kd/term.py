@@ -23,7 +23,7 @@ import torch
 from stepdistill.embedded import resolve_model
 from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.config import KDConfig
-from stepdistill.kd.losses import KDMonitor, dense_kd_loss, sparse_kd_loss
+from stepdistill.kd.losses import KDMonitor, TokenKD, dense_kd_loss, sparse_kd_loss
 from stepdistill.kd.topk import TopKFile, read_topk
 from stepdistill.kd.whitebox import load_teacher, teacher_target_logits
 from stepdistill.training.batching import IGNORE
@@ -221,16 +221,31 @@ class KDTerm:
             valid = sparse[2].to(at.task_ids.device)
         return {t: (m, (valid & (at.task_ids == TASK_IDS[t])).sum()) for t, m in means.items()}
 
-    def task_sums(self, model: Any, batch: Any, at: Any) -> tuple[dict[str, torch.Tensor], bool]:
-        """The KD term summed over each KD task's units in this batch (the trainer normalises it by
-        the step's counts), and whether the label task's units are rows (label distributions)
-        rather than tokens. Units without teacher targets add nothing."""
-        sums = {t: mean * count for t, (mean, count) in self._token_kd(batch, at).items()}
-        per_row = self.soft_labels is not None and "label" in self.cfg.tasks
-        if per_row:
-            mean, count = self.soft_labels.loss_and_count(model, batch)
-            sums["label"] = mean * count
-        return sums, per_row
+    def token_targets(self, batch: Any, at: Any) -> TokenKD | None:
+        """The teacher's targets for every target token of `batch` (row-major like `at`, whose
+        `task_ids` say which tokens are which), or None when no KD task is token-level. A token without
+        stored targets has `valid` False and a placeholder entry (its term is finite, its weight 0)."""
+        if not self.token_tasks:
+            return None
+        c = self.cfg
+        if self.teacher is not None:
+            t_logits = teacher_target_logits(
+                self.teacher, batch.input_ids, batch.attention_mask, batch.labels, self.teacher_kind
+            )
+            valid = torch.ones_like(at.task_ids, dtype=torch.bool)
+            return TokenKD(c.loss, c.temperature, c.jsd_beta, c.sparse_mode, valid, teacher_logits=t_logits)
+        if batch.keys is None:
+            raise ValueError("kd.source 'topk_file' needs batches encoded with example ids (keys)")
+        ids, lps, valid = (
+            t.to(at.task_ids.device)
+            for t in sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
+        )
+        # Placeholder for tokens without targets: one entry (id 0, probability 1).
+        ids = torch.where(valid[:, None], ids, torch.full_like(ids, -1))
+        ids[:, 0] = torch.where(valid, ids[:, 0], torch.zeros_like(ids[:, 0]))
+        lps = torch.where(valid[:, None], lps, torch.full_like(lps, float("-inf")))
+        lps[:, 0] = torch.where(valid, lps[:, 0], torch.zeros_like(lps[:, 0]))
+        return TokenKD(c.loss, c.temperature, c.jsd_beta, c.sparse_mode, valid, ids=ids, logprobs=lps)
 
     def __call__(
         self,

@@ -9,6 +9,9 @@ many padded tokens, so that peak activation memory does not grow with the ration
 Causal students see `source + SEP + target + eos` with loss only on the target tokens; seq2seq
 students read `source` in the encoder and learn `target + eos` in the decoder. The batch order is a
 pure function of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one does.
+
+With `pack_tokens` (train.packing), a causal student's passes are packed into token buffers instead
+of padded rows (training/packing.py); the step plan, the counts and the passes are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK, Pair
+from stepdistill.training.packing import Packed, pack
 
 IGNORE = -100  # label value for tokens that carry no loss (source, padding)
 CAUSAL_SEP = "\n"  # between source and target for decoder-only students (also ends the test prompt)
@@ -103,15 +107,19 @@ def plan_epoch(
 
 @dataclass
 class Batch:
-    """Padded tensors of one forward pass; rows are pairs, `n_examples` counts examples."""
+    """Padded tensors of one forward pass; rows are pairs, `n_examples` counts examples. A packed
+    pass (`packed` set) holds token buffers instead of rows in input_ids/attention_mask/labels."""
 
-    input_ids: torch.Tensor  # [rows, src_len] (causal: [rows, seq_len])
+    input_ids: torch.Tensor  # [rows, src_len] (causal: [rows, seq_len]; packed: [buffers, width])
     attention_mask: torch.Tensor  # same shape; 1 on real tokens
-    labels: torch.Tensor  # [rows, tgt_len] (causal: [rows, seq_len]); IGNORE where no loss
+    labels: (
+        torch.Tensor
+    )  # [rows, tgt_len] (causal: [rows, seq_len]; packed: [buffers, width]); IGNORE where no loss
     task_ids: torch.Tensor  # [rows]; 0 label row, 1 rationale row
     n_examples: int
     kind: str  # "causal" or "seq2seq"
     keys: list[str] | None = None  # per row, when encoded with example ids (top-k targets, KD)
+    packed: Packed | None = None  # positions and target indices of a packed pass
 
     def to(self, device) -> Batch:
         return Batch(
@@ -122,6 +130,7 @@ class Batch:
             self.n_examples,
             self.kind,
             self.keys,
+            self.packed.to(device) if self.packed is not None else None,
         )
 
     @property
@@ -180,14 +189,19 @@ def plan_passes(rows: list[Encoded], kind: str, max_tokens: int | None) -> list[
 
 
 def collate_step(
-    examples: list[list[Encoded]], pad_id: int, kind: str, max_tokens: int | None = None, split: bool = True
+    examples: list[list[Encoded]],
+    pad_id: int,
+    kind: str,
+    max_tokens: int | None = None,
+    split: bool = True,
+    pack_tokens: int | None = None,
 ) -> Step:
     """A step from whole examples; `split=False` keeps every row in one pass (see `collate`)."""
     rows = [e for ex in examples for e in ex]
     n_label = sum(len(e.target) for e in rows if e.task_id == LABEL_TASK)
     n_rationale = sum(len(e.target) for e in rows if e.task_id == RATIONALE_TASK)
     groups = plan_passes(rows, kind, max_tokens) if split else [rows]
-    passes = [collate([[e] for e in g], pad_id, kind) for g in groups]
+    passes = [collate([[e] for e in g], pad_id, kind, pack_tokens) for g in groups]
     return Step(passes, len(examples), n_label, n_rationale)
 
 
@@ -214,6 +228,14 @@ def step_counts(examples: list[list[Encoded]]) -> StepCounts:
 
 def step_counts_of_batch(batch: Batch) -> StepCounts:
     """The counts of a step made of this one batch."""
+    if batch.packed is not None:
+        is_label_token = batch.packed.target_tasks == LABEL_TASK
+        return StepCounts(
+            int(is_label_token.sum()),
+            int((batch.packed.target_tasks == RATIONALE_TASK).sum()),
+            int((batch.task_ids == LABEL_TASK).sum()),
+            batch.n_examples,
+        )
     per_row = (batch.labels != IGNORE).sum(-1)  # target tokens per row  # [rows]
     is_label = batch.task_ids == LABEL_TASK
     return StepCounts(
@@ -243,10 +265,12 @@ def shard_step(
     kind: str,
     max_tokens: int | None,
     split: bool = True,
+    pack_tokens: int | None = None,
 ) -> RankStep:
     """This process's share of an optimizer step. Each micro-batch's examples are dealt to the
     processes in turn (example i to process i % world); the pass plan of every process is derived
-    here on every process, and each pads its list to the longest with zero-weight passes."""
+    here on every process, and each pads its list to the longest with zero-weight passes. With
+    `pack_tokens` a causal student's passes are packed (each process packs its own rows)."""
     micro: list[list[tuple[Batch, bool]]] = []
     n_examples = n_tokens = 0
     for examples in micro_batches:
@@ -254,13 +278,13 @@ def shard_step(
         for r in range(world):
             rows = [e for ex in examples[r::world] for e in ex]
             plans.append(plan_passes(rows, kind, max_tokens) if split and rows else ([rows] if rows else []))
-        mine = [collate([[e] for e in g], pad_id, kind) for g in plans[rank]]
+        mine = [collate([[e] for e in g], pad_id, kind, pack_tokens) for g in plans[rank]]
         n_examples += len(examples[rank::world])
         n_tokens += sum(b.n_tokens for b in mine)
         n_pass = max(len(p) for p in plans)
         # A padding pass: one real row of the step, weighted zero (its gradients are exact zeros, but
         # every parameter takes part, so DDP/FSDP issue the same collectives on every process).
-        filler = mine[0] if mine else collate([[examples[0][0]]], pad_id, kind)
+        filler = mine[0] if mine else collate([[examples[0][0]]], pad_id, kind, pack_tokens)
         micro.append([(b, True) for b in mine] + [(filler, False)] * (n_pass - len(mine)))
     counts = step_counts([ex for examples in micro_batches for ex in examples])
     return RankStep(micro, counts, n_examples, n_tokens)
@@ -271,11 +295,18 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def collate(examples: list[list[Encoded]], pad_id: int, kind: str) -> Batch:
-    """One batch from whole examples (all their rows), right-padded to the longest row."""
+def collate(examples: list[list[Encoded]], pad_id: int, kind: str, pack_tokens: int | None = None) -> Batch:
+    """One batch from whole examples (all their rows), right-padded to the longest row; a causal
+    student's rows with `pack_tokens` are packed into buffers of that many tokens instead."""
     rows = [e for ex in examples for e in ex]
     task_ids = torch.tensor([e.task_id for e in rows], dtype=torch.long)
     keys = [e.key for e in rows] if all(e.key is not None for e in rows) else None
+    if kind == "causal" and pack_tokens:
+        tasks = [e.task_id for e in rows]
+        ids, mask, labels, packed = pack(
+            [e.source for e in rows], [e.target for e in rows], tasks, pad_id, pack_tokens
+        )
+        return Batch(ids, mask, labels, task_ids, len(examples), kind, keys, packed)
     if kind == "causal":
         ids = [e.source + e.target for e in rows]
         labels = [[IGNORE] * len(e.source) + e.target for e in rows]

@@ -93,6 +93,15 @@ class TrainConfig(BaseModel):
     # Seconds the compile warm-up (the first step of each launch) may take before its compiled code
     # is discarded and the run trains eager; checked when the warm-up ends (it is not interrupted).
     compile_timeout_s: float = Field(600.0, gt=0)
+    # Target rows per chunk of the fused lm_head + cross-entropy (+ token-level KD): the [targets,
+    # vocab] logits never exist at once (training/chunked_ce.py). 0 or None: full target logits.
+    loss_chunk_tokens: int | None = Field(1024, ge=0)
+    # Causal students: pack each pass's rows into token buffers (position_ids restart per row,
+    # attention confined to each row) instead of padding them (training/packing.py). Seq2seq
+    # students and runs with a kd: section stay padded.
+    packing: bool = False
+    # Tokens per packing buffer (a row longer than this gets a buffer of its own length).
+    pack_tokens: int = Field(2048, ge=1)
 
 
 class EvalConfig(BaseModel):

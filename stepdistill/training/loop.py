@@ -127,6 +127,7 @@ class StepStream:
         return shard_step(
             micro, self.rank, self.world, self.pad_id, self.kind, self.tc.max_tokens_per_pass,
             split=not self.one_pass,
+            pack_tokens=self.tc.pack_tokens if self.tc.packing and not self.one_pass else None,
         )  # fmt: skip
 
 
@@ -340,7 +341,7 @@ def fit(
     student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last, rank, world)
     student.model.to(accelerator.device)
     kd_term = make_kd(student, accelerator.device) if make_kd is not None else None
-    objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term)
+    objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term, tc.loss_chunk_tokens)
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
     optimizer = make_adamw(_param_groups(objective, tc.weight_decay), tc.lr, accelerator.device)
     scheduler = _scheduler(optimizer, tc, total_steps)

@@ -14,7 +14,13 @@ KD_t is normalised like CE_t, by the step's task-t target tokens (label distribu
 rows), and a token or row without teacher targets adds zero (see kd/term.py).
 
 Memory and speed: lm_head runs only on the hidden states of target tokens, never on the full
-[rows, seq, vocab] tensor (~80x less lm_head work for a 400-token prompt and a 5-token label).
+[rows, seq, vocab] tensor (~80x less lm_head work for a 400-token prompt and a 5-token label). With
+`loss_chunk_tokens` (train.loss_chunk_tokens) the projection, the cross-entropy and the token-level
+KD term run `loss_chunk_tokens` target rows at a time (training/chunked_ce.py), so not even the
+[n_targets, vocab] logits exist; the plain path (full target logits) is used when it is 0/None, when
+the logits are asked for (keep_logits) or when the output layer is not a plain nn.Linear. A packed
+pass of a causal student (train.packing, training/packing.py) gathers the hidden states at target
+indices computed at collation: no `nonzero` or boolean indexing on the device in its forward.
 """
 
 from __future__ import annotations
@@ -27,9 +33,21 @@ from typing import Any
 import torch
 
 from stepdistill.training.batching import IGNORE, Batch, Step, StepCounts, step_counts_of_batch
+from stepdistill.training.chunked_ce import chunked_target_loss, plain_target_loss
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
-from stepdistill.training.losses import token_losses
+from stepdistill.training.packing import Packed
+
+
+@dataclass
+class TargetHidden:
+    """Student hidden states at the positions that predict target tokens, flattened over the batch."""
+
+    hidden: torch.Tensor  # [n_targets, hidden]
+    targets: torch.Tensor  # [n_targets] token ids to predict
+    rows: torch.Tensor  # [n_targets] batch row of each target token
+    positions: torch.Tensor  # [n_targets] index of the token within its row's labels
+    task_ids: torch.Tensor  # [n_targets] 0 label token, 1 rationale token
 
 
 @dataclass
@@ -84,28 +102,59 @@ class PassLoss:
     at_targets: TargetLogits | None = None
 
 
+def _tweaks(model) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's changes to lm_head's output (logits -> logits), or None when it has none."""
+    bias = getattr(model, "final_logits_bias", None)  # BART-style output bias
+    cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma-2-style soft capping
+    if bias is None and not cap:
+        return None
+
+    def tweak(logits: torch.Tensor) -> torch.Tensor:
+        if bias is not None:
+            logits = logits + bias[0]
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    return tweak
+
+
 def _project(model, hidden: torch.Tensor) -> torch.Tensor:
     """lm_head on selected hidden rows [n, hidden] -> [n, vocab], with the model's own output tweaks."""
     logits = model.get_output_embeddings()(hidden)
-    bias = getattr(model, "final_logits_bias", None)  # BART-style output bias
-    if bias is not None:
-        logits = logits + bias[0]
-    cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma-2-style soft capping
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    tweak = _tweaks(model)
+    return tweak(logits) if tweak is not None else logits
 
 
-def _causal_targets(model, batch: Batch) -> TargetLogits:
+def _chunkable_head(model) -> torch.nn.Linear | None:
+    """The output layer when it is a plain Linear (a peft wrapper around it takes the plain path)."""
+    head = model.get_output_embeddings()
+    return head if type(head) is torch.nn.Linear else None
+
+
+def _packed_targets(model, batch: Batch) -> TargetHidden:
+    # No attention mask and no cache: transformers then confines attention to each row from the
+    # restarting position_ids (flash-attention: from the precomputed cu_seq_lens); see packing.py.
+    p = batch.packed
+    kwargs = p.attention_kwargs(model)
+    hidden = model.get_decoder()(
+        input_ids=batch.input_ids, position_ids=p.position_ids, use_cache=False, **kwargs
+    )[0]
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, p.target_index)  # [n_targets, hidden]
+    return TargetHidden(hidden, p.target_ids, p.target_rows, p.target_positions, p.target_tasks)
+
+
+def _causal_targets(model, batch: Batch) -> TargetHidden:
+    if batch.packed is not None:
+        return _packed_targets(model, batch)
     hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
     # Position t predicts token t+1: shift labels left against the hidden states.
     labels = batch.labels[:, 1:]  # [rows, seq-1]
     rows, pos = (labels != IGNORE).nonzero(as_tuple=True)
-    logits = _project(model, hidden[:, :-1][rows, pos])  # [n_targets, vocab]
-    return TargetLogits(logits, labels[rows, pos], rows, pos + 1, batch.task_ids[rows])
+    return TargetHidden(hidden[:, :-1][rows, pos], labels[rows, pos], rows, pos + 1, batch.task_ids[rows])
 
 
-def _seq2seq_targets(model, batch: Batch) -> TargetLogits:
+def _seq2seq_targets(model, batch: Batch) -> TargetHidden:
     encoded = model.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
     decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=batch.labels)
     hidden = model.get_decoder()(
@@ -121,27 +170,36 @@ def _seq2seq_targets(model, batch: Batch) -> TargetLogits:
     if scale:
         hidden = hidden * (model.config.d_model**-0.5)
     rows, pos = (batch.labels != IGNORE).nonzero(as_tuple=True)
-    logits = _project(model, hidden[rows, pos])  # [n_targets, vocab]
-    return TargetLogits(logits, batch.labels[rows, pos], rows, pos, batch.task_ids[rows])
+    return TargetHidden(hidden[rows, pos], batch.labels[rows, pos], rows, pos, batch.task_ids[rows])
 
 
-def target_logits(model, batch: Batch, kind: str) -> TargetLogits:
-    """Student logits at every target token of the batch (one forward pass for all rows)."""
+def target_hidden(model, batch: Batch, kind: str) -> TargetHidden:
+    """Student hidden states at every target token of the batch (one forward pass for all rows)."""
     if kind == "causal":
         return _causal_targets(model, batch)
     return _seq2seq_targets(model, batch)
 
 
+def target_logits(model, batch: Batch, kind: str) -> TargetLogits:
+    """Student logits at every target token of the batch (one forward pass for all rows)."""
+    at = target_hidden(model, batch, kind)
+    return TargetLogits(_project(model, at.hidden), at.targets, at.rows, at.positions, at.task_ids)
+
+
 class Objective(torch.nn.Module):
     """The student and its loss. `model` is a transformers model or a peft model wrapping one;
     `kd_term` a stepdistill.kd.term.KDTerm or None (kept as a plain attribute: the teacher is not a
-    submodule, so DDP/FSDP neither broadcast nor shard it)."""
+    submodule, so DDP/FSDP neither broadcast nor shard it); `chunk` the target rows per chunk of the
+    chunked projection + loss (0 or None: the plain path on full target logits)."""
 
-    def __init__(self, model: Any, kind: str, method: str, alpha: float, kd_term: Any = None):
+    def __init__(
+        self, model: Any, kind: str, method: str, alpha: float, kd_term: Any = None, chunk: int | None = None
+    ):
         super().__init__()
         self.model = model
         self.kind, self.method, self.alpha = kind, method, alpha
         self.kd_term = kd_term
+        self.chunk = chunk
 
     @property
     def base(self) -> Any:
@@ -164,30 +222,53 @@ class Objective(torch.nn.Module):
         weights: Weights,
         keys: list[str] | None = None,
         keep_logits: bool = False,
+        packed: Packed | None = None,
     ) -> PassLoss:
-        batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys)
-        at = target_logits(self.base, batch, self.kind)
-        per_token = token_losses(at.logits, at.targets)  # [n_targets] float32
+        batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys, packed)
+        at = target_hidden(self.base, batch, self.kind)
         is_label = at.task_ids == LABEL_TASK
         unit = {"label": weights.label, "rationale": weights.rationale}
-        on_token = torch.where(is_label, weights.label, weights.rationale)  # [n_targets]
-        sums = {
-            "label": per_token.detach()[is_label].sum(),
-            "rationale": per_token.detach()[at.task_ids == RATIONALE_TASK].sum(),
-        }
-        kd_total = per_token.sum() * 0.0
+        on_token = torch.where(is_label, weights.label, weights.rationale)  # CE weight  # [n_targets]
+        on_kd = torch.zeros_like(on_token)  # token-level KD weight  # [n_targets]
+        kd = None
         if self.kd_term is not None:
             w = self.kd_term.cfg.weight
-            kd_sums, per_row = self.kd_term.task_sums(self.base, batch, at)
-            for task, value in kd_sums.items():
+            kd = self.kd_term.token_targets(batch, at)  # teacher targets per target token (or None)
+            for task in self.kd_term.cfg.tasks:
                 # (1 - w) * CE_t + w * KD_t on the tokens (rows) of task t.
-                on_token = torch.where(at.task_ids == TASK_IDS[task], on_token * (1.0 - w), on_token)
-                per_unit = weights.label_row if (task == "label" and per_row) else unit[task]
-                kd_total = kd_total + w * per_unit * value
-                sums[f"kd_{task}"] = value.detach()
-        total = (per_token * on_token).sum() + kd_total
+                in_task = at.task_ids == TASK_IDS[task]
+                on_token = torch.where(in_task, on_token * (1.0 - w), on_token)
+                if task in self.kd_term.token_tasks:
+                    on_kd = torch.where(in_task & kd.valid, w * unit[task], on_kd)
+        total, per_token, per_kd, logits = self._losses(at, on_token, on_kd, kd, keep_logits)
+        sums = {
+            "label": (per_token * is_label).sum(),
+            "rationale": (per_token * (at.task_ids == RATIONALE_TASK)).sum(),
+        }
+        if self.kd_term is not None:
+            for task in self.kd_term.token_tasks:
+                sums[f"kd_{task}"] = (per_kd * ((at.task_ids == TASK_IDS[task]) & kd.valid)).sum()
+            if self.kd_term.soft_labels is not None and "label" in self.kd_term.cfg.tasks:
+                # Label distributions: KD per label row, from the student's scores of the labels.
+                mean, count = self.kd_term.soft_labels.loss_and_count(self.base, batch)
+                total = total + self.kd_term.cfg.weight * weights.label_row * mean * count
+                sums["kd_label"] = (mean * count).detach()
         sums["loss"] = total.detach()
-        return PassLoss(total, sums, at if keep_logits else None)
+        kept = TargetLogits(logits, at.targets, at.rows, at.positions, at.task_ids) if keep_logits else None
+        return PassLoss(total, sums, kept)
+
+    def _losses(self, at: TargetHidden, on_token, on_kd, kd, keep_logits: bool):
+        """(total, CE [n], KD [n], logits or None): chunked unless disabled, logits wanted or the
+        output layer is not a plain Linear."""
+        head = _chunkable_head(self.base)
+        if self.chunk and head is not None and not keep_logits:
+            tweak = _tweaks(self.base)
+            total, ce, kdv = chunked_target_loss(
+                at.hidden, head, at.targets, on_token, on_kd, kd, tweak, self.chunk
+            )
+            return total, ce, kdv, None
+        logits = _project(self.base, at.hidden)  # [n_targets, vocab]
+        return (*plain_target_loss(logits, at.targets, on_token, on_kd, kd), logits)
 
 
 TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
@@ -238,7 +319,9 @@ class LossParts:
 
 
 def _objective(model: Any, kind: str, cfg: TrainConfig, kd_term: Any) -> Objective:
-    return model if isinstance(model, Objective) else Objective(model, kind, cfg.method, cfg.alpha, kd_term)
+    if isinstance(model, Objective):
+        return model
+    return Objective(model, kind, cfg.method, cfg.alpha, kd_term, cfg.loss_chunk_tokens)
 
 
 def run_pass(objective: Objective, batch: Batch, weights: Weights, keep_logits: bool = False) -> PassLoss:
@@ -251,6 +334,7 @@ def run_pass(objective: Objective, batch: Batch, weights: Weights, keep_logits: 
         weights=weights,
         keys=batch.keys,
         keep_logits=keep_logits,
+        packed=batch.packed,
     )
 
 
