@@ -31,6 +31,7 @@ import copy
 import ctypes
 import datetime as dt
 import gc
+import json
 import math
 import os
 import random
@@ -647,7 +648,7 @@ def parse_design(text: str) -> tuple[str, dict[str, Any]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--models", default="smollm2,t5", help="comma-separated: smollm2, t5")
+    p.add_argument("--models", default="smollm2,t5", help="comma-separated: smollm2, t5, tiny (smoke runs)")
     p.add_argument(
         "--batch-sizes", default="4,16,64", help="examples per step, comma-separated (the paper's)"
     )
@@ -669,6 +670,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON path (default bench/results/train_speed-<device>.json)")
     p.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     p.add_argument("--section", default="train_speed", help="BENCHMARKS.md section to write")
+    p.add_argument(
+        "--report", metavar="JSON", help="rebuild the section from a results file (e.g. a GPU run's)"
+    )
     args = p.parse_args(argv)
     if args.quick:  # a 135M model takes seconds per step on 2 shared cores
         args.batch_sizes, args.warmup, args.steps = "4", 1, 3
@@ -677,9 +681,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.extra_designs = dict(parse_design(t) for t in args.design)
     args.designs += [n for n in args.extra_designs if n not in args.designs]
     args.bf16 = args.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    unknown = set(args.models.split(",")) - {"t5", "smollm2"}
+    unknown = set(args.models.split(",")) - {"t5", "smollm2", "tiny"}
     if unknown:
-        p.error(f"--models: unknown {sorted(unknown)}; allowed: t5, smollm2")
+        p.error(f"--models: unknown {sorted(unknown)}; allowed: t5, smollm2, tiny")
     return args
 
 
@@ -696,14 +700,23 @@ def device_ceilings(device: str) -> dict:
 
 
 def students(names: list[str]) -> dict[str, Callable[[], Any]]:
-    """name -> factory of fresh copies (the weights are loaded once)."""
+    """name -> factory of fresh copies (the weights are loaded once). `tiny`: a 2-layer random
+    decoder with the SmolLM2 tokenizer, for smoke runs of the whole pipeline."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from stepdistill.training.models import Student
 
-    model, tok = smollm2_student()  # also the tokenizer of the T5 student
+    model, tok = smollm2_student()  # also the tokenizer of the T5 and tiny students
     n = sum(p.numel() for p in model.parameters())
     base = {"smollm2": Student(model=model, tokenizer=tok, kind="causal", n_params=n, name="SmolLM2-135M")}
     if "t5" in names:
         base["t5"] = t5_base_student(tok)
+    if "tiny" in names:
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id)  # fmt: skip
+        tiny = LlamaForCausalLM(cfg)
+        base["tiny"] = Student(tiny, tok, "causal", sum(p.numel() for p in tiny.parameters()), "tiny")
     return {k: (lambda s=base[k]: copy.deepcopy(s)) for k in names}
 
 
@@ -736,6 +749,12 @@ def run(args, makers: dict[str, Callable[[], Any]], anns: list, command: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:  # a results file brought back from another machine: table only, no training
+        text = markdown(json.loads(Path(args.report).read_text()))
+        print(text)
+        if not args.no_write:
+            write_section(args.section, text)
+        return 0
     torch.manual_seed(0)
     anns = load_train_annotations("svamp")
     print(f"svamp: {len(anns)} training examples usable by every design", flush=True)
