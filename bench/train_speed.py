@@ -566,9 +566,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"cores ({info['threads']} torch threads); torch {info['torch']}.",
         f"Command: `{report['command']}`",
         "",
-        f"Reference: {REFERENCE_TITLE} (`bench/reference_trainer.py`). SVAMP train with the PaLM "
+        f"Reference design: {REFERENCE_TITLE} (`bench/reference_trainer.py`). SVAMP train with the PaLM "
         f"rationales; every design trained on the same fixed sequence of full, length-grouped batches, "
-        f"{a['warmup']} untimed warm-up steps, {a['steps']} timed steps, repeats interleaved between designs "
+        f"{a['warmup']} untimed warm-up step(s), {a['steps']} timed steps, repeats interleaved between designs "
         f"(order rotated), {'bf16 autocast' if a['bf16'] else 'fp32'}. Figures are median (min-max) over the "
         "repeats; speed-ups pair each run with the reference run of the same repeat. Tokens = non-padding "
         "tokens (encoder inputs + targets for T5, whole sequences for decoder-only); CPU-s = CPU time of "
@@ -582,7 +582,7 @@ def markdown(report: dict[str, Any]) -> str:
         for d, e in b["designs"].items():
             head = f"| {b['student']} | {b['batch_size']} | {d} |"
             if not e["runs"]:
-                lines.append(head + f" {e.get('reason', 'not run')} |" + " |" * 9)
+                lines.append(head + f" {e.get('reason', 'not run')} |" + " |" * 8)
                 continue
             mib = {
                 k: {s: v / 2**20 for s, v in e[k].items()} for k in ("peak_bytes", "peak_over_start_bytes")
