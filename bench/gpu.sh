@@ -5,7 +5,7 @@
 #   bench/gpu.sh run OUT_DIR [...]  on the GPU machine: install the wheels, re-join the GGUF, run gpu.py
 #   bench/gpu.sh smoke OUT_DIR      here, on CPU: the same script end to end at tiny sizes
 #
-# .gpu/ (ignored by git through .git/info/exclude) travels with the device tool's `carry`, in two calls
+# .gpu/ (ignored by git through its own .gitignore) travels with the device tool's `carry`, in two calls
 # because one call carries at most 64 MiB: call 1 carries .gpu/wheels and .gpu/gguf-a, call 2 (while
 # the machine is still warm) .gpu/gguf-b and .gpu/data, and runs `bench/gpu.sh run $OUT`. See
 # bench/README.md, "GPU window".
@@ -18,12 +18,10 @@ prepare() {
   # Versions of this checkout's virtualenv; --no-deps: each needed package is named.
   local venv=${VENV:-.venv}/bin/python
   mkdir -p .gpu/wheels .gpu/gguf-a .gpu/gguf-b
-  local exclude
-  exclude="$(git rev-parse --git-common-dir)/info/exclude"
-  grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
+  echo '*' > .gpu/.gitignore  # git ignores the folder; the device tool carries its named paths
   local pkgs
   pkgs=$("$venv" -c "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in
-    ['pydantic', 'pydantic_core', 'annotated_types', 'typing_inspection', 'gguf']))")
+    ['pydantic', 'pydantic_core', 'annotated_types', 'typing_inspection', 'typing_extensions', 'gguf']))")
   # shellcheck disable=SC2086
   "$venv" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
