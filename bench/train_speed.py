@@ -31,6 +31,7 @@ import copy
 import ctypes
 import datetime as dt
 import gc
+import inspect
 import json
 import math
 import os
@@ -72,7 +73,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "chunked_loss": ("ours + train.loss_chunk_tokens=4096", {"train.loss_chunk_tokens": 4096}),
     "compiled": ("ours + train.compile", {"train.compile": True}),
 }
-REFERENCE_TITLE = "reference: HF Trainer, two padded passes per step, full logits"
+REFERENCE_TITLE = "HF Trainer, two padded passes per step, full logits"
 
 
 # ---------------------------------------------------------------- memory
@@ -341,12 +342,15 @@ def run_fit(make_student: Callable[[], Any], cfg, anns: list, seq: list[list[int
 
     window, sizes = Window(args.device, args.warmup, args.steps), []
     real_step = loop._train_step
+    signature = inspect.signature(real_step)  # bound by name: robust to added parameters
 
-    def timed_step(accelerator, objective, plan, tc, step, keys, alpha=None):
+    def timed_step(*a, **k):
+        called = signature.bind(*a, **k).arguments
+        step, plan = called["step"], called["plan"]
         window.at_step(step)
         if step >= args.warmup:
             sizes.append((plan.n_examples, plan.n_tokens, sum(len(m) for m in plan.micro)))
-        return real_step(accelerator, objective, plan, tc, step, keys, alpha)
+        return real_step(*a, **k)
 
     def fixed_plan(lengths, batch_size, seed, epoch, group_by_length):
         per = math.ceil(len(lengths) / batch_size)  # StepStream's steps per epoch
@@ -401,7 +405,7 @@ def run_reference(make_student: Callable[[], Any], encoded, seq: list[list[int]]
 
 def design_table(names: list[str], extra: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict]]:
     """name -> (title, overrides) for the requested designs (reference: overrides None)."""
-    known = {REFERENCE: (REFERENCE_TITLE, None), **DESIGNS, **VARIANTS}
+    known = {REFERENCE: (f"reference: {REFERENCE_TITLE}", None), **DESIGNS, **VARIANTS}
     known.update({n: (f"ours + {_overrides_text(o)}", o) for n, o in extra.items()})
     unknown = [n for n in names if n not in known]
     if unknown:

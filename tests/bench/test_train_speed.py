@@ -10,8 +10,8 @@ import json
 import pytest
 
 
-@pytest.fixture(scope="module")
-def report(tiny_causal_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["causal", "seq2seq"])
+def report(request, tiny_causal_dir, tiny_seq2seq_dir, tmp_path_factory):
     import train_speed
 
     if not train_speed.SHARED_DATA.exists():
@@ -20,7 +20,8 @@ def report(tiny_causal_dir, tmp_path_factory):
     from stepdistill.training.models import load_student
 
     anns = train_speed.load_train_annotations("svamp")[:12]
-    base = load_student(StudentConfig(model=str(tiny_causal_dir)), seed=0)
+    model_dir = tiny_causal_dir if request.param == "causal" else tiny_seq2seq_dir
+    base = load_student(StudentConfig(model=str(model_dir)), seed=0)
     args = train_speed.parse_args(
         ["--batch-sizes", "2", "--warmup", "1", "--steps", "2", "--repeats", "2",
          "--designs", "reference,ours,standard,packed", "--design", "ghost=train.no_such_key=1"]
@@ -65,3 +66,63 @@ def test_designs_train_on_the_same_tokens(report):
     assert block["designs"]["reference"]["runs"][0]["passes_per_step"] == 2
     # the FLOPs of a window are a function of its rows, identical for the two designs
     assert block["designs"]["reference"]["runs"][0]["flops"] == block["designs"]["ours"]["runs"][0]["flops"]
+
+
+def _run(tokens, seconds, cpu, peak, over, flops=0, passes=2.0):
+    return {"steps": 4, "examples": 40, "tokens": tokens, "seconds": seconds, "cpu_seconds": cpu,
+            "peak_bytes": peak, "peak_over_start_bytes": over, "flops": flops, "passes_per_step": passes}  # fmt: skip
+
+
+def _block(designs):
+    return {"student": "m", "batch_size": 64, "repeats_run": 2,
+            "designs": {d: {"title": d, "available": True, "runs": runs} for d, runs in designs.items()}}  # fmt: skip
+
+
+def test_summarise_pairs_repeats_with_the_reference():
+    from train_speed import summarise
+
+    block = summarise(
+        _block({
+            "reference": [_run(4000, 20.0, 10.0, 1000, 300), _run(4000, 20.0, 10.0, 1000, 300)],
+            "ours": [_run(4000, 5.0, 4.0, 1100, 330), _run(4000, 10.0, 8.0, 1100, 330)],
+            "standard": [_run(1000, 4.0, 4.0, 1000, 300, passes=1.0), _run(1000, 4.0, 4.0, 1000, 300, passes=1.0)],
+        }),
+        peak_tflops=None, ceiling_tflops=None,
+    )  # fmt: skip
+    ours = block["designs"]["ours"]
+    assert ours["tokens_per_s"] == pytest.approx({"median": 600.0, "min": 400.0, "max": 800.0})
+    # 800 and 400 tokens/s against 200: 4x and 2x; per CPU-second 1000 and 500 against 400
+    assert ours["speedup_wall"] == pytest.approx({"median": 3.0, "min": 2.0, "max": 4.0})
+    assert ours["speedup_cpu"] == pytest.approx({"median": 1.875, "min": 1.25, "max": 2.5})
+    assert block["memory_ratio_over_start"]["median"] == pytest.approx(1.1)
+    assert block["memory_ratio_total"]["median"] == pytest.approx(1.1)
+    assert block["same_tokens_as_reference"] is True
+    assert "speedup_wall" not in block["designs"]["standard"]  # other rows: not a speed comparison
+
+
+def test_mfu_from_counted_flops_and_the_markdown():
+    from train_speed import markdown, summarise
+
+    block = summarise(
+        _block({
+            "reference": [_run(4000, 20.0, 10.0, 1000, 300, flops=2 * 10**15)],
+            "ours": [_run(4000, 5.0, 4.0, 1100, 330, flops=2 * 10**15)],
+            "packed": [],
+        }),
+        peak_tflops=1000.0, ceiling_tflops=800.0,
+    )  # fmt: skip
+    block["designs"]["packed"].update(available=False, reason="not available: no train.packing")
+    ours, ref = block["designs"]["ours"], block["designs"]["reference"]
+    assert ours["achieved_tflops"]["median"] == pytest.approx(400.0)  # 2e15 FLOPs in 5 s
+    assert ours["mfu"]["median"] == pytest.approx(0.4)
+    assert ours["mfu_of_ceiling"]["median"] == pytest.approx(0.5)
+    assert ref["mfu"]["median"] == pytest.approx(0.1)  # same rows, same FLOPs, 4x the time
+    info = {"gpu": "NVIDIA H200", "cpu": "x", "cores": 16, "threads": 16, "torch": "2.11",
+            "peak_tflops": 1000.0, "matmul_ceiling_tflops": 800.0, "matmul_ceiling_shape": "8192x8192x8192 bf16"}  # fmt: skip
+    report = {"date": "2026-12-02T12:00:00", "machine": info, "command": "python bench/train_speed.py",
+              "args": {"device": "cuda", "warmup": 2, "steps": 20, "bf16": True}, "results": [block]}  # fmt: skip
+    text = markdown(report)
+    ours_line = next(line for line in text.splitlines() if line.startswith("| m | 64 | ours |"))
+    assert ours_line.endswith("| 400 (400-400) | 40.0% (40.0%-40.0%) |")
+    assert "| m | 64 | packed | not available: no train.packing |" in text
+    assert "measured in this run" in text and "1000.0 TFLOP/s" in text
