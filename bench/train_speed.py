@@ -658,7 +658,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--models", default="smollm2,t5", help="comma-separated: smollm2, t5, tiny (smoke runs)")
     p.add_argument(
-        "--batch-sizes", default="4,16,64", help="examples per step, comma-separated (the paper's)"
+        "--batch-sizes",
+        "--batch-size",
+        default="4,16,64",
+        help="examples per step, comma-separated (the paper's)",
     )
     p.add_argument("--steps", type=int, default=20, help="timed steps per run (>= 20, or a full epoch)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first, the same for every design")
@@ -667,6 +670,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--designs", default=default_designs, help=f"which to run (default {default_designs})")
     p.add_argument("--design", action="append", default=[], metavar="NAME=section.key=value[,...]",
                    help="add a design: fit with these config overrides (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--max-tokens-per-pass", type=int, default=1024,
+        help="train.max_tokens_per_pass of the `budget` variant; 0 leaves that variant out",
+    )  # fmt: skip
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--order-seed", type=int, default=0, help="seed of the batch sequence's order")
     p.add_argument(
@@ -687,7 +694,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:  # a 135M model takes seconds per step on 2 shared cores
         args.batch_sizes, args.warmup, args.steps = "4", 1, 3
     args.batch_list = [int(b) for b in args.batch_sizes.split(",")]
-    args.designs = [d for d in args.designs.split(",") if d]
+    args.designs = [d for d in args.designs.split(",") if d and (d != "budget" or args.max_tokens_per_pass)]
+    if args.max_tokens_per_pass:
+        VARIANTS["budget"] = (
+            f"ours + train.max_tokens_per_pass={args.max_tokens_per_pass}",
+            {"train.max_tokens_per_pass": args.max_tokens_per_pass},
+        )
     args.extra_designs = dict(parse_design(t) for t in args.design)
     args.designs += [n for n in args.extra_designs if n not in args.designs]
     args.bf16 = args.device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -745,7 +757,7 @@ def run(args, makers: dict[str, Callable[[], Any]], anns: list, command: str) ->
         block = measure_student(name, makers[name], anns, args, deadline)
         blocks.append(summarise(block, info.get("peak_tflops"), info["matmul_ceiling_tflops"]))
     keep = ("device", "models", "batch_list", "steps", "warmup", "repeats", "designs", "extra_designs",
-            "lr", "order_seed", "time_budget", "bf16")  # fmt: skip
+            "max_tokens_per_pass", "lr", "order_seed", "time_budget", "bf16")  # fmt: skip
     return {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": info,
