@@ -452,6 +452,8 @@ def measure_student(name: str, make_student: Callable[[], Any], anns: list, args
     runnable = []
     for d, (title, over) in designs.items():
         method = (over or {}).get("train.method", "step_by_step")
+        if method not in enc:
+            enc[method] = encode(anns, tokenizer, kind, method)
         rows = [(len(e.source), len(e.target)) for b in timed for i in b for e in enc[method][i]]
         entry = {
             "title": title,
@@ -474,6 +476,8 @@ def measure_student(name: str, make_student: Callable[[], Any], anns: list, args
         block["designs"][d] = entry
     last = 0.0  # seconds the previous repeat took: the next starts only if it fits the budget
     for r in range(args.repeats):
+        if not runnable:
+            break
         if r and deadline is not None and time.monotonic() + last > deadline:
             print(f"  time budget reached: {r} of {args.repeats} repeats", flush=True)
             break
@@ -481,12 +485,20 @@ def measure_student(name: str, make_student: Callable[[], Any], anns: list, args
         order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)]  # rotate: interleaved
         for d in order:
             entry = block["designs"][d]
-            with tempfile.TemporaryDirectory() as tmp:
-                if d == REFERENCE:
-                    m = run_reference(make_student, enc["step_by_step"], seq, args, entry["flops_per_window"])
-                else:
-                    cfg = fit_config(d, kind, entry["overrides"], args, total, tmp)
-                    m = run_fit(make_student, cfg, anns, seq, args, entry["flops_per_window"])
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    if d == REFERENCE:
+                        m = run_reference(
+                            make_student, enc["step_by_step"], seq, args, entry["flops_per_window"]
+                        )
+                    else:
+                        cfg = fit_config(d, kind, entry["overrides"], args, total, tmp)
+                        m = run_fit(make_student, cfg, anns, seq, args, entry["flops_per_window"])
+            except Exception as err:  # noqa: BLE001 - one failing design must not lose the others
+                entry["error"] = f"{type(err).__name__}: {err}"
+                runnable.remove(d)
+                print(f"  {name:8s} b{args.batch_size:<3d} {d:14s} failed: {entry['error']}", flush=True)
+                continue
             entry["runs"].append(m)
             print(f"  {name:8s} b{args.batch_size:<3d} {d:14s} repeat {r}: {m['tokens'] / m['seconds']:9.0f} tok/s "
                   f"wall, {m['tokens'] / max(m['cpu_seconds'], 1e-9):9.0f} tok/CPU-s, "
@@ -590,7 +602,7 @@ def markdown(report: dict[str, Any]) -> str:
         for d, e in b["designs"].items():
             head = f"| {b['student']} | {b['batch_size']} | {d} |"
             if not e["runs"]:
-                lines.append(head + f" {e.get('reason', 'not run')} |" + " |" * 8)
+                lines.append(head + f" {e.get('reason') or e.get('error') or 'not run'} |" + " |" * 8)
                 continue
             mib = {
                 k: {s: v / 2**20 for s, v in e[k].items()} for k in ("peak_bytes", "peak_over_start_bytes")
