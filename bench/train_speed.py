@@ -233,13 +233,16 @@ def reference_features(encoded, kind: str) -> list[dict[str, list[int]]]:
     return [feature(row(lab), row(rat)) for lab, rat in encoded]
 
 
-def batch_sequence(encoded, batch_size: int, n_steps: int, seed: int = 0) -> list[list[int]]:
-    """The fixed sequence of `n_steps` batches every design trains on: plan_epoch's length-grouped
-    batches, full ones only (the reference's sampler cannot take a short one mid-run), shuffled with
-    `seed` (plan_epoch puts the longest batch first), repeated when one epoch is too short."""
+def batch_sequence(
+    encoded, batch_size: int, n_steps: int, seed: int = 0, grouped: bool = True
+) -> list[list[int]]:
+    """The fixed sequence of `n_steps` batches every design trains on: plan_epoch's batches
+    (length-grouped, or plain shuffled: the reference trainer's own sampler), full ones only (the
+    reference's sampler cannot take a short one mid-run), shuffled with `seed` (plan_epoch puts the
+    longest batch first), repeated when one epoch is too short."""
     from stepdistill.training.batching import example_length, plan_epoch
 
-    plan = plan_epoch([example_length(e) for e in encoded], batch_size, seed, 0, True)
+    plan = plan_epoch([example_length(e) for e in encoded], batch_size, seed, 0, grouped)
     full = [b for b in plan if len(b) == batch_size]
     if not full:
         raise ValueError(f"batch size {batch_size} is larger than the {len(encoded)} examples")
@@ -441,7 +444,9 @@ def measure_student(name: str, make_student: Callable[[], Any], anns: list, args
     del probe
     total = args.warmup + args.steps + 1  # + the step at whose start the window closes
     enc = {m: encode(anns, tokenizer, kind, m) for m in ("step_by_step", "standard")}
-    seq = batch_sequence(enc["step_by_step"], args.batch_size, total, args.order_seed)
+    seq = batch_sequence(
+        enc["step_by_step"], args.batch_size, total, args.order_seed, args.batches == "grouped"
+    )
     timed = seq[args.warmup : args.warmup + args.steps]
     designs = design_table(args.designs, args.extra_designs)
     block: dict[str, Any] = {
@@ -587,7 +592,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`",
         "",
         f"Reference design: {REFERENCE_TITLE} (`bench/reference_trainer.py`). SVAMP train with the PaLM "
-        f"rationales; every design trained on the same fixed sequence of full, length-grouped batches, "
+        f"rationales; every design trained on the same fixed sequence of full, "
+        f"{'length-grouped' if a.get('batches', 'grouped') == 'grouped' else 'shuffled (not length-grouped)'} batches, "
         f"{a['warmup']} untimed warm-up step(s), {a['steps']} timed steps, repeats interleaved between designs "
         f"(order rotated), {'bf16 autocast' if a['bf16'] else 'fp32'}. Figures are median (min-max) over the "
         "repeats; speed-ups pair each run with the reference run of the same repeat. Tokens = non-padding "
@@ -689,6 +695,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--order-seed", type=int, default=0, help="seed of the batch sequence's order")
     p.add_argument(
+        "--batches", choices=["grouped", "shuffled"], default="grouped",
+        help="the batches every design gets: length-grouped (our trainer's) or shuffled (the reference's own)",
+    )  # fmt: skip
+    p.add_argument(
         "--time-budget",
         type=float,
         help="seconds; a repeat starts only if it should end within it (the first always runs)",
@@ -702,9 +712,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--report", metavar="JSON", help="rebuild the section from a results file (e.g. a GPU run's)"
     )
+    if "--quick" in (sys.argv[1:] if argv is None else argv):  # new defaults; explicit flags still win
+        p.set_defaults(batch_sizes="4", warmup=1, steps=3)  # a 135M model: seconds per step on 2 cores
     args = p.parse_args(argv)
-    if args.quick:  # a 135M model takes seconds per step on 2 shared cores
-        args.batch_sizes, args.warmup, args.steps = "4", 1, 3
     args.batch_list = [int(b) for b in args.batch_sizes.split(",")]
     args.designs = [d for d in args.designs.split(",") if d and (d != "budget" or args.max_tokens_per_pass)]
     if args.max_tokens_per_pass:
@@ -769,7 +779,7 @@ def run(args, makers: dict[str, Callable[[], Any]], anns: list, command: str) ->
         block = measure_student(name, makers[name], anns, args, deadline)
         blocks.append(summarise(block, info.get("peak_tflops"), info["matmul_ceiling_tflops"]))
     keep = ("device", "models", "batch_list", "steps", "warmup", "repeats", "designs", "extra_designs",
-            "max_tokens_per_pass", "lr", "order_seed", "time_budget", "bf16")  # fmt: skip
+            "max_tokens_per_pass", "lr", "order_seed", "batches", "time_budget", "bf16")  # fmt: skip
     return {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": info,
