@@ -16,9 +16,12 @@ The floor cell is the untrained student prompted few-shot with the teacher's own
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
+import os
 import shutil
+import socket
 import statistics
 import sys
 import time
@@ -165,24 +168,134 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def run_grid(cells: list[Cell], path: Path, runner: Callable[[Cell], dict[str, Any]]) -> list[str]:
-    """Run every cell not yet in `path`, writing the file after each one; returns the keys run."""
+def run_grid(
+    cells: list[Cell],
+    path: Path,
+    runner: Callable[[Cell], dict[str, Any]],
+    claims: Path | None = None,
+    stop_at: float | None = None,
+) -> list[str]:
+    """Run every cell not yet in `path`, writing the file after each one; returns the keys run.
+    With `claims` (a folder shared by concurrent workers) a cell runs only in the worker that
+    created its claim file; no cell starts after `stop_at` (time.time())."""
     done = []
     for cell in cells:
+        if stop_at is not None and time.time() > stop_at:
+            print(f"stop: no time left to start {cell.key}", flush=True)
+            break
         results = load_results(path)  # re-read: another slice may have finished cells meanwhile
         if cell.key in results["cells"]:
             print(f"skip {cell.key} (done)", flush=True)
+            continue
+        if claims is not None and not claim(claims, cell.key):
+            print(f"skip {cell.key} (another worker runs it)", flush=True)
+            continue
+        if claims is not None and cell.key in load_results(path)["cells"]:
+            _release(claims, cell.key)  # finished (and released) since the read above
             continue
         print(f"run  {cell.key}", flush=True)
         t0 = time.perf_counter()
         out = runner(cell)
         out["cell_wall_s"] = round(time.perf_counter() - t0, 1)
         out["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-        results = load_results(path)
-        results["cells"][cell.key] = {**{k: getattr(cell, k) for k in CELL_KEYS}, **out}
-        write_json(path, results)
+        with locked(path):  # read-modify-write: workers finishing together must not drop a cell
+            results = load_results(path)
+            results["cells"][cell.key] = {**{k: getattr(cell, k) for k in CELL_KEYS}, **out}
+            write_json(path, results)
+        if claims is not None:  # after the write: a worker that claims it next sees it done
+            _release(claims, cell.key)
         done.append(cell.key)
     return done
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock (flock) on `path`.lock for the duration of the block."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / "runs" / f"{path.name}.lock"  # under runs/: git ignores it
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _claim_path(folder: Path, key: str) -> Path:
+    return folder / (key.replace("=", "-").replace(",", "_") + ".claim")
+
+
+def _release(folder: Path, key: str) -> None:
+    _claim_path(folder, key).unlink(missing_ok=True)
+
+
+def claim(folder: Path, key: str) -> bool:
+    """Whether this process now owns cell `key`: it created `folder/<key>.claim` (O_EXCL, atomic),
+    or took over a claim whose process is gone (atomic rename of the stale file, then create)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _claim_path(folder, key)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            seen = _claim_text(path)
+            if _claim_alive(seen):
+                return False
+            moved = path.with_name(f"{path.name}.stale-{os.getpid()}")
+            try:  # only one of several workers renames the stale file; the others see it gone
+                os.rename(path, moved)
+            except FileNotFoundError:
+                continue
+            if _claim_text(moved) != seen:  # another worker's fresh claim moved by mistake: put it back
+                os.link(moved, path)
+                return False
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return True
+    return False
+
+
+def _claim_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _claim_alive(text: str | None) -> bool:
+    """The claim's process still runs (a claim from another host counts as alive)."""
+    try:
+        host, pid = (text or "").split()
+    except ValueError:
+        return True  # being written, or just taken over: leave it to its owner
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_workers(argv: list[str], n: int, stop_at: float | None) -> int:
+    """N copies of this script (`--worker`), each taking unclaimed cells of the same grid; CPU
+    threads are shared out between them. Returns the number of workers that failed."""
+    import subprocess
+
+    threads = str(max(1, (os.cpu_count() or 1) // n))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    cmd = [sys.executable, __file__, *argv, "--workers", "1", "--worker"]
+    cmd += [] if stop_at is None else ["--stop-at", str(stop_at)]
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+    codes = [p.wait() for p in procs]
+    print(f"workers finished with exit codes {codes}", flush=True)
+    return sum(c != 0 for c in codes)
 
 
 # ---------------------------------------------------------------- aggregation and table
@@ -431,7 +544,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--seeds", help="comma-separated seeds replacing the config's, e.g. 0,1,2 to add seeds to a grid"
     )
+    p.add_argument(
+        "--workers", type=int, default=1, help="cells run concurrently (claiming cells atomically)"
+    )
+    p.add_argument(
+        "--stop-after", type=float, help="seconds; no cell starts after them (running ones finish)"
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers N
+    p.add_argument("--stop-at", type=float, help=argparse.SUPPRESS)  # time.time() past which no cell starts
     args = p.parse_args(argv)
+    stop_at = args.stop_at or (time.time() + args.stop_after if args.stop_after else None)
     spec = load_spec(args.config)
     if args.seeds:
         spec["seeds"] = [int(s) for s in args.seeds.split(",")]
@@ -460,7 +582,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return run_training_cell(spec, cell, data_dirs[cell.task], args.smoke)
 
-        run_grid(cells, path, runner)
+        claims = RESULTS_DIR / "runs" / f"{path.stem}.claims"  # under runs/: git ignores it
+        if args.worker:  # a child of --workers N: its share of the cells, no report
+            run_grid(cells, path, runner, claims, stop_at)
+            return 0
+        if args.workers > 1:
+            shutil.rmtree(claims, ignore_errors=True)  # claims of an earlier, ended invocation
+            run_workers(sys.argv[1:] if argv is None else argv, args.workers, stop_at)
+        else:
+            run_grid(cells, path, runner, stop_at=stop_at)
         results = load_results(path)
         import torch
 

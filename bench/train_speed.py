@@ -1,35 +1,48 @@
-"""Training speed: our step-by-step trainer against the reference design, same model/data/machine.
+"""Training speed of the real trainer (stepdistill.training.loop.fit) against the reference design.
 
-    .venv/bin/python bench/train_speed.py --device cpu --quick          # a few minutes on 2 cores
-    .venv/bin/python bench/train_speed.py --device cuda --steps 30 --batch-size 32
+    .venv/bin/python bench/train_speed.py --device cpu --quick                  # minutes on 2 cores
+    .venv/bin/python bench/train_speed.py --device cpu --batch-sizes 4,16,64    # the paper's sizes
+    .venv/bin/python bench/train_speed.py --device cuda --batch-sizes 64 --time-budget 200
+    .venv/bin/python bench/train_speed.py --design packed=train.packing=true --designs reference,ours,packed
 
-For each student (T5 at t5-v1_1-base size with random weights; SmolLM2-135M-Instruct from the
-offline GGUF, dequantised) it trains, in this one process and on the same SVAMP examples with the
-PaLM rationales:
-  reference        bench/reference_trainer.py (two padded passes per step, pandas collation, HF Trainer)
-  ours             stepdistill.training batching + forward_backward + AdamW: one pass per task
-  standard         ours with label rows only (gold labels), to compare peak memory with step_by_step
-  ours_budget      ours with train.max_tokens_per_pass (--max-tokens-per-pass) capping every pass
-  standard_budget  standard under the same budget
-Warm-up steps are excluded; the timed window runs from the end of the last warm-up step to the end
-of the last step and includes data loading. Results go to bench/results/train_speed-<device>.json
-and to the `train_speed` section of BENCHMARKS.md.
+Designs, each trained from the same weights on the same SVAMP examples (PaLM labels + rationales):
+  reference  bench/reference_trainer.py: HF Trainer, two padded passes per step, full logits
+  ours       stepdistill.training.loop.fit with the default TrainConfig
+  standard   fit with train.method=standard (label rows only): memory of a standard step
+  variants   fit with train-config overrides (VARIANTS below, or --design NAME=section.key=value,...);
+             a variant whose key this checkout's config lacks is reported "not available".
+Fairness: every design gets the same fixed sequence of full batches (length-grouped by plan_epoch, then
+shuffled with a fixed seed so the longest batch is not always in the warm-up), the same warm-up steps
+(untimed) and the same timed steps; designs are interleaved within each repeat (order rotated).
+The timed window runs from the start of the first timed step to the start of the step after the last
+one (each start is taken after that step's batch was collated, in both designs), so it holds the
+same data loading, forward, backward, optimizer and logging work for every design. fit is driven
+through three patches of its module (no change to stepdistill/): load_student hands it a copy of the
+already-loaded student, plan_epoch hands it the fixed batch sequence, and _train_step is wrapped to
+take the clock and stop the run once the window closes (no checkpoint or evaluation is timed).
+Results: bench/results/train_speed-<device>.json and the `train_speed` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import ctypes
 import datetime as dt
 import gc
+import inspect
+import json
 import math
+import os
+import random
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,17 +50,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stepdistill.threads import sleep_idle_cpu_threads  # noqa: E402
 
-sleep_idle_cpu_threads()  # before torch loads: both designs run with sleeping idle threads
+sleep_idle_cpu_threads()  # before torch loads: every design runs with sleeping idle threads
 
 import torch  # noqa: E402
 from benchmarks_md import machine_info, write_section  # noqa: E402
-from reference_trainer import StepTimer, build_reference_trainer, feature  # noqa: E402
 
 from stepdistill.data.io import write_json  # noqa: E402
 from stepdistill.training.flops import FlopModel, device_peak_tflops, measure_matmul_tflops  # noqa: E402
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The PaLM teacher outputs (../shared/data beside the checkout; STEPDISTILL_SHARED_DATA elsewhere)
+SHARED_DATA = Path(os.environ.get("STEPDISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 GOALS = {"cpu_speedup": 1.5, "gpu_speedup": 3.0, "mfu": 0.40, "memory_ratio": 1.3}
+REFERENCE = "reference"
+DESIGNS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (title, train-config overrides)
+    "ours": ("ours: fit, default TrainConfig", {}),
+    "standard": ("ours: fit, train.method=standard (label rows only)", {"train.method": "standard"}),
+}
+# Variants under development in other branches; each runs only where its config key exists.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "budget": ("ours + train.max_tokens_per_pass=1024", {"train.max_tokens_per_pass": 1024}),
+    "packed": ("ours + train.packing", {"train.packing": True}),
+    "chunked_loss": ("ours + train.loss_chunk_tokens=4096", {"train.loss_chunk_tokens": 4096}),
+    "compiled": ("ours + train.compile", {"train.compile": True}),
+}
+REFERENCE_TITLE = "HF Trainer, two padded passes per step, full logits"
 
 
 # ---------------------------------------------------------------- memory
@@ -106,37 +132,6 @@ class PeakMemory:
 
 
 # ---------------------------------------------------------------- data and models
-
-
-@dataclass
-class Measure:
-    """One design on one student: speed over the timed window after warm-up; memory over all
-    steps (peak_over_start: gradients, optimizer state and activations above the weights)."""
-
-    design: str
-    student: str
-    steps: int
-    examples: int
-    tokens: int
-    seconds: float
-    peak_bytes: int
-    peak_over_start_bytes: int
-    n_params: int
-    # CPU time of this process (all threads) over the timed window: on a shared machine it is far
-    # less disturbed by other users' jobs than wall time.
-    cpu_seconds: float = 0.0
-    passes_per_step: float = 0.0  # forward passes per step (reference: always 2)
-    # Useful training FLOPs of the timed window (stepdistill.training.flops: no padding, lm_head at
-    # target tokens only), the same for every design that trains on the same rows.
-    flops: int = 0
-
-    @property
-    def examples_per_s(self) -> float:
-        return self.examples / self.seconds
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
 
 
 def load_train_annotations(task: str, root: Path = SHARED_DATA) -> list:
@@ -198,25 +193,35 @@ def t5_base_model(tokenizer) -> torch.nn.Module:
     return T5ForConditionalGeneration(cfg)
 
 
-def encode(anns: list, tokenizer, kind: str, method: str, max_tokens_per_pass: int | None = None):
-    """Our trainer's encoding of the annotations under `method` (same code path as train())."""
+def t5_base_student(tokenizer):
+    """A Student at t5-v1_1-base shape with random weights (vocabulary: the SmolLM2 tokenizer's)."""
+    from stepdistill.training.models import Student
+
+    model = t5_base_model(tokenizer)
+    n = sum(p.numel() for p in model.parameters())
+    return Student(model=model, tokenizer=tokenizer, kind="seq2seq", n_params=n, name="t5-v1_1-base shape")
+
+
+def encode(anns: list, tokenizer, kind: str, method: str) -> list:
+    """Our trainer's encoding of the annotations under `method` (the code path fit takes)."""
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
     from stepdistill.training.batching import encode_examples
     from stepdistill.training.config import TrainConfig
     from stepdistill.training.formatting import build_pairs
 
-    cfg = TrainConfig(method=method, label_source="teacher", max_tokens_per_pass=max_tokens_per_pass)
-    task = get_task(TaskConfig(name="svamp"))
-    formatted = build_pairs(task, anns, cfg)
+    cfg = TrainConfig(method=method, label_source="teacher")
+    formatted = build_pairs(get_task(TaskConfig(name="svamp")), anns, cfg)
     if len(formatted.examples) != len(anns):
         raise RuntimeError(f"{method}: {dict(formatted.skipped)} rows unusable after filtering")
-    return encode_examples(tokenizer, formatted.examples, cfg, kind), cfg
+    return encode_examples(tokenizer, formatted.examples, cfg, kind)
 
 
 def reference_features(encoded, kind: str) -> list[dict[str, list[int]]]:
-    """The reference trainer's per-example features built from OUR token ids, so both designs
-    train on identical tokens (label row first, rationale row second)."""
+    """The reference trainer's features built from OUR token ids (label row, rationale row), so both
+    designs train on identical tokens."""
+    from reference_trainer import feature
+
     from stepdistill.training.batching import IGNORE
 
     def row(e):
@@ -228,350 +233,587 @@ def reference_features(encoded, kind: str) -> list[dict[str, list[int]]]:
     return [feature(row(lab), row(rat)) for lab, rat in encoded]
 
 
-# ---------------------------------------------------------------- the two designs
-
-
-class _WindowCallback(StepTimer):
-    """StepTimer that opens the memory window before the first step (optimizer state is allocated
-    there) and notes the time when warm-up ends."""
-
-    def __init__(self, warmup: int, mem: PeakMemory):
-        super().__init__()
-        self.warmup, self.mem, self.t_start, self.t_end = warmup, mem, 0.0, 0.0
-        self.cpu_start, self.cpu_end = 0.0, 0.0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.mem.start()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        super().on_step_end(args, state, control, **kwargs)
-        if len(self.durations) == self.warmup:
-            self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
-        self.t_end, self.cpu_end = time.perf_counter(), time.process_time()
-
-
-def _rows(examples) -> list[tuple[int, int]]:
-    """(source tokens, target tokens) of every row of the examples, for FLOP accounting."""
-    return [(len(e.source), len(e.target)) for ex in examples for e in ex]
-
-
-def run_reference(model, tokenizer, encoded, kind: str, args, name: str) -> Measure:
-    """The reference design: HF Trainer subclass, two padded passes, pandas collation. Its timed steps
-    are random batches of `encoded`: their FLOPs are their tokens at the epoch's FLOPs per token."""
-    mem = PeakMemory(args.device)
-    cb = _WindowCallback(args.warmup, mem)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer, _ = build_reference_trainer(
-            model, tokenizer, reference_features(encoded, kind), kind, out_dir=tmp,
-            batch_size=args.batch_size, lr=args.lr, max_steps=args.warmup + args.steps,
-            device="cpu" if args.device == "cpu" else "cuda", bf16=args.bf16, callbacks=[cb],
-        )  # fmt: skip
-        trainer.train()
-    peak, over = mem.stop()
-    timed = trainer.step_sizes[args.warmup :]
-    rows = _rows(encoded)
-    flops_per_token = FlopModel.from_model(model, kind).train_flops(rows) / sum(s + t for s, t in rows)
-    tokens = sum(t for _, t in timed)
-    return Measure(
-        "reference", name, len(timed), sum(n for n, _ in timed), tokens,
-        cb.t_end - cb.t_start, peak, over, sum(p.numel() for p in model.parameters()),
-        cb.cpu_end - cb.cpu_start, 2.0, round(tokens * flops_per_token),
-    )  # fmt: skip
-
-
-def run_ours(model, encoded, kind: str, cfg, args, name: str, design: str, plan=None) -> Measure:
-    """Our trainer's step (as in training/loop.py): length-grouped steps of label and rationale rows,
-    cut into passes per task (and under cfg.max_tokens_per_pass), each pass forwarded and
-    backpropagated in turn with logits only at target positions; AdamW with a linear schedule."""
-    from stepdistill.training.batching import collate_step, example_length, plan_epoch
-    from stepdistill.training.step import forward_backward
-
-    device = torch.device(args.device)
-    model.to(device).train()
-    total = args.warmup + args.steps
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
-    if plan is None:
-        plan = plan_epoch([example_length(e) for e in encoded], args.batch_size, 0, 0, True)
-    plan = (plan * math.ceil(total / len(plan)))[:total]
-    pad_id = model.config.pad_token_id
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-
-    mem, sizes, t_start, passes, flops = PeakMemory(args.device), [], 0.0, 0, 0
-    flop_model = FlopModel.from_model(model, kind)
-    mem.start()  # before the first step: optimizer state is allocated there
-    for step, idx in enumerate(plan):
-        if step == args.warmup:
-            _sync(args.device)
-            t_start, cpu_start = time.perf_counter(), time.process_time()
-        batch = collate_step([encoded[i] for i in idx], pad_id, kind, cfg.max_tokens_per_pass).to(device)
-        forward_backward(model, batch, kind, cfg, backward=lambda loss: loss.backward(), autocast=autocast)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step >= args.warmup:
-            sizes.append((batch.n_examples, batch.n_tokens))
-            passes += len(batch.passes)
-            flops += flop_model.train_flops(_rows(encoded[i] for i in idx))
-    _sync(args.device)
-    seconds, cpu_seconds = time.perf_counter() - t_start, time.process_time() - cpu_start
-    peak, over = mem.stop()
-    return Measure(
-        design, name, len(sizes), sum(n for n, _ in sizes), sum(t for _, t in sizes), seconds,
-        peak, over, sum(p.numel() for p in model.parameters()), cpu_seconds, passes / max(1, len(sizes)),
-        flops,
-    )  # fmt: skip
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-DESIGNS = {  # design -> (label in the tables, method, uses the token budget)
-    "reference": ("reference (two padded passes, full logits)", "step_by_step", False),
-    "ours": ("ours, step_by_step", "step_by_step", False),
-    "standard": ("ours, standard (label rows only)", "standard", False),
-    "ours_budget": ("ours, step_by_step, token budget", "step_by_step", True),
-    "standard_budget": ("ours, standard, token budget", "standard", True),
-}
-
-
-def bench_student(name: str, make: Callable[[], tuple], anns: list, args) -> list[Measure]:
-    """Every design on fresh copies of the same weights, over the same steps of examples."""
+def batch_sequence(
+    encoded, batch_size: int, n_steps: int, seed: int = 0, grouped: bool = True
+) -> list[list[int]]:
+    """The fixed sequence of `n_steps` batches every design trains on: plan_epoch's batches
+    (length-grouped, or plain shuffled: the reference trainer's own sampler), full ones only (the
+    reference's sampler cannot take a short one mid-run), shuffled with `seed` (plan_epoch puts the
+    longest batch first), repeated when one epoch is too short."""
     from stepdistill.training.batching import example_length, plan_epoch
 
-    base, tokenizer, kind = make()
-    budget = args.max_tokens_per_pass or None
-    designs = [d for d in DESIGNS if budget or not DESIGNS[d][2]]
-    encoded = {
-        d: encode(anns, tokenizer, kind, DESIGNS[d][1], budget if DESIGNS[d][2] else None) for d in designs
+    plan = plan_epoch([example_length(e) for e in encoded], batch_size, seed, 0, grouped)
+    full = [b for b in plan if len(b) == batch_size]
+    if not full:
+        raise ValueError(f"batch size {batch_size} is larger than the {len(encoded)} examples")
+    random.Random(seed).shuffle(full)
+    return (full * math.ceil(n_steps / len(full)))[:n_steps]
+
+
+# ---------------------------------------------------------------- one timed run
+
+
+class _WindowDone(Exception):
+    """Raised at the start of the step after the timed window: the run has given what it measures."""
+
+
+class Window:
+    """Marks taken at the start of each step: memory window from step 0 (AdamW allocates its state in
+    the first step), clock from step `warmup`, both closed at step warmup + steps."""
+
+    def __init__(self, device: str, warmup: int, steps: int):
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.mem = PeakMemory(device)
+        self.t0 = self.c0 = self.seconds = self.cpu_seconds = 0.0
+        self.peak = self.over = 0
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def at_step(self, step: int) -> None:
+        if step == 0:
+            self.mem.start()
+        if step == self.warmup:
+            self._sync()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+        if step == self.warmup + self.steps:
+            self._sync()
+            self.seconds = time.perf_counter() - self.t0
+            self.cpu_seconds = time.process_time() - self.c0  # all threads of this process
+            self.peak, self.over = self.mem.stop()
+            raise _WindowDone
+
+    def result(self, sizes: list[tuple[int, int, int]], flops: int) -> dict[str, Any]:
+        """`sizes`: (examples, non-padding tokens, forward passes) of each timed step."""
+        if len(sizes) != self.steps or not self.seconds:
+            raise RuntimeError(f"the run ended after {len(sizes)} of {self.steps} timed steps")
+        return {
+            "steps": len(sizes),
+            "examples": sum(s[0] for s in sizes),
+            "tokens": sum(s[1] for s in sizes),
+            "passes_per_step": sum(s[2] for s in sizes) / len(sizes),
+            "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_bytes": self.peak,
+            "peak_over_start_bytes": self.over,
+            "flops": flops,
+        }
+
+
+@contextlib.contextmanager
+def _patched(module, **values):
+    old = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(module, name, value)
+
+
+def fit_config(name: str, kind: str, overrides: dict[str, Any], args, total: int, out_dir: str):
+    """The Config fit trains under: defaults, this benchmark's batch/steps/lr, then the design's
+    dotted overrides. Raises ConfigError when an override names a key this checkout lacks."""
+    from stepdistill.config import config_from_dict
+
+    raw: dict[str, Any] = {
+        "name": name,
+        "out_dir": out_dir,
+        "task": {"name": "svamp"},
+        "data": {"train": "(in memory)"},
+        "student": {"model": name, "kind": kind},
+        # eval_every = the run's length: the only evaluation/checkpoint falls after the window closes
+        "train": {"batch_size": args.batch_size, "max_steps": total, "lr": args.lr, "eval_every": total},
+        "eval": {"splits": []},
     }
-    plan = plan_epoch([example_length(e) for e in encoded["ours"][0]], args.batch_size, 0, 0, True)
-    total = args.warmup + args.steps
-    plan = (plan * math.ceil(total / len(plan)))[:total]
-    # The reference trains one epoch over exactly the examples of these steps, in its own random
-    # batches: every design sees the same examples, only the batching differs.
-    used = [i for idx in plan for i in idx]
-    out = []
-    for design in designs:
-        model = copy.deepcopy(base)
-        if args.device.startswith("cuda"):
-            model.to(args.device)  # weights count in the start memory, as on CPU
-        enc, cfg = encoded[design]
-        if design == "reference":
-            m = run_reference(model, tokenizer, [enc[i] for i in used], kind, args, name)
-        else:  # the same steps of examples; standard trains on their label rows only
-            m = run_ours(model, enc, kind, cfg, args, name, design, plan)
-        out.append(m)
-        print(
-            f"  {name:8s} {design:16s} {m.examples_per_s:7.2f} ex/s {m.tokens_per_s:9.0f} tok/s", flush=True
+    for dotted, value in overrides.items():
+        node = raw
+        *sections, key = dotted.split(".")
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return config_from_dict(raw, f"design {name}")
+
+
+def run_fit(make_student: Callable[[], Any], cfg, anns: list, seq: list[list[int]], args,
+            flops: int) -> dict[str, Any]:  # fmt: skip
+    """One run of the real trainer over the fixed batch sequence; the timed window's measures."""
+    from stepdistill.tasks import get_task
+    from stepdistill.training import loop
+
+    window, sizes = Window(args.device, args.warmup, args.steps), []
+    real_step = loop._train_step
+    signature = inspect.signature(real_step)  # bound by name: robust to added parameters
+
+    def timed_step(*a, **k):
+        called = signature.bind(*a, **k).arguments
+        step, plan = called["step"], called["plan"]
+        window.at_step(step)
+        if step >= args.warmup:
+            sizes.append((plan.n_examples, plan.n_tokens, sum(len(m) for m in plan.micro)))
+        return real_step(*a, **k)
+
+    def fixed_plan(lengths, batch_size, seed, epoch, group_by_length):
+        per = math.ceil(len(lengths) / batch_size)  # StepStream's steps per epoch
+        return [seq[(epoch * per + i) % len(seq)] for i in range(per)]
+
+    def cached_student(student_cfg, seed=None):
+        return make_student()
+
+    with _patched(loop, _train_step=timed_step, plan_epoch=fixed_plan, load_student=cached_student):
+        try:
+            loop.fit(cfg, get_task(cfg.task), {"train": anns})
+        except _WindowDone:
+            pass
+    return window.result(sizes, flops)
+
+
+def run_reference(make_student: Callable[[], Any], encoded, seq: list[list[int]], args,
+                  flops: int) -> dict[str, Any]:  # fmt: skip
+    """One run of the reference design over the same batch sequence (a sequential sampler over the
+    examples laid out in that order)."""
+    from reference_trainer import build_reference_trainer
+    from transformers import TrainerCallback
+
+    student = make_student()
+    feats = reference_features(encoded, student.kind)
+    window = Window(args.device, args.warmup, args.steps)
+
+    class Marks(TrainerCallback):
+        n = 0
+
+        def on_step_begin(self, a, state, control, **kwargs):
+            Marks.n += 1
+            window.at_step(Marks.n - 1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = build_reference_trainer(
+            student.model, student.tokenizer, [feats[i] for b in seq for i in b], student.kind,
+            out_dir=tmp, batch_size=args.batch_size, lr=args.lr, max_steps=len(seq),
+            device="cpu" if args.device == "cpu" else "cuda", bf16=args.bf16, callbacks=[Marks()],
+        )  # fmt: skip
+        trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+        try:
+            trainer.train()
+        except _WindowDone:
+            pass
+    timed = trainer.step_sizes[args.warmup : args.warmup + args.steps]
+    return window.result([(n, t, 2) for n, t in timed], flops)
+
+
+# ---------------------------------------------------------------- designs and repeats
+
+
+def design_table(names: list[str], extra: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict]]:
+    """name -> (title, overrides) for the requested designs (reference: overrides None)."""
+    known = {REFERENCE: (f"reference: {REFERENCE_TITLE}", None), **DESIGNS, **VARIANTS}
+    known.update({n: (f"ours + {_overrides_text(o)}", o) for n, o in extra.items()})
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"--designs: unknown {unknown}; known: {sorted(known)} (add one with --design)")
+    return {n: known[n] for n in names}
+
+
+def _overrides_text(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
+def availability(overrides: dict[str, Any] | None) -> str | None:
+    """Why a design cannot run in this checkout (a config key it sets does not exist), or None."""
+    from stepdistill.config import Config
+
+    for dotted in overrides or {}:
+        section, _, key = dotted.partition(".")
+        model = Config.model_fields.get(section)
+        fields = getattr(getattr(model, "annotation", None), "model_fields", None)
+        if fields is None or key not in fields:
+            return f"not available: this checkout's config has no {dotted}"
+    return None
+
+
+def measure_student(name: str, make_student: Callable[[], Any], anns: list, args,
+                    deadline: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every design on `make_student()` copies, repeats interleaved; one result block per batch size
+    (args.batch_size). A repeat after the first starts only if it can end by `deadline`
+    (time.monotonic), judged by the previous repeat's duration."""
+    probe = make_student()
+    kind, n_params = probe.kind, sum(p.numel() for p in probe.model.parameters())
+    flop_model, tokenizer = FlopModel.from_model(probe.model, kind), probe.tokenizer
+    del probe
+    total = args.warmup + args.steps + 1  # + the step at whose start the window closes
+    enc = {m: encode(anns, tokenizer, kind, m) for m in ("step_by_step", "standard")}
+    seq = batch_sequence(
+        enc["step_by_step"], args.batch_size, total, args.order_seed, args.batches == "grouped"
+    )
+    timed = seq[args.warmup : args.warmup + args.steps]
+    designs = design_table(args.designs, args.extra_designs)
+    block: dict[str, Any] = {
+        "student": name, "kind": kind, "n_params": n_params, "batch_size": args.batch_size,
+        "warmup": args.warmup, "steps": args.steps, "repeats_asked": args.repeats, "repeats_run": 0,
+        "timed_batches": timed, "designs": {},
+    }  # fmt: skip
+    runnable = []
+    for d, (title, over) in designs.items():
+        method = (over or {}).get("train.method", "step_by_step")
+        if method not in enc:
+            enc[method] = encode(anns, tokenizer, kind, method)
+        rows = [(len(e.source), len(e.target)) for b in timed for i in b for e in enc[method][i]]
+        entry = {
+            "title": title,
+            "overrides": over,
+            "runs": [],
+            "flops_per_window": flop_model.train_flops(rows),
+        }
+        reason = availability(over)
+        if reason is None and d != REFERENCE:
+            try:
+                fit_config(d, kind, over, args, total, "unused")
+            except Exception as err:  # noqa: BLE001 - a bad value is reported like a missing key
+                reason = f"not available: {err}"
+        entry["available"] = reason is None
+        if reason:
+            entry["reason"] = reason
+            print(f"  {name:8s} b{args.batch_size:<3d} {d:14s} {reason}", flush=True)
+        else:
+            runnable.append(d)
+        block["designs"][d] = entry
+    last = 0.0  # seconds the previous repeat took: the next starts only if it fits the budget
+    for r in range(args.repeats):
+        if not runnable:
+            break
+        if r and deadline is not None and time.monotonic() + last > deadline:
+            print(f"  time budget reached: {r} of {args.repeats} repeats", flush=True)
+            break
+        t_repeat = time.monotonic()
+        order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)]  # rotate: interleaved
+        for d in order:
+            entry = block["designs"][d]
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    if d == REFERENCE:
+                        m = run_reference(
+                            make_student, enc["step_by_step"], seq, args, entry["flops_per_window"]
+                        )
+                    else:
+                        cfg = fit_config(d, kind, entry["overrides"], args, total, tmp)
+                        m = run_fit(make_student, cfg, anns, seq, args, entry["flops_per_window"])
+            except Exception as err:  # noqa: BLE001 - one failing design must not lose the others
+                entry["error"] = f"{type(err).__name__}: {err}"
+                runnable.remove(d)
+                print(f"  {name:8s} b{args.batch_size:<3d} {d:14s} failed: {entry['error']}", flush=True)
+                continue
+            entry["runs"].append(m)
+            print(f"  {name:8s} b{args.batch_size:<3d} {d:14s} repeat {r}: {m['tokens'] / m['seconds']:9.0f} tok/s "
+                  f"wall, {m['tokens'] / max(m['cpu_seconds'], 1e-9):9.0f} tok/CPU-s, "
+                  f"peak {m['peak_bytes'] / 2**20:,.0f} MiB", flush=True)  # fmt: skip
+            gc.collect()
+        block["repeats_run"] = r + 1
+        last = time.monotonic() - t_repeat
+    return block
+
+
+# ---------------------------------------------------------------- summary
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    """Median and min-max of repeated measures."""
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(
+    block: dict[str, Any], peak_tflops: float | None, ceiling_tflops: float | None
+) -> dict[str, Any]:
+    """Adds per design: tokens/s (wall and per CPU-second), speed-ups paired with the reference run of
+    the same repeat, TFLOP/s and MFU (medians with min-max); per block: the memory ratio and whether
+    every step_by_step design trained on the reference's non-padding tokens."""
+    designs = block["designs"]
+    ref = designs.get(REFERENCE, {}).get("runs", [])
+    for d, e in designs.items():
+        runs = e["runs"]
+        if not runs:
+            continue
+        e["tokens_per_s"] = spread([m["tokens"] / m["seconds"] for m in runs])
+        e["tokens_per_cpu_s"] = spread([m["tokens"] / m["cpu_seconds"] for m in runs if m["cpu_seconds"]])
+        e["examples_per_s"] = spread([m["examples"] / m["seconds"] for m in runs])
+        e["peak_bytes"] = spread([m["peak_bytes"] for m in runs])
+        e["peak_over_start_bytes"] = spread([m["peak_over_start_bytes"] for m in runs])
+        e["passes_per_step"] = runs[0]["passes_per_step"]
+        pairs = list(zip(runs, ref))
+        if ref and d != "standard":
+            e["speedup_wall"] = spread(
+                [(m["tokens"] / m["seconds"]) / (r["tokens"] / r["seconds"]) for m, r in pairs]
+            )
+            e["speedup_cpu"] = spread(
+                [(m["tokens"] / m["cpu_seconds"]) / (r["tokens"] / r["cpu_seconds"]) for m, r in pairs
+                 if m["cpu_seconds"] and r["cpu_seconds"]]
+            )  # fmt: skip
+        tflops = [m["flops"] / m["seconds"] / 1e12 for m in runs]
+        e["achieved_tflops"] = spread(tflops)
+        if peak_tflops:
+            e["mfu"] = spread([t / peak_tflops for t in tflops])
+        if ceiling_tflops:
+            e["mfu_of_ceiling"] = spread([t / ceiling_tflops for t in tflops])
+    sbs, std = designs.get("ours", {}).get("runs"), designs.get("standard", {}).get("runs")
+    if sbs and std:
+        over = [a["peak_over_start_bytes"] / max(1, b["peak_over_start_bytes"]) for a, b in zip(sbs, std)]
+        block["memory_ratio_over_start"] = spread(over)
+        block["memory_ratio_total"] = spread([a["peak_bytes"] / b["peak_bytes"] for a, b in zip(sbs, std)])
+    if ref:
+        want = ref[0]["tokens"]
+        block["same_tokens_as_reference"] = all(
+            m["tokens"] == want for d, e in designs.items() if d != "standard" for m in e["runs"]
         )
-        del model
-        gc.collect()
-    return out
+    return block
 
 
 # ---------------------------------------------------------------- report
 
 
-def summarise(
-    measures: list[Measure],
-    device: str,
-    n_epoch: int,
-    peak_tflops: float | None = None,
-    ceiling_tflops: float | None = None,
-) -> list[dict]:
-    """Per student: speed-ups, throughput, extrapolated epoch time, memory ratios, achieved TFLOP/s,
-    MFU against the card's datasheet peak (`peak_tflops`, GPU) and against a measured matmul ceiling."""
-    rows = []
-    for student in dict.fromkeys(m.student for m in measures):
-        by = {m.design: m for m in measures if m.student == student}
-        ref = by["reference"]
-        row: dict = {"student": student, "n_params": ref.n_params, "designs": {}}
-        for design, m in by.items():
-            d = asdict(m) | {
-                "examples_per_s": m.examples_per_s,
-                "tokens_per_s": m.tokens_per_s,
-                "epoch_s_extrapolated": n_epoch / m.examples_per_s,
-                # non-padding tokens/s: fair even where a warm-up step drew other examples
-                "speedup": m.tokens_per_s / ref.tokens_per_s,
-            }
-            if m.cpu_seconds and ref.cpu_seconds:  # tokens per CPU-second, against the reference
-                d["speedup_cpu_time"] = (m.tokens / m.cpu_seconds) / (ref.tokens / ref.cpu_seconds)
-            if m.flops:
-                d["achieved_tflops"] = m.flops / m.seconds / 1e12
-                if peak_tflops:
-                    d["mfu"] = d["achieved_tflops"] / peak_tflops
-                if ceiling_tflops:
-                    d["mfu_of_ceiling"] = d["achieved_tflops"] / ceiling_tflops
-            row["designs"][design] = d
-        for suffix in ("", "_budget"):
-            sbs, std = by.get("ours" + suffix), by.get("standard" + suffix)
-            if sbs and std:
-                row["memory_ratio_total" + suffix] = sbs.peak_bytes / std.peak_bytes
-                row["memory_ratio_over_start" + suffix] = sbs.peak_over_start_bytes / max(
-                    1, std.peak_over_start_bytes
-                )
-        rows.append(row)
-    return rows
+def _s(stat: dict | None, fmt: str) -> str:
+    """`median (min-max)` of a spread."""
+    if not stat:
+        return "n/a"
+    return f"{format(stat['median'], fmt)} ({format(stat['min'], fmt)}-{format(stat['max'], fmt)})"
 
 
-def _mib(b: int) -> str:
-    return f"{b / 2**20:,.0f}"
-
-
-def markdown(rows: list[dict], info: dict, args, command: str, n_epoch: int, mem_method: str) -> str:
-    gpu = args.device.startswith("cuda")
+def markdown(report: dict[str, Any]) -> str:
+    info, a = report["machine"], report["args"]
+    gpu = a["device"].startswith("cuda")
     goal = GOALS["gpu_speedup"] if gpu else GOALS["cpu_speedup"]
-    budget = args.max_tokens_per_pass or None
     lines = [
-        "## Training speed: our trainer vs the reference design",
+        "## Training speed: the real trainer (`fit`) vs the reference design",
         "",
-        f"Date: {dt.date.today().isoformat()}. Machine: {info.get('gpu', 'no GPU')}; CPU {info['cpu']}, "
-        f"{info['cores']} cores ({info['threads']} torch threads); torch {info['torch']}.",
-        f"Command: `{command}`",
+        f"Date: {report['date'][:10]}. Machine: {info.get('gpu', 'no GPU')}; CPU {info['cpu']}, {info['cores']} "
+        f"cores ({info['threads']} torch threads); torch {info['torch']}.",
+        f"Command: `{report['command']}`",
         "",
-        f"SVAMP train with the PaLM rationales, batch size {args.batch_size} examples (each example is "
-        f"a label row and a rationale row), {args.warmup} warm-up steps excluded, {args.steps} timed steps, "
-        f"{'bf16 autocast' if args.bf16 else 'fp32'}. All designs ran in this one process on fresh copies "
-        "of the same weights, over the same steps of examples (standard: their label rows only). Ours "
-        "runs one forward+backward per task (label rows, then rationale rows, each padded to its own "
-        "length)"
-        + (
-            f"; the token-budget rows also cap every pass at {budget} padded tokens (`train.max_tokens_per_pass`)"
-            if budget
-            else ""
-        )
-        + ". Tokens = non-padding tokens (encoder inputs + targets for T5, whole sequences for "
-        f"decoder-only). Epoch time is extrapolated from the timed steps to {n_epoch} examples. "
-        f"Memory: {mem_method}.",
+        f"Reference design: {REFERENCE_TITLE} (`bench/reference_trainer.py`). SVAMP train with the PaLM "
+        f"rationales; every design trained on the same fixed sequence of full, "
+        f"{'length-grouped' if a.get('batches', 'grouped') == 'grouped' else 'shuffled (not length-grouped)'} batches, "
+        f"{a['warmup']} untimed warm-up step(s), {a['steps']} timed steps, repeats interleaved between designs "
+        f"(order rotated), {'bf16 autocast' if a['bf16'] else 'fp32'}. Figures are median (min-max) over the "
+        "repeats; speed-ups pair each run with the reference run of the same repeat. Tokens = non-padding "
+        "tokens (encoder inputs + targets for T5, whole sequences for decoder-only); CPU-s = CPU time of "
+        f"this process, all threads. Memory: {PeakMemory(a['device']).method}, over every step of a run.",
         "",
-        "| student | design | passes/step | examples/s | tokens/s | speed-up (wall) | speed-up (CPU time) "
-        "| s/epoch (extrap.) | peak MiB | peak above start MiB | TFLOP/s | of matmul ceiling |"
-        + (" MFU |" if gpu else ""),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+        "| student | batch | design | passes/step | tokens/s | tokens/CPU-s | speed-up (wall) | speed-up (CPU time) "
+        "| peak MiB | above start MiB | TFLOP/s |" + (" MFU |" if gpu else " of matmul ceiling |"),
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        for design, m in r["designs"].items():
-            cpu_x = f"{m['speedup_cpu_time']:.2f}x" if "speedup_cpu_time" in m else "n/a"
-            line = (
-                f"| {r['student']} | {DESIGNS[design][0]} | {m['passes_per_step']:.1f} | "
-                f"{m['examples_per_s']:.2f} | {m['tokens_per_s']:,.0f} | {m['speedup']:.2f}x | {cpu_x} | "
-                f"{m['epoch_s_extrapolated']:,.0f} | {_mib(m['peak_bytes'])} | {_mib(m['peak_over_start_bytes'])} |"
+    for b in report["results"]:
+        for d, e in b["designs"].items():
+            head = f"| {b['student']} | {b['batch_size']} | {d} |"
+            if not e["runs"]:
+                lines.append(head + f" {e.get('reason') or e.get('error') or 'not run'} |" + " |" * 8)
+                continue
+            mib = {
+                k: {s: v / 2**20 for s, v in e[k].items()} for k in ("peak_bytes", "peak_over_start_bytes")
+            }
+            lines.append(
+                head + f" {e['passes_per_step']:.1f} | {_s(e['tokens_per_s'], ',.0f')} | "
+                f"{_s(e['tokens_per_cpu_s'], ',.0f')} | {_s(e.get('speedup_wall'), '.2f')} | "
+                f"{_s(e.get('speedup_cpu'), '.2f')} | {_s(mib['peak_bytes'], ',.0f')} | "
+                f"{_s(mib['peak_over_start_bytes'], ',.0f')} | {_s(e['achieved_tflops'], '.3g')} | "
+                + (f"{_s(e.get('mfu'), '.1%')} |" if gpu else f"{_s(e.get('mfu_of_ceiling'), '.1%')} |")
             )
-            line += f" {m['achieved_tflops']:.3g} |" if "achieved_tflops" in m else " n/a |"
-            line += f" {m['mfu_of_ceiling']:.1%} |" if "mfu_of_ceiling" in m else " n/a |"
-            lines.append(line + (f" {m['mfu']:.1%} |" if "mfu" in m else (" n/a |" if gpu else "")))
     lines += [
         "",
-        "| student | speed-up of ours (step_by_step) over reference | goal "
-        "| step_by_step / standard memory above start | with token budget | goal |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| student | batch | repeats | ours / reference, tokens/s | ours / reference, tokens per CPU-s | goal "
+        "| step_by_step / standard memory above start | goal | same tokens as reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
-        with_budget = (
-            f"{r['memory_ratio_over_start_budget']:.2f}x"
-            if "memory_ratio_over_start_budget" in r
-            else "not run"
-        )
+    for b in report["results"]:
+        ours = b["designs"].get("ours", {})
         lines.append(
-            f"| {r['student']} | {r['designs']['ours']['speedup']:.2f}x | >= {goal}x | "
-            f"{r['memory_ratio_over_start']:.2f}x | {with_budget} | <= {GOALS['memory_ratio']}x |"
+            f"| {b['student']} | {b['batch_size']} | {b['repeats_run']} | {_s(ours.get('speedup_wall'), '.2f')} | "
+            f"{_s(ours.get('speedup_cpu'), '.2f')} | >= {goal}x | {_s(b.get('memory_ratio_over_start'), '.2f')} | "
+            f"<= {GOALS['memory_ratio']}x | {b.get('same_tokens_as_reference', 'n/a')} |"
         )
+    ceiling = info["matmul_ceiling_tflops"]
     lines += [
         "",
-        "Speed-ups are ratios of non-padding tokens/s against the reference. The reference trained one "
-        "epoch over exactly the examples of the timed and warm-up steps, in its own random batches. "
-        "Speed-up (CPU time) divides tokens per CPU-second of this process, which other jobs on a "
-        "shared machine disturb far less than wall time. Peak memory covers every step of a design "
-        "(warm-up included, since AdamW allocates its state there); the memory ratio compares the "
-        "peak above the memory at the start (weights resident): gradients, optimizer state and "
-        "activations. Ratios of the total peaks: "
-        + ", ".join(f"{r['student']} {r['memory_ratio_total']:.2f}x" for r in rows)
-        + ".",
-        "",
-        "TFLOP/s counts the useful training FLOPs of the rows (`stepdistill/training/flops.py`: every "
-        "non-embedding matmul per token of its stack, the output projection at target tokens only, "
-        "causal attention pairs only, no padding; backward = 2x forward), so every design is credited "
-        "with the same work for the same rows. The matmul ceiling is "
-        f"{info['matmul_ceiling_tflops']:.3g} TFLOP/s, a {info['matmul_ceiling_shape']} product measured "
-        "in this run on this device"
+        "The timed window runs from the start of the first timed step to the start of the step after the last "
+        "(each start comes after that step's batch was collated), for `fit` and for the reference alike; no "
+        "evaluation or checkpoint falls inside it. TFLOP/s counts the useful training FLOPs of the timed rows "
+        "(`stepdistill/training/flops.py`: no padding, output projection at target tokens only, backward = "
+        f"2x forward), the same work for every design. Matmul ceiling: {ceiling:.3g} TFLOP/s "
+        f"({info['matmul_ceiling_shape']}, measured in this run)"
         + (
             f"; MFU divides by the card's dense bf16 datasheet peak, {info['peak_tflops']} TFLOP/s"
             if info.get("peak_tflops")
-            else ("; the card's name is not in the peak table, so no datasheet MFU" if gpu else "")
+            else ""
         )
-        + ".",
+        + ". Raw numbers: `bench/results/train_speed-<device>.json`.",
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_design(text: str) -> tuple[str, dict[str, Any]]:
+    """`packed=train.packing=true,train.batch_size=8` -> ("packed", {"train.packing": True, ...})."""
+    import yaml
+
+    name, sep, rest = text.partition("=")
+    overrides = {}
+    for part in rest.split(",") if sep else []:
+        key, eq, value = part.partition("=")
+        if not eq or "." not in key:
+            raise SystemExit(f"--design {text}: each override must look like section.key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if not name or not overrides:
+        raise SystemExit(f"--design {text}: expected NAME=section.key=value[,section.key=value]")
+    return name.strip(), overrides
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per design")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, kernels)")
-    p.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    p.add_argument("--models", default="t5,smollm2", help="comma-separated: t5, smollm2")
+    p.add_argument("--models", default="smollm2,t5", help="comma-separated: smollm2, t5, tiny (smoke runs)")
+    p.add_argument(
+        "--batch-sizes",
+        "--batch-size",
+        default="4,16,64",
+        help="examples per step, comma-separated (the paper's)",
+    )
+    p.add_argument("--steps", type=int, default=20, help="timed steps per run (>= 20, or a full epoch)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first, the same for every design")
+    p.add_argument("--repeats", type=int, default=3, help="runs per design, interleaved between designs")
+    default_designs = ",".join([REFERENCE, *DESIGNS, *VARIANTS])
+    p.add_argument("--designs", default=default_designs, help=f"which to run (default {default_designs})")
+    p.add_argument("--design", action="append", default=[], metavar="NAME=section.key=value[,...]",
+                   help="add a design: fit with these config overrides (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--max-tokens-per-pass", type=int, default=1024,
+        help="train.max_tokens_per_pass of the `budget` variant; 0 leaves that variant out",
+    )  # fmt: skip
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--order-seed", type=int, default=0, help="seed of the batch sequence's order")
     p.add_argument(
-        "--max-tokens-per-pass", type=int, default=512,
-        help="token budget of the *_budget designs (train.max_tokens_per_pass); 0 skips them",
+        "--batches", choices=["grouped", "shuffled"], default="grouped",
+        help="the batches every design gets: length-grouped (our trainer's) or shuffled (the reference's own)",
     )  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="2 timed steps, 1 warm-up, batch 2")
-    p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     p.add_argument(
-        "--section", default="train_speed",
-        help="BENCHMARKS.md section (and results file) to write, e.g. train_speed_b4 for a second batch size",
-    )  # fmt: skip
+        "--time-budget",
+        type=float,
+        help="seconds; a repeat starts only if it should end within it (the first always runs)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="CPU check: batch 4, 1 warm-up, 3 timed steps, 3 repeats"
+    )
+    p.add_argument("--out", help="JSON path (default bench/results/train_speed-<device>.json)")
+    p.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
+    p.add_argument("--section", default="train_speed", help="BENCHMARKS.md section to write")
+    p.add_argument(
+        "--report", metavar="JSON", help="rebuild the section from a results file (e.g. a GPU run's)"
+    )
+    if "--quick" in (sys.argv[1:] if argv is None else argv):  # new defaults; explicit flags still win
+        p.set_defaults(batch_sizes="4", warmup=1, steps=3)  # a 135M model: seconds per step on 2 cores
     args = p.parse_args(argv)
-    if args.quick:  # a 135M model takes tens of seconds per step on 2 shared cores
-        args.steps, args.warmup, args.batch_size = 2, 1, 2
+    args.batch_list = [int(b) for b in args.batch_sizes.split(",")]
+    args.designs = [d for d in args.designs.split(",") if d and (d != "budget" or args.max_tokens_per_pass)]
+    if args.max_tokens_per_pass:
+        VARIANTS["budget"] = (
+            f"ours + train.max_tokens_per_pass={args.max_tokens_per_pass}",
+            {"train.max_tokens_per_pass": args.max_tokens_per_pass},
+        )
+    args.extra_designs = dict(parse_design(t) for t in args.design)
+    args.designs += [n for n in args.extra_designs if n not in args.designs]
     args.bf16 = args.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    unknown = set(args.models.split(",")) - {"t5", "smollm2"}
+    unknown = set(args.models.split(",")) - {"t5", "smollm2", "tiny"}
     if unknown:
-        p.error(f"--models: unknown {sorted(unknown)}; allowed: t5, smollm2")
+        p.error(f"--models: unknown {sorted(unknown)}; allowed: t5, smollm2, tiny")
     return args
 
 
-def device_ceilings(args) -> dict:
+def device_ceilings(device: str) -> dict:
     """The datasheet peak (GPU, exact card name) and a matmul ceiling measured now, in the precision
     the designs ran in (bf16 on GPU, fp32 on CPU)."""
-    gpu = args.device.startswith("cuda")
+    gpu = device.startswith("cuda")
     n, dtype = (8192, torch.bfloat16) if gpu else (1024, torch.float32)
     return {
         "peak_tflops": device_peak_tflops(torch.cuda.get_device_name()) if gpu else None,
-        "matmul_ceiling_tflops": measure_matmul_tflops(args.device, n=n, dtype=dtype),
+        "matmul_ceiling_tflops": measure_matmul_tflops(device, n=n, dtype=dtype),
         "matmul_ceiling_shape": f"{n}x{n}x{n} {str(dtype).removeprefix('torch.')}",
+    }
+
+
+def students(names: list[str]) -> dict[str, Callable[[], Any]]:
+    """name -> factory of fresh copies (the weights are loaded once). `tiny`: a 2-layer random
+    decoder with the SmolLM2 tokenizer, for smoke runs of the whole pipeline."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stepdistill.training.models import Student
+
+    model, tok = smollm2_student()  # also the tokenizer of the T5 and tiny students
+    n = sum(p.numel() for p in model.parameters())
+    base = {"smollm2": Student(model=model, tokenizer=tok, kind="causal", n_params=n, name="SmolLM2-135M")}
+    if "t5" in names:
+        base["t5"] = t5_base_student(tok)
+    if "tiny" in names:
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id)  # fmt: skip
+        tiny = LlamaForCausalLM(cfg)
+        base["tiny"] = Student(tiny, tok, "causal", sum(p.numel() for p in tiny.parameters()), "tiny")
+    return {k: (lambda s=base[k]: copy.deepcopy(s)) for k in names}
+
+
+def run(args, makers: dict[str, Callable[[], Any]], anns: list, command: str) -> dict[str, Any]:
+    """Every student x batch size; the report dict (also what the tests check)."""
+    start = time.monotonic()
+    info = machine_info(args.device)
+    info.update(device_ceilings(args.device))
+    blocks, jobs = [], [(s, b) for s in makers for b in args.batch_list]
+    for k, (name, batch) in enumerate(jobs):
+        args.batch_size = batch
+        deadline = None
+        if args.time_budget is not None:  # an equal share of what is left to each remaining job
+            left = args.time_budget - (time.monotonic() - start)
+            deadline = time.monotonic() + left / (len(jobs) - k)
+        block = measure_student(name, makers[name], anns, args, deadline)
+        blocks.append(summarise(block, info.get("peak_tflops"), info["matmul_ceiling_tflops"]))
+    keep = ("device", "models", "batch_list", "steps", "warmup", "repeats", "designs", "extra_designs",
+            "max_tokens_per_pass", "lr", "order_seed", "batches", "time_budget", "bf16")  # fmt: skip
+    return {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": info,
+        "command": command,
+        "reference": REFERENCE_TITLE + " (bench/reference_trainer.py)",
+        "args": {k: getattr(args, k) for k in keep},
+        "n_train_examples": len(anns),
+        "results": blocks,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:  # a results file brought back from another machine: table only, no training
+        text = markdown(json.loads(Path(args.report).read_text()))
+        print(text)
+        if not args.no_write:
+            write_section(args.section, text)
+        return 0
     torch.manual_seed(0)
     anns = load_train_annotations("svamp")
     print(f"svamp: {len(anns)} training examples usable by every design", flush=True)
-    smol, tok = smollm2_student()  # also provides the tokenizer of the T5 student
-    makers = {
-        "t5": lambda: (t5_base_model(tok), tok, "seq2seq"),
-        "smollm2": lambda: (smol, tok, "causal"),
-    }
-    measures: list[Measure] = []
-    for name in args.models.split(","):
-        measures += bench_student(name, makers[name], anns, args)
-    info = machine_info(args.device)
-    info.update(device_ceilings(args))
-    rows = summarise(measures, args.device, len(anns), info.get("peak_tflops"), info["matmul_ceiling_tflops"])
-    out = ROOT / "bench" / "results" / f"{args.section}-{args.device.split(':')[0]}.json"
-    write_json(out, {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": info,
-                     "args": {k: v for k, v in vars(args).items()}, "results": rows})  # fmt: skip
+    makers = students(args.models.split(","))
     command = "python bench/train_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(rows, info, args, command.strip(), len(anns), PeakMemory(args.device).method)
+    report = run(args, makers, anns, command.strip())
+    out = (
+        Path(args.out)
+        if args.out
+        else ROOT / "bench" / "results" / f"{args.section}-{args.device.split(':')[0]}.json"
+    )
+    write_json(out, report)
+    text = markdown(report)
     print(text)
+    print(f"wrote {out}", flush=True)
     if not args.no_write:
         write_section(args.section, text)
     return 0
