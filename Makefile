@@ -62,9 +62,8 @@ bench-quality: $(STAMP)
 	$(PY) bench/quality.py --config cpu
 
 bench-train-speed: $(STAMP)
-	$(PY) bench/train_speed.py --device cpu --steps 4 --warmup 1 --batch-size 16 --max-tokens-per-pass 1024
-	$(PY) bench/train_speed.py --device cpu --steps 8 --warmup 1 --batch-size 4 --max-tokens-per-pass 256 \
-		--section train_speed_b4
+	$(PY) bench/train_speed.py --device cpu --models smollm2 --batch-sizes 4,16 --steps 20 --warmup 2 --repeats 3 \
+		--designs reference,ours,standard,packed,plain_loss --design plain_loss=train.loss_chunk_tokens=0
 
 bench-annotate: $(SERVER_STAMP)
 	$(PY) bench/annotate_throughput.py
