@@ -62,8 +62,11 @@ bench-quality: $(STAMP)
 	$(PY) bench/quality.py --config cpu
 
 bench-train-speed: $(STAMP)
-	$(PY) bench/train_speed.py --device cpu --models smollm2 --batch-sizes 4,16 --steps 20 --warmup 2 --repeats 3 \
-		--designs reference,ours,standard,packed,plain_loss --design plain_loss=train.loss_chunk_tokens=0
+	OMP_NUM_THREADS=1 $(PY) bench/train_speed.py --device cpu --models smollm2 --batch-sizes 4 --steps 20 --warmup 1 \
+		--repeats 3 --designs reference,ours,standard,packed,plain_loss --section train_speed_b4 \
+		--out bench/results/train_speed_b4-cpu.json
+	OMP_NUM_THREADS=1 $(PY) bench/train_speed.py --device cpu --models smollm2 --batch-sizes 16 --steps 20 --warmup 1 \
+		--repeats 3 --designs reference,ours,standard
 
 bench-annotate: $(SERVER_STAMP)
 	$(PY) bench/annotate_throughput.py

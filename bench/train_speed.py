@@ -66,11 +66,11 @@ DESIGNS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (title, train-conf
     "ours": ("ours: fit, default TrainConfig", {}),
     "standard": ("ours: fit, train.method=standard (label rows only)", {"train.method": "standard"}),
 }
-# Variants under development in other branches; each runs only where its config key exists.
+# Variants: fit with config overrides; each runs only where its config key exists in this checkout.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budget": ("ours + train.max_tokens_per_pass=1024", {"train.max_tokens_per_pass": 1024}),
     "packed": ("ours + train.packing", {"train.packing": True}),
-    "chunked_loss": ("ours + train.loss_chunk_tokens=4096", {"train.loss_chunk_tokens": 4096}),
+    "plain_loss": ("ours with full target logits (train.loss_chunk_tokens=0)", {"train.loss_chunk_tokens": 0}),
     "compiled": ("ours + train.compile", {"train.compile": True}),
 }
 REFERENCE_TITLE = "HF Trainer, two padded passes per step, full logits"
