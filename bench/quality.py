@@ -603,7 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     if "settings" in spec:  # a study grid: learning curves and matched-compute comparisons
         from study_report import study_figure, study_markdown
 
-        figure = None if args.smoke else study_figure(spec, results, ROOT / "docs" / f"{spec['name']}-curves.png")
+        figure = (
+            None if args.smoke else study_figure(spec, results, ROOT / "docs" / f"{spec['name']}-curves.png")
+        )
         rel = str(figure.relative_to(ROOT)) if figure else None
         text = study_markdown(spec, results, teacher, command.strip(), rel)
     else:

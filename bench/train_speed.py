@@ -70,7 +70,10 @@ DESIGNS: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (title, train-conf
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "budget": ("ours + train.max_tokens_per_pass=1024", {"train.max_tokens_per_pass": 1024}),
     "packed": ("ours + train.packing", {"train.packing": True}),
-    "plain_loss": ("ours with full target logits (train.loss_chunk_tokens=0)", {"train.loss_chunk_tokens": 0}),
+    "plain_loss": (
+        "ours with full target logits (train.loss_chunk_tokens=0)",
+        {"train.loss_chunk_tokens": 0},
+    ),
     "compiled": ("ours + train.compile", {"train.compile": True}),
 }
 REFERENCE_TITLE = "HF Trainer, two padded passes per step, full logits"

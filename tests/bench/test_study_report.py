@@ -53,11 +53,16 @@ def test_report_compares_at_convergence_and_at_matched_compute(tmp_path):
         "b": _cell("standard", 0, [(10, "1000"), (20, "1000"), (40, "1001")], 1.0e15, test_b),
     }}  # fmt: skip
     text = study_markdown(spec, results, {"svamp": 74.0}, "cmd", None)
-    assert "| step-by-step, gold labels + PaLM rationales | 75.0 (1 seed) | 20 (20) | yes | 40.00 | 1 |" in text
+    assert (
+        "| step-by-step, gold labels + PaLM rationales | 75.0 (1 seed) | 20 (20) | yes | 40.00 | 1 |" in text
+    )
     # at convergence, paired over the 4 test rows; at the common 40 PFLOPs: sbs at step 20, standard at 40
     conv = paired_bootstrap([1, 1, 1, 0], [1, 0, 0, 0])
     matched = paired_bootstrap([1, 1, 1, 0], [1, 0, 0, 1])
     assert f"{100 * conv.diff:+.1f} [{100 * conv.lo:+.1f}, {100 * conv.hi:+.1f}]" in text
-    assert f"40.00: 75.0 vs 50.0, {100 * matched.diff:+.1f} [{100 * matched.lo:+.1f}, {100 * matched.hi:+.1f}] (20 / 40)" in text
+    assert (
+        f"40.00: 75.0 vs 50.0, {100 * matched.diff:+.1f} [{100 * matched.lo:+.1f}, {100 * matched.hi:+.1f}] (20 / 40)"
+        in text
+    )
     png = study_figure(spec, results, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

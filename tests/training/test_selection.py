@@ -19,7 +19,9 @@ def test_accuracy_or_loss_rule_also_counts_a_new_lowest_loss():
     assert not improved({"valid_accuracy": 0.025, "valid_loss": 0.84}, state, rule)  # equal loss: no
     assert not improved({"valid_accuracy": 0.05, "valid_loss": 0.9}, state, rule)
     assert improved({"valid_accuracy": 0.06, "valid_loss": 0.9}, state, rule)
-    assert improved({"valid_accuracy": 0.0, "valid_loss": 5.0}, {"best_valid_accuracy": 0.0}, rule)  # first loss
+    assert improved(
+        {"valid_accuracy": 0.0, "valid_loss": 5.0}, {"best_valid_accuracy": 0.0}, rule
+    )  # first loss
 
 
 def test_outcome_bits_mark_each_row_in_order():
