@@ -193,7 +193,7 @@ def study_figure(spec, results, out: Path) -> Path | None:
     fig.tight_layout(rect=(0, 0, 0.79, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # the legend sits right of the panels
     plt.close(fig)
     tmp.replace(out)
     return out
