@@ -153,22 +153,15 @@ def load_train_annotations(task: str, root: Path = SHARED_DATA) -> list:
 
 
 def smollm2_student() -> tuple[torch.nn.Module, object]:
-    """(model, tokenizer) of SmolLM2-135M-Instruct from the offline GGUF, as a plain float32 model.
-
-    transformers marks a GGUF-loaded model as quantized even though its weights are dequantised,
-    and Trainer refuses to fine-tune such a model; rebuilding it from its config and copying the
-    weights gives the ordinary model both trainers can use."""
+    """(model, tokenizer) of SmolLM2-135M-Instruct as a plain float32 model, from the embedded
+    model's converted folder (stepdistill.embedded: the GGUF's dequantised weights, converted once)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stepdistill.embedded import GGUF_NAME, smollm2_dir
+    from stepdistill.embedded import smollm2_converted
 
-    tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME)
-    loaded = AutoModelForCausalLM.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME, dtype=torch.float32)
-    config = copy.deepcopy(loaded.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
+    folder = smollm2_converted()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
 
