@@ -258,10 +258,11 @@ class Objective(torch.nn.Module):
         return PassLoss(total, sums, kept)
 
     def _losses(self, at: TargetHidden, on_token, on_kd, kd, keep_logits: bool):
-        """(total, CE [n], KD [n], logits or None): chunked unless disabled, logits wanted or the
-        output layer is not a plain Linear."""
+        """(total, CE [n], KD [n], logits or None): chunked unless disabled, logits wanted, the
+        output layer is not a plain Linear or the pass has no more targets than one chunk (then the
+        full logits are no bigger than a chunk's, and the plain path was ~8% faster on CPU at batch 4)."""
         head = _chunkable_head(self.base)
-        if self.chunk and head is not None and not keep_logits:
+        if self.chunk and head is not None and not keep_logits and at.hidden.shape[0] > self.chunk:
             tweak = _tweaks(self.base)
             total, ce, kdv = chunked_target_loss(
                 at.hidden, head, at.targets, on_token, on_kd, kd, tweak, self.chunk

@@ -259,3 +259,18 @@ def test_objective_chunked_equals_plain_with_topk_kd(tiny_causal_dir, tmp_path, 
     term = KDTerm.from_config(cfg, student.tokenizer, student.model, "cpu")
     ref, _ = _assert_objective_same(student.model, "causal", batch, tc, term)
     assert torch.isfinite(ref.sums["loss"]) and float(ref.sums["kd_rationale"]) > 0
+
+
+@pytest.mark.parametrize("chunk, chunked_calls", [(5, 1), (100_000, 0)])
+def test_a_pass_with_no_more_targets_than_a_chunk_takes_the_plain_path(
+    tiny_causal_dir, monkeypatch, chunk, chunked_calls
+):
+    import stepdistill.training.step as step_module
+
+    calls = []
+    real = step_module.chunked_target_loss
+    monkeypatch.setattr(step_module, "chunked_target_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    student = _student(tiny_causal_dir)
+    tc = TrainConfig(method="step_by_step")
+    _run(student.model, "causal", _batch(student, "causal", tc), tc, chunk)
+    assert len(calls) == chunked_calls
