@@ -1,6 +1,6 @@
 """The study grid's report (bench/configs/study.yaml): for each (task, train fraction) setting, the
-test accuracy of every method at convergence, the paper's comparisons and the variants against their
-baselines with paired 95% intervals, at convergence (test rows) and at matched training compute
+test accuracy of every method when it stopped (patience or the step cap), the paper's comparisons and
+the variants against their baselines with paired 95% intervals, at the end (test rows) and at matched training compute
 (validation rows, report/curves.py), and a figure of validation accuracy against training FLOPs.
 
 Used by `bench/quality.py --config study` (and `--report`); reads only the results file and the
@@ -83,7 +83,7 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
         "",
         f"Teacher (PaLM 540B) on test: {teacher_test:.1f}%." if teacher_test is not None else "",
         "",
-        "| method | test accuracy % at convergence | steps run (best at) | stopped by patience | "
+        "| method | test accuracy % (checkpoint chosen on validation) | steps run (best at) | stopped by patience (else the cap) | "
         "train PFLOPs to the end | wall min |",
         "|---|---:|---|---|---:|---:|",
     ]
@@ -99,7 +99,7 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
         )
     lines += [
         "",
-        "| A | B | at convergence: A − B on test [95% paired interval] | reading | at matched compute: "
+        "| A | B | at the end of training: A − B on test [95% paired interval] | reading | at matched compute: "
         "budget PFLOPs, A % vs B % on validation, A − B [95%] (steps A / B) | reading |",
         "|---|---|---:|---|---|---|",
     ]
