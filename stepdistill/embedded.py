@@ -60,6 +60,24 @@ def converted_dir(gguf: Path) -> Path:
     return cache_dir() / f"{gguf.stem}-{gguf.stat().st_size}"
 
 
+def plain_copy(auto, loaded):
+    """An ordinary float32 model with the weights of a GGUF-loaded one (`auto`: the Auto class).
+
+    transformers marks a model read from a GGUF file as quantized even though its weights were
+    dequantised on load, and then refuses `.float()`, training and Trainer; rebuilding it from its
+    config without `quantization_config` and copying the weights gives the plain model.
+    """
+    import torch
+
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = auto.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model
+
+
 def convert_gguf(gguf: Path, out: Path) -> Path:
     """Write `gguf` as a plain transformers causal-LM folder at `out` (float32 safetensors, config,
     generation config, tokenizer); a no-op when `out` is already complete."""
@@ -70,14 +88,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # transformers marks a GGUF-loaded model as quantized although its weights are dequantised
-    # floats; the plain model rebuilt from its config, with the same weights, saves and trains.
-    config = copy.deepcopy(loaded.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
+    model = plain_copy(AutoModelForCausalLM, loaded)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 
-from stepdistill.embedded import resolve_model
+from stepdistill.embedded import plain_copy, resolve_model
 from stepdistill.errors import ConfigError
 from stepdistill.training.config import StudentConfig
 
@@ -136,22 +136,6 @@ def _apply_lora(model, cfg: StudentConfig, kind: str):
     return get_peft_model(model, lcfg)
 
 
-def _plain_copy(auto, loaded):
-    """An ordinary float32 model with the weights of a GGUF-loaded one.
-
-    transformers marks a model read from a GGUF file as quantized even though its weights were
-    dequantised on load, and then refuses `.float()`, training and Trainer; rebuilding it from its
-    config without `quantization_config` and copying the weights gives the plain model.
-    """
-    config = copy.deepcopy(loaded.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = auto.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    return model
-
-
 def load_student(cfg: StudentConfig, seed: int | None = None) -> Student:
     """Build the student described by `cfg`; `seed` fixes random init and LoRA init."""
     src, gguf = resolve_model(cfg.model, cfg.gguf_file)
@@ -173,7 +157,7 @@ def load_student(cfg: StudentConfig, seed: int | None = None) -> Student:
             kwargs["use_safetensors"] = True  # never unpickle weights (pytorch_model.bin)
         model = auto.from_pretrained(src, dtype=torch.float32, **kwargs)
         if gguf:
-            model = _plain_copy(auto, model)
+            model = plain_copy(auto, model)
     model = model.float()
     if cfg.keep_layers is not None:
         if kind != "causal":
