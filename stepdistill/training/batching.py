@@ -16,6 +16,8 @@ of padded rows (training/packing.py); the step plan, the counts and the passes a
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,17 +123,19 @@ class Batch:
     keys: list[str] | None = None  # per row, when encoded with example ids (top-k targets, KD)
     packed: Packed | None = None  # positions and target indices of a packed pass
 
-    def to(self, device) -> Batch:
-        return Batch(
-            self.input_ids.to(device),
-            self.attention_mask.to(device),
-            self.labels.to(device),
-            self.task_ids.to(device),
-            self.n_examples,
-            self.kind,
-            self.keys,
-            self.packed.to(device) if self.packed is not None else None,
-        )
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """A copy with `fn` applied to every tensor, the packed ones included (other fields shared)."""
+        changes: dict = {
+            f.name: fn(v)
+            for f in dataclasses.fields(self)
+            if isinstance(v := getattr(self, f.name), torch.Tensor)
+        }
+        if self.packed is not None:
+            changes["packed"] = self.packed.map_tensors(fn)
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device, non_blocking: bool = False) -> Batch:
+        return self.map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
 
     @property
     def n_tokens(self) -> int:

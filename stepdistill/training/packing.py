@@ -22,6 +22,8 @@ run with a kd: section stay padded too (the teacher and the top-k alignment read
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,20 +42,19 @@ class Packed:
     cu_seq_lens: torch.Tensor  # [segments + 1] int32 over the flattened buffers (flash varlen)
     max_length: int  # longest segment
 
-    def to(self, device) -> Packed:
-        move = [
-            t.to(device)
-            for t in (
-                self.position_ids,
-                self.target_index,
-                self.target_ids,
-                self.target_rows,
-                self.target_positions,
-                self.target_tasks,
-                self.cu_seq_lens,
-            )
-        ]
-        return Packed(*move, self.max_length)
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Packed:
+        """A copy with `fn` applied to every tensor (max_length shared)."""
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: fn(v)
+                for f in dataclasses.fields(self)
+                if isinstance(v := getattr(self, f.name), torch.Tensor)
+            },
+        )
+
+    def to(self, device, non_blocking: bool = False) -> Packed:
+        return self.map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
 
     def attention_kwargs(self, model) -> dict:
         """What the decoder needs besides input_ids and position_ids for this attention kernel."""

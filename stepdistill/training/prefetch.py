@@ -27,16 +27,6 @@ T = TypeVar("T")
 _POLL_S = 0.1  # how often a blocked producer looks whether the consumer has gone
 
 
-def _map_tensors(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
-    """A copy of `batch` with `fn` applied to every tensor field (other fields shared)."""
-    changes = {
-        f.name: fn(value)
-        for f in dataclasses.fields(batch)
-        if isinstance(value := getattr(batch, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(batch, **changes)
-
-
 def pin(plan: RankStep) -> RankStep:
     """`plan` with every batch's tensors in pinned host memory (a batch used twice, such as the
     filler of zero-weight passes, is pinned once)."""
@@ -44,7 +34,7 @@ def pin(plan: RankStep) -> RankStep:
 
     def one(batch: Batch) -> Batch:
         if id(batch) not in pinned:
-            pinned[id(batch)] = _map_tensors(batch, torch.Tensor.pin_memory)
+            pinned[id(batch)] = batch.map_tensors(torch.Tensor.pin_memory)
         return pinned[id(batch)]
 
     micro = [[(one(batch), real) for batch, real in passes] for passes in plan.micro]
@@ -54,7 +44,7 @@ def pin(plan: RankStep) -> RankStep:
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """`batch` on `device`; asynchronous from pinned memory (the copy is ordered before any kernel
     queued after it on the current stream, so no synchronisation is needed)."""
-    return _map_tensors(batch, lambda t: t.to(device, non_blocking=True))
+    return batch.to(device, non_blocking=True)
 
 
 class Prefetcher(Generic[T]):

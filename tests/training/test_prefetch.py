@@ -94,6 +94,23 @@ def test_to_device_keeps_every_field():
     assert _same_batch(moved, batch) and moved.keys == batch.keys
 
 
+def test_mapping_a_packed_batch_reaches_its_packed_tensors():
+    # to_device and pin go through Batch.map_tensors: a packed pass's positions and target indices
+    # must move (and be pinned) with the rest, or a GPU step would mix devices.
+    tc = TrainConfig(batch_size=4, packing=True, pack_tokens=64)
+    plan = StepStream(_encoded(4), tc, 0, "causal")[0]
+    batch = plan.micro[0][0][0]
+    assert batch.packed is not None
+    mapped = batch.map_tensors(lambda t: t.to(torch.float64))
+    assert mapped.input_ids.dtype == torch.float64 and mapped.packed.max_length == batch.packed.max_length
+    for field in dataclasses.fields(batch.packed):
+        value = getattr(mapped.packed, field.name)
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == torch.float64, field.name
+    moved = to_device(batch, torch.device("cpu"))
+    assert torch.equal(moved.packed.target_index, batch.packed.target_index)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
 def test_pinned_steps_equal_the_plain_ones():
     tc = TrainConfig(batch_size=4, grad_accum=2)
