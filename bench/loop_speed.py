@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TOKENIZER = Path.home() / ".cache" / "stepdistill-tests" / "smollm2-tokenizer"
-
 
 def make_student(out: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    from stepdistill.embedded import smollm2_converted
+
+    tok = AutoTokenizer.from_pretrained(smollm2_converted())  # the embedded model's tokenizer
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=4,

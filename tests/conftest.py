@@ -17,9 +17,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-_TOKENIZER_CACHE = Path(
-    os.environ.get("STEPDISTILL_TEST_CACHE", Path.home() / ".cache" / "stepdistill-tests")
-)
 
 
 @pytest.fixture(scope="session")
@@ -32,20 +29,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir() -> Path:
-    """A saved copy of the SmolLM2 tokenizer (read from the GGUF once, ~9 s, then cached on disk)."""
-    out = _TOKENIZER_CACHE / "smollm2-tokenizer"
-    if not (out / "tokenizer.json").exists():
-        from transformers import AutoTokenizer
+    """The SmolLM2 tokenizer's folder: the embedded model's converted folder (stepdistill.embedded;
+    converted from the GGUF once per machine, then cached on disk)."""
+    from stepdistill.embedded import smollm2_converted
 
-        from stepdistill.embedded import GGUF_NAME, smollm2_dir
-
-        tok = AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        tok.save_pretrained(tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not out.exists():
-            os.replace(tmp, out)
-    return out
+    return smollm2_converted()
 
 
 @pytest.fixture(scope="session")
