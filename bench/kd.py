@@ -75,26 +75,6 @@ def base_config(name: str, model: str, steps: int, data: dict[str, str], **extra
     return config_from_dict(raw)
 
 
-def export_smollm2(out: Path) -> Path:
-    """The embedded GGUF as a plain float32 safetensors folder (teacher and students start from it).
-
-    Exported once so that the teacher and both students start from the same float32 folder instead
-    of dequantising the GGUF three times."""
-    if (out / "config.json").exists():
-        return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from stepdistill.embedded import GGUF_NAME, smollm2_dir
-
-    model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME, dtype=torch.float32)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config  # weights are plain floats now
-    model.hf_quantizer = None
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=GGUF_NAME).save_pretrained(out)
-    return out
-
-
 def timed_train(cfg) -> tuple[Path, float]:
     from stepdistill.train import train
 
@@ -146,7 +126,9 @@ def run_bench(steps: dict[str, int]) -> dict[str, Any]:
     generate_demo_data(paths, SIZES, seed=0)
     results: dict[str, Any] = {}
     tag = f"{steps['teacher_steps']}-{steps['student_steps']}"
-    smol = str(export_smollm2(OUT / "smollm2-135m"))
+    from stepdistill.embedded import smollm2_converted
+
+    smol = str(smollm2_converted())  # one float32 folder the teacher and both students start from
     tcfg = base_config(f"teacher-{tag}", smol, steps["teacher_steps"], paths)
     teacher_run, wall = timed_train(tcfg)
     teacher_dir = teacher_run / "best"
