@@ -18,6 +18,7 @@ from compare import compare_cells, interval_cell
 
 from stepdistill.report.curves import compare_at_budget, matched_budget
 from stepdistill.report.paired import verdict
+from stepdistill.report.stats import mean_se
 
 TITLES = {
     "standard": "standard fine-tuning (gold labels)",
@@ -51,11 +52,10 @@ def _cells(results: dict[str, Any], task: str, fraction: float, method: str) -> 
 
 
 def _mean_se(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.1f} (1 seed)"
-    se = statistics.stdev(values) / len(values) ** 0.5
-    return f"{m:.1f} ± {se:.1f} ({len(values)} seeds)"
+    s = mean_se(values)
+    if s.se is None:
+        return f"{s.mean:.1f} (1 seed)"
+    return f"{s.mean:.1f} ± {s.se:.1f} ({s.n} seeds)"
 
 
 def _valid_teacher(cells: list[dict[str, Any]]) -> float | None:
