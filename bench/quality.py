@@ -168,6 +168,15 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+class CellsFailed(RuntimeError):
+    """Cells whose training raised; the grid ran every other cell before this is raised."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        lines = "\n".join(f"  {key}: {err}" for key, err in failures.items())
+        super().__init__(f"{len(failures)} cell(s) failed (rerun to retry them):\n{lines}")
+
+
 def run_grid(
     cells: list[Cell],
     path: Path,
@@ -177,8 +186,11 @@ def run_grid(
 ) -> list[str]:
     """Run every cell not yet in `path`, writing the file after each one; returns the keys run.
     With `claims` (a folder shared by concurrent workers) a cell runs only in the worker that
-    created its claim file; no cell starts after `stop_at` (time.time())."""
-    done = []
+    created its claim file; no cell starts after `stop_at` (time.time()). A cell that raises is
+    reported and its claim released, the remaining cells still run, and `CellsFailed` names the
+    failures at the end; an interrupt (Ctrl-C) stops the grid at once."""
+    done: list[str] = []
+    failures: dict[str, str] = {}
     for cell in cells:
         if stop_at is not None and time.time() > stop_at:
             print(f"stop: no time left to start {cell.key}", flush=True)
@@ -190,21 +202,29 @@ def run_grid(
         if claims is not None and not claim(claims, cell.key):
             print(f"skip {cell.key} (another worker runs it)", flush=True)
             continue
-        if claims is not None and cell.key in load_results(path)["cells"]:
-            _release(claims, cell.key)  # finished (and released) since the read above
-            continue
-        print(f"run  {cell.key}", flush=True)
-        t0 = time.perf_counter()
-        out = runner(cell)
-        out["cell_wall_s"] = round(time.perf_counter() - t0, 1)
-        out["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-        with locked(path):  # read-modify-write: workers finishing together must not drop a cell
-            results = load_results(path)
-            results["cells"][cell.key] = {**{k: getattr(cell, k) for k in CELL_KEYS}, **out}
-            write_json(path, results)
-        if claims is not None:  # after the write: a worker that claims it next sees it done
-            _release(claims, cell.key)
-        done.append(cell.key)
+        try:
+            if claims is not None and cell.key in load_results(path)["cells"]:
+                continue  # finished (and released) since the read above
+            print(f"run  {cell.key}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                out = runner(cell)
+            except Exception as err:  # noqa: BLE001 - one broken cell must not stop the grid
+                failures[cell.key] = f"{type(err).__name__}: {err}"
+                print(f"FAIL {cell.key}: {failures[cell.key]}", flush=True)
+                continue
+            out["cell_wall_s"] = round(time.perf_counter() - t0, 1)
+            out["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+            with locked(path):  # read-modify-write: workers finishing together must not drop a cell
+                results = load_results(path)
+                results["cells"][cell.key] = {**{k: getattr(cell, k) for k in CELL_KEYS}, **out}
+                write_json(path, results)
+            done.append(cell.key)
+        finally:
+            if claims is not None:  # after the write: a worker that claims it next sees it done
+                _release(claims, cell.key)
+    if failures:
+        raise CellsFailed(failures)
     return done
 
 
@@ -568,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             print(("done " if c.key in done else "todo ") + c.key)
         return 0
     data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"]}
+    failed = 0  # cells (or workers) that failed
     if not args.report:
         from benchmarks_md import machine_info
 
@@ -583,14 +604,20 @@ def main(argv: list[str] | None = None) -> int:
             return run_training_cell(spec, cell, data_dirs[cell.task], args.smoke)
 
         claims = RESULTS_DIR / "runs" / f"{path.stem}.claims"  # under runs/: git ignores it
-        if args.worker:  # a child of --workers N: its share of the cells, no report
-            run_grid(cells, path, runner, claims, stop_at)
-            return 0
-        if args.workers > 1:
-            shutil.rmtree(claims, ignore_errors=True)  # claims of an earlier, ended invocation
-            run_workers(sys.argv[1:] if argv is None else argv, args.workers, stop_at)
-        else:
-            run_grid(cells, path, runner, stop_at=stop_at)
+        try:
+            if args.worker:  # a child of --workers N: its share of the cells, no report
+                run_grid(cells, path, runner, claims, stop_at)
+                return 0
+            if args.workers > 1:
+                shutil.rmtree(claims, ignore_errors=True)  # claims of an earlier, ended invocation
+                failed = run_workers(sys.argv[1:] if argv is None else argv, args.workers, stop_at)
+            else:
+                run_grid(cells, path, runner, stop_at=stop_at)
+        except CellsFailed as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            if args.worker:
+                return 1
+            failed = len(err.failures)
         results = load_results(path)
         import torch
 
@@ -615,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks_md import write_section
 
         write_section(f"quality_{spec['name']}", text)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from quality import (
     CONFIG_DIR,
     FLOOR,
     Cell,
+    CellsFailed,
     aggregate,
     grid,
     load_results,
@@ -68,20 +69,44 @@ def test_run_grid_writes_each_cell_and_resume_skips_finished(tmp_path):
     def runner(cell: Cell):
         calls.append(cell.key)
         if len(calls) == 2:
-            raise RuntimeError("interrupted")
+            raise RuntimeError("out of memory")
         return {"test_accuracy": 0.5 + 0.1 * cell.seed}
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(CellsFailed) as failed:
         run_grid(cells, path, runner)
+    assert failed.value.failures == {cells[1].key: "RuntimeError: out of memory"}
+    assert calls == [c.key for c in cells]  # the failure did not stop the cells after it
     saved = load_results(path)["cells"]
-    assert list(saved) == [cells[0].key]  # the first cell survived the interruption
+    assert list(saved) == [cells[0].key, cells[2].key]
     assert saved[cells[0].key]["test_accuracy"] == 0.5 and saved[cells[0].key]["method"] == "standard"
 
     calls.clear()
     ran = run_grid(cells, path, lambda c: (calls.append(c.key), {"test_accuracy": 0.25})[1])
-    assert ran == calls == [cells[1].key, cells[2].key]  # cell 0 skipped
+    assert ran == calls == [cells[1].key]  # only the failed cell is retried
     assert run_grid(cells, path, lambda c: pytest.fail("nothing left to run")) == []
     assert len(json.loads(path.read_text())["cells"]) == 3
+
+
+def test_a_failed_cell_releases_its_claim_and_an_interrupt_stops_the_grid(tmp_path):
+    path, claims = tmp_path / "quality-t.json", tmp_path / "claims"
+    cells = [c for c in grid(SPEC) if c.method != FLOOR][:2]
+
+    def broken(cell: Cell):
+        raise ValueError("bad config")
+
+    with pytest.raises(CellsFailed):
+        run_grid(cells, path, broken, claims)
+    assert list(claims.iterdir()) == []  # another worker may retry them at once
+
+    calls = []
+
+    def interrupted(cell: Cell):
+        calls.append(cell.key)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cells, path, interrupted, claims)
+    assert calls == [cells[0].key] and list(claims.iterdir()) == []
 
 
 def test_mean_and_standard_error_by_hand():
