@@ -2,7 +2,7 @@
 
     bench/gpu.sh run OUT_DIR                   # on the GPU machine (gpu.sh sets up wheels, GGUF, data)
     bench/gpu.sh smoke OUT_DIR                 # here, on CPU: the whole script at tiny sizes
-    python bench/gpu.py OUT_DIR [--budget-s 560] [--workers 4] [--speed-s 180] [--stages speed,quality] [--smoke]
+    python bench/gpu.py OUT_DIR [--budget-s 560] [--workers 4] [--speed-s 180] [--stages speed,quality,study] [--smoke]
 
 Stages, each printed as it starts and ends, each skipped with a printed reason when the time left is
 too short; nothing starts past the overall budget (--budget-s, counted from this script's start):
@@ -13,8 +13,12 @@ too short; nothing starts past the overall budget (--budget-s, counted from this
               CQA seed 0; then the rest: data efficiency, more CQA seeds), N worker processes sharing
               the one GPU and claiming cells atomically; OUT_DIR/quality-gpu.json is refreshed every
               few seconds, so a kill at the budget loses only the cells in flight.
-A results file carried in as .gpu/quality-gpu.json (the one a previous window brought back) is
-copied in first: finished cells are skipped, so each window carries the grid further.
+  3. study    (only when asked: --stages study) bench/quality.py --config study-gpu, the full
+              SmolLM2-135M student trained to convergence on 100% of SVAMP and CQA, every method;
+              OUT_DIR/quality-study-gpu.json.
+A results file carried in as .gpu/quality-gpu.json or .gpu/quality-study-gpu.json (what a previous
+window brought back) is copied in first: finished cells are skipped, so each window carries the grid
+further.
 OUT_DIR/gpu_summary.json says what each stage did, how long it took and why any was skipped.
 """
 
@@ -37,6 +41,7 @@ CARRIED = ROOT / ".gpu"  # what the window brought along (gpu.sh prepare builds 
 TASKS = ("svamp", "cqa")
 MIN_SPEED_S = 90  # below this the speed stage cannot load two students and time one repeat
 MIN_QUALITY_S = 120  # a quality cell takes about this long on an H200 (model load, 300 steps, eval)
+MIN_STUDY_S = 240  # a study cell, trained to convergence (up to 2,000 steps on CQA), takes longer
 TAIL_S = 15  # kept for writing the summary after the last stage
 
 
@@ -137,8 +142,36 @@ def quality_slices(smoke: bool) -> list[tuple[str, list[str]]]:
     ]
 
 
+def study_slices(smoke: bool) -> list[tuple[str, list[str]]]:
+    """The full-student study (bench/configs/study-gpu.yaml): one seed of every setting first."""
+    if smoke:
+        return [("svamp_seed0", ["--seeds", "0", "--only", "task=svamp,method=answer_first"])]
+    return [
+        ("svamp_seed0", ["--only", "task=svamp,seed=0"]),
+        ("cqa_seed0", ["--only", "task=cqa,seed=0"]),
+        ("rest", []),  # seeds 1-2: later windows
+    ]
+
+
 def stage_quality(args, clock: Clock, out: Path, env: dict[str, str]) -> dict[str, Any]:
-    name = "gpu-smoke" if args.smoke else "gpu"
+    return grid_stage("gpu", quality_slices(args.smoke), MIN_QUALITY_S, args, clock, out, env)
+
+
+def stage_study(args, clock: Clock, out: Path, env: dict[str, str]) -> dict[str, Any]:
+    return grid_stage("study-gpu", study_slices(args.smoke), MIN_STUDY_S, args, clock, out, env)
+
+
+def grid_stage(
+    config: str,
+    slices_wanted: list[tuple[str, list[str]]],
+    min_cell_s: float,
+    args,
+    clock: Clock,
+    out: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """bench/quality.py --config CONFIG slice by slice, resuming from a results file carried in."""
+    name = f"{config}-smoke" if args.smoke else config
     results = RESULTS / f"quality-{name}.json"
     carried = CARRIED / f"quality-{name}.json"
     if carried.exists() and not results.exists():  # an earlier window's cells: resume after them
@@ -150,16 +183,16 @@ def stage_quality(args, clock: Clock, out: Path, env: dict[str, str]) -> dict[st
         )
     _import_data(env)
     slices = []
-    for slice_name, extra in quality_slices(args.smoke):
+    for slice_name, extra in slices_wanted:
         left = clock.left() - TAIL_S
-        if left < MIN_QUALITY_S:
+        if left < min_cell_s:
             slices.append({"slice": slice_name, "status": "skipped", "reason": f"{left:.0f}s left"})
-            say(clock, f"quality slice {slice_name}: skipped, {left:.0f}s left, {MIN_QUALITY_S}s needed")
+            say(clock, f"{config} slice {slice_name}: skipped, {left:.0f}s left, {min_cell_s}s needed")
             continue
-        say(clock, f"quality slice {slice_name}: start ({args.workers} workers)")
-        # No cell starts in the last MIN_QUALITY_S seconds; cells still running at the end are stopped.
-        cmd = [sys.executable, "bench/quality.py", "--config", "gpu", "--workers", str(args.workers),
-               "--stop-after", str(max(1.0, left - MIN_QUALITY_S)), *extra]  # fmt: skip
+        say(clock, f"{config} slice {slice_name}: start ({args.workers} workers)")
+        # No cell starts in the last min_cell_s seconds; cells still running at the end are stopped.
+        cmd = [sys.executable, "bench/quality.py", "--config", config, "--workers", str(args.workers),
+               "--stop-after", str(max(1.0, left - min_cell_s)), *extra]  # fmt: skip
         if args.smoke:
             cmd.append("--smoke")
         code, secs = run_capped(cmd, left, env, on_tick=lambda: copy_atomic(results, out / results.name))
@@ -168,7 +201,7 @@ def stage_quality(args, clock: Clock, out: Path, env: dict[str, str]) -> dict[st
             "done" if code == 0 else ("stopped at the budget" if code is None else f"failed (exit {code})")
         )
         slices.append({"slice": slice_name, "status": status, "seconds": round(secs), "cells_in_file": done})
-        say(clock, f"quality slice {slice_name}: {status} after {secs:.0f}s; {done} cells in {results.name}")
+        say(clock, f"{config} slice {slice_name}: {status} after {secs:.0f}s; {done} cells in {results.name}")
     return {"status": "done", "slices": slices, "results": results.name}
 
 
@@ -208,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=560, help="hard overall budget of this script")
     p.add_argument("--speed-s", type=float, default=180, help="cap of the speed stage")
     p.add_argument("--workers", type=int, default=4, help="quality cells running at once on the one GPU")
-    p.add_argument("--stages", default="speed,quality", help="comma-separated: speed, quality")
+    p.add_argument("--stages", default="speed,quality", help="comma-separated: speed, quality, study")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on CPU: proves the script end to end")
     args = p.parse_args(argv)
     clock = Clock(args.budget_s)
@@ -228,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(env["STEPDISTILL_SHARED_DATA"], "svamp").exists():
         print(f"error: no teacher data at {env['STEPDISTILL_SHARED_DATA']} (carry .gpu/data)", flush=True)
         return 2
-    stages = {"speed": stage_speed, "quality": stage_quality}
+    stages = {"speed": stage_speed, "quality": stage_quality, "study": stage_study}
     for name in args.stages.split(","):
         say(clock, f"stage {name}: start")
         try:

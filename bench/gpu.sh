@@ -33,7 +33,9 @@ prepare() {
   tail -c +"$((half + 1))" "$gguf" > .gpu/gguf-b/part
   sha256sum "$gguf" | cut -d' ' -f1 > .gpu/gguf-b/sha256
   rm -rf .gpu/data && cp -r "${STEPDISTILL_SHARED_DATA:-../shared/data}" .gpu/data
-  [ -f bench/results/quality-gpu.json ] && cp bench/results/quality-gpu.json .gpu/  # resume the grid
+  for grid in gpu study-gpu; do  # resume the grids where an earlier window left them
+    if [ -f "bench/results/quality-$grid.json" ]; then cp "bench/results/quality-$grid.json" .gpu/; fi
+  done
   du -sh .gpu/wheels .gpu/gguf-a .gpu/gguf-b .gpu/data
 }
 

@@ -132,11 +132,13 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
 def study_markdown(spec, results, teacher: dict[str, float], command: str, figure: str | None) -> str:
     tr = spec["train"]
     student = spec.get("student", {})
+    layers = student.get("keep_layers")
+    kept = f"({len(layers)} decoder layers kept of {student.get('model')})" if layers else "(every layer)"
     lines = [
         f"## When does step-by-step pay off? (config `{spec['name']}`)",
         "",
-        f"Command: `{command}`. Student: {student.get('name') or student.get('model')} "
-        f"({len(student.get('keep_layers') or [])} decoder layers kept of SmolLM2-135M), batch {tr['batch_size']}, "
+        f"Command: `{command}`. Student: {student.get('name') or student.get('model')} {kept}, "
+        f"batch {tr['batch_size']}, "
         f"lr {tr['lr']}, evaluated on a geometric schedule from step {tr['eval_every']} (x{tr.get('eval_growth')}), "
         f"stopped after {tr.get('patience')} evaluations without progress ({tr.get('patience_metric', 'accuracy')}), "
         f"capped at {tr['max_steps']} steps (per task: {spec.get('task_train', {})}). Test accuracy is the "

@@ -40,6 +40,18 @@ def test_study_cells_take_the_task_overrides(tmp_path):
     assert cfg.student.keep_layers == [0, 4, 8, 12, 16, 20, 24, 29]
 
 
+def test_gpu_study_trains_the_full_student_on_all_of_both_tasks_with_the_same_methods(tmp_path):
+    cpu, gpu = load_spec("study"), load_spec("study-gpu")
+    assert gpu["methods"] == cpu["methods"]  # the same six methods, variants included
+    cells = grid(gpu)
+    assert {(c.task, c.fraction) for c in cells} == {("svamp", 1.0), ("cqa", 1.0)}
+    assert len(cells) == 2 * len(gpu["methods"]) * 3
+    for key in ("eval_schedule", "eval_growth", "patience", "patience_metric"):  # the same stopping rule
+        assert gpu["train"][key] == cpu["train"][key]
+    cqa = cell_config(gpu, next(c for c in cells if c.task == "cqa"), tmp_path, smoke=False)
+    assert cqa.student.keep_layers is None and cqa.train.max_steps == 2000 and cqa.train.precision == "bf16"
+
+
 def test_report_compares_at_convergence_and_at_matched_compute(tmp_path):
     spec = {
         "name": "s", "settings": [{"task": "svamp", "fraction": 1.0}], "seeds": [0],
