@@ -64,7 +64,7 @@ from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
 from stepdistill.training.prefetch import Prefetcher, pin, to_device
-from stepdistill.training.resume_check import check_resume
+from stepdistill.training.resume_check import check_resume, model_default
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
 
@@ -333,7 +333,13 @@ def fit(
     dist.check_launch(cfg, accelerator)
     last = _check_run_dir(run_dir, resume)
     if last is not None:  # refuses a changed config unless the change cannot alter the result
-        check_resume(run_dir / "config.yaml", cfg.model_dump(mode="json"), allow_config_change, write=main)
+        check_resume(
+            run_dir / "config.yaml",
+            cfg.model_dump(mode="json"),
+            allow_config_change,
+            write=main,
+            default=model_default(cfg),
+        )
     accelerator.wait_for_everyone()  # every process has read the folder before the main one writes
     if main:
         save_config(cfg, run_dir / "config.yaml")

@@ -5,14 +5,20 @@ difference refuses the resume and lists the changed keys. `--allow-config-change
 keys that cannot alter the trained weights (how often to log, how many checkpoints to keep, the
 evaluation batch size, progress bars); it is refused for every other key. An accepted change is
 written to config.yaml, and the config it replaces is kept as config.prev.yaml.
+
+A run saved by an older stepdistill lacks the options added since. Such a key is no difference when
+the new config leaves it at its default (a new option's default keeps the earlier behaviour); set to
+anything else, it is a change like any other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from stepdistill.errors import ConfigError
 
@@ -54,28 +60,61 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) for every leaf that differs, sorted by key."""
+MISSING = object()
+
+
+def config_diff(
+    old: dict[str, Any], new: dict[str, Any], default: Callable[[str], Any] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf that differs, sorted by key. With
+    `default` (dotted key -> the option's default, or MISSING), a key absent from `old` whose new
+    value is its default is left out: `old` was written before that option existed."""
     a, b = _flatten(old), _flatten(new)
-    missing = object()
     changed = []
     for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key, missing), b.get(key, missing)
-        if va != vb:
-            changed.append((key, None if va is missing else va, None if vb is missing else vb))
+        va, vb = a.get(key, MISSING), b.get(key, MISSING)
+        if va == vb:
+            continue
+        if va is MISSING and default is not None and vb is not MISSING and default(key) == vb:
+            continue
+        changed.append((key, None if va is MISSING else va, None if vb is MISSING else vb))
     return changed
 
 
+def model_default(model: BaseModel) -> Callable[[str], Any]:
+    """dotted key -> the default of that field in `model`'s schema (as JSON), or MISSING."""
+
+    def default(key: str) -> Any:
+        *parents, leaf = key.split(".")
+        node: Any = model
+        for part in parents:
+            node = getattr(node, part, None)
+            if not isinstance(node, BaseModel):
+                return MISSING
+        field = type(node).model_fields.get(leaf)
+        if field is None:
+            return MISSING
+        value = field.get_default(call_default_factory=True)
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+    return default
+
+
 def check_resume(
-    saved_path: Path, new: dict[str, Any], allow_change: bool, write: bool = True
+    saved_path: Path,
+    new: dict[str, Any],
+    allow_change: bool,
+    write: bool = True,
+    default: Callable[[str], Any] | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """Refuse (ConfigError with the diff) a resume whose config differs from the saved one, unless
     `allow_change` and every changed key is in SAFE_TO_CHANGE; returns the accepted changes. Every
-    process of a launch checks; only the one with `write` keeps the replaced file as config.prev.yaml."""
+    process of a launch checks; only the one with `write` keeps the replaced file as config.prev.yaml.
+    `default` (see `model_default`) lets options newer than the saved run stay at their defaults."""
     if not saved_path.exists():
         return []
     old = yaml.safe_load(saved_path.read_text()) or {}
-    diff = config_diff(old, new)
+    diff = config_diff(old, new, default)
     if not diff:
         return []
     lines = "\n".join(f"  {key}: {va!r} -> {vb!r}" for key, va, vb in diff)

@@ -26,7 +26,7 @@ from stepdistill.train import train
 from stepdistill.training import integrity, selection
 from stepdistill.training.checkpoint import list_checkpoints
 from stepdistill.training.models import load_student
-from stepdistill.training.resume_check import config_diff
+from stepdistill.training.resume_check import MISSING, config_diff, model_default
 from stepdistill.training.step import compute_loss
 
 SHORT = {"max_steps": 4, "eval_every": 2, "save_every": None}
@@ -61,6 +61,29 @@ def test_config_diff_lists_leaves():
     old = {"train": {"lr": 0.1, "alpha": 0.5}, "name": "a", "kd": None}
     new = {"train": {"lr": 0.2, "alpha": 0.5}, "name": "a", "kd": {"temperature": 2}}
     assert config_diff(old, new) == [("kd", None, None), ("kd.temperature", None, 2), ("train.lr", 0.1, 0.2)]
+
+
+def test_a_run_saved_before_an_option_existed_resumes_while_the_option_keeps_its_default(
+    tmp_path, tiny_causal_dir, capsys
+):
+    cfg = write_train_config(tmp_path, tiny_causal_dir, **SHORT)
+    assert main(["train", str(cfg), "--train.max_steps", "2"]) == 0
+    saved_path = tmp_path / "runs" / "k" / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text())
+    for key in ("packing", "pack_tokens", "compile", "loss_chunk_tokens"):  # as an older version wrote it
+        del saved["train"][key]
+    saved_path.write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+
+    assert main(["train", str(cfg), "--resume", "--train.packing", "true"]) == 2  # not the default
+    err = capsys.readouterr().err
+    assert "  train.packing: None -> True\n" in err and "compile" not in err
+    assert main(["train", str(cfg), "--resume", "--train.max_steps", "2"]) == 0  # missing = default
+
+    new = load_config(cfg).model_dump(mode="json")
+    default = model_default(load_config(cfg))
+    assert default("train.loss_chunk_tokens") == 1024 and default("train.no_such_key") is MISSING
+    assert config_diff(saved, new, default) == [("train.max_steps", 2, 4)]
 
 
 def test_empty_validation_split_exports_the_last_checkpoint(tmp_path, tiny_causal_dir, capsys):
