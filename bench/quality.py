@@ -313,7 +313,11 @@ def run_workers(argv: list[str], n: int, stop_at: float | None) -> int:
     cmd = [sys.executable, __file__, *argv, "--workers", "1", "--worker"]
     cmd += [] if stop_at is None else ["--stop-at", str(stop_at)]
     procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
-    codes = [p.wait() for p in procs]
+    # Reap each worker as soon as it ends: an unreaped (zombie) worker still answers os.kill, so its
+    # claim would look alive to the others and its cell would wait for the slowest worker.
+    while any(p.poll() is None for p in procs):
+        time.sleep(1)
+    codes = [p.returncode for p in procs]
     print(f"workers finished with exit codes {codes}", flush=True)
     return sum(c != 0 for c in codes)
 
