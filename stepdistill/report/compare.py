@@ -9,6 +9,11 @@ and every student against the teacher that labelled its data ("can this student 
 Each comparison pairs the two on the same test rows: per seed an exact McNemar test, over seeds the
 mean ± standard error of the accuracy difference, and a paired bootstrap 95% interval of the
 difference of the seed-averaged accuracies (rows resampled, fixed seed).
+
+The same two settings are also compared at matched training compute (`at_matched_compute`): on the
+validation rows, each training's last evaluation within the largest FLOP budget all of them reached
+(report/curves.py). A step-by-step step costs about twice a label-only one, so this asks whether the
+rationales pay for their compute, where the test comparison asks what each method reaches.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stepdistill.report.collect import Training
+from stepdistill.report.curves import compare_at_budget, matched_budget
 from stepdistill.report.paired import Interval, discordant, mcnemar_exact, paired_bootstrap, verdict
 from stepdistill.report.stats import MeanSE, mean_se, method_key
 from stepdistill.training.formatting import FIXED_LABELS
@@ -78,23 +84,33 @@ def compare_outcomes(
     return mean_se(a_accs), mean_se(b_accs), mean_se(per_seed), ci, tests, verdict(*names, ci)
 
 
-def comparisons(trainings: list[Training], split: str = "test") -> list[Comparison]:
-    """The paper's comparisons present in `trainings`, then each student against the teacher."""
+def _groups(trainings: list[Training], split: str) -> dict[tuple[str, str, float], dict[str, list[Training]]]:
+    """(task, student, fraction) -> variant -> its trainings (one per seed) scored on `split`."""
     groups: dict[tuple[str, str, float], dict[str, list[Training]]] = {}
     for t in trainings:
         if t.predictions.get(split):
             key = (t.task, t.student, t.fraction)
             groups.setdefault(key, {}).setdefault(t.variant, []).append(t)
+    return groups
+
+
+def _paper_pairs(variants: dict[str, list[Training]]) -> list[tuple[str, str, str]]:
+    """(setting, challenger, baseline) for each rationale method whose baseline also ran."""
+    pairs = []
+    for v, ts in variants.items():
+        if ts[0].method not in FIXED_LABELS:
+            source = ts[0].label_source
+            if BASELINE[source] in variants:
+                pairs.append((SETTING[source], v, BASELINE[source]))
+    return sorted(pairs, key=lambda p: (p[0], method_key(p[1])))
+
+
+def comparisons(trainings: list[Training], split: str = "test") -> list[Comparison]:
+    """The paper's comparisons present in `trainings`, then each student against the teacher."""
     out: list[Comparison] = []
-    for (task, student, fraction), variants in sorted(groups.items()):
+    for (task, student, fraction), variants in sorted(_groups(trainings, split).items()):
         runs = {v: {t.seed: _outcomes(t, split) for t in ts} for v, ts in variants.items()}
-        pairs = []
-        for v, ts in variants.items():
-            if ts[0].method not in FIXED_LABELS:
-                source = ts[0].label_source
-                if BASELINE[source] in variants:
-                    pairs.append((SETTING[source], v, BASELINE[source]))
-        for setting, a, b in sorted(pairs, key=lambda p: (p[0], method_key(p[1]))):
+        for setting, a, b in _paper_pairs(variants):
             stats = compare_outcomes(runs[a], runs[b], (a, b))
             if stats is not None:
                 out.append(Comparison(setting, task, student, fraction, a, b, *stats))
@@ -105,4 +121,57 @@ def comparisons(trainings: list[Training], split: str = "test") -> list[Comparis
                 out.append(Comparison("vs teacher", task, student, fraction, v, TEACHER, *stats))
     order = {"gold labels": 0, "teacher labels": 1}
     out.sort(key=lambda c: (order.get(c.setting, 2), c.task, -c.fraction, c.student))
+    return out
+
+
+@dataclass
+class MatchedComparison:
+    """A against B on validation at the largest training-FLOP budget both reached (every seed)."""
+
+    setting: str
+    task: str
+    student: str
+    fraction: float
+    a: str
+    b: str
+    budget: float  # training FLOPs
+    a_acc: float  # seed-averaged validation accuracy at the budget
+    b_acc: float
+    ci: Interval
+    a_steps: list[int]  # the evaluation used, per seed
+    b_steps: list[int]
+    verdict: str
+
+
+def at_matched_compute(trainings: list[Training], split: str = "test") -> list[MatchedComparison]:
+    """The paper's two comparisons at matched training compute, on the validation rows each
+    evaluation marked; pairs whose logs lack the FLOP count or the per-row marks are left out."""
+    out = []
+    for (task, student, fraction), variants in sorted(_groups(trainings, split).items()):
+        seeds = {v: {t.seed: t for t in ts} for v, ts in variants.items()}
+        for setting, a, b in _paper_pairs(variants):
+            common = sorted(set(seeds[a]) & set(seeds[b]))
+            curves_a = [seeds[a][s].eval_rows for s in common]
+            curves_b = [seeds[b][s].eval_rows for s in common]
+            budget = matched_budget(curves_a + curves_b) if common else None
+            found = None if budget is None else compare_at_budget(curves_a, curves_b, budget)
+            if found is None:
+                continue
+            out.append(
+                MatchedComparison(
+                    setting,
+                    task,
+                    student,
+                    fraction,
+                    a,
+                    b,
+                    budget,
+                    found["a"],
+                    found["b"],
+                    found["ci"],
+                    found["a_steps"],
+                    found["b_steps"],
+                    verdict(a, b, found["ci"]),
+                )  # fmt: skip
+            )
     return out
