@@ -254,6 +254,8 @@ def base_metrics(cfg: Config, student: Student) -> dict[str, Any]:
         "method": cfg.train.method,
         "label_source": label_source(cfg.train.method, cfg.train.label_source),
         "alpha": cfg.train.alpha,
+        "alpha_schedule": cfg.train.alpha_schedule,
+        "alpha_end": cfg.train.alpha_end,
         "seed": cfg.train.seed,
         "train_fraction": cfg.data.train_fraction,
         "student": {"model": cfg.student.model, "kind": student.kind, "params": student.n_params},

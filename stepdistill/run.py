@@ -147,11 +147,7 @@ def training_config(
     raw = cfg.model_dump(mode="json")
     raw["student"], student_name = _student_section(cfg, student)
     raw.update(out_dir=str(cfg.run_dir), name=training_name(spec.folder, fraction, seed, student_name))
-    raw["train"].update(method=spec.method, seed=seed)
-    if spec.label_source is not None:
-        raw["train"]["label_source"] = spec.label_source
-    if spec.gold_filter is not None:
-        raw["train"]["gold_filter"] = spec.gold_filter
+    raw["train"].update(method=spec.method, seed=seed, **spec.train_overrides())
     raw["data"].update(
         train=files["train"], valid=files["valid"], test=files["test"], train_fraction=fraction
     )

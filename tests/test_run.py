@@ -121,6 +121,31 @@ def test_training_config_points_at_annotations(tmp_path):
     assert sub.train.lr == cfg.train.lr and sub.student == cfg.student
 
 
+def test_sweep_entries_set_the_label_weight_schedule(tmp_path):
+    raw = _config(tmp_path, tmp_path / "model").model_dump(mode="json")
+    raw["sweep"]["methods"] = [
+        "step_by_step",
+        {"method": "step_by_step", "alpha_schedule": "linear", "alpha": 0.5, "alpha_end": 1.0},
+        {"method": "step_by_step", "alpha": 0.8},
+    ]
+    cfg = config_from_dict(raw)
+    files = {"train": "a/train.jsonl", "valid": "a/valid.jsonl", "test": None}
+    subs = [training_config(cfg, m, 1.0, 0, files) for m in cfg.sweep.methods]
+    assert [s.run_dir.name for s in subs] == [
+        "step_by_step-f1-s0",
+        "step_by_step-linear-alpha0.5-to1-f1-s0",
+        "step_by_step-alpha0.8-f1-s0",
+    ]
+    assert [(s.train.alpha_schedule, s.train.alpha, s.train.alpha_end) for s in subs] == [
+        ("constant", 0.5, 1.0),
+        ("linear", 0.5, 1.0),
+        ("constant", 0.8, 1.0),
+    ]
+    raw["sweep"]["methods"] = [{"method": "step_by_step", "alpha": 1.5}]
+    with pytest.raises(ConfigError, match=r"sweep.methods.*alpha"):
+        config_from_dict(raw)
+
+
 def test_sweep_rejects_unknown_methods(tmp_path):
     raw = _config(tmp_path, tmp_path / "m").model_dump(mode="json")
     raw["sweep"]["methods"] = ["standard", "magic"]

@@ -56,11 +56,25 @@ class Training:
     @property
     def variant(self) -> str:
         """The method as the report names it: rationale methods say which labels (and rationales)
-        they learned from, e.g. "step_by_step (gold labels, filtered rationales)"."""
+        they learned from, e.g. "step_by_step (gold labels, filtered rationales)"; step_by_step with
+        a label weight other than the paper's constant 0.5 says it: "..., α 0.5→1" or "..., α 0.8"."""
         if self.method in FIXED_LABELS:
             return self.method
         extra = ", filtered rationales" if self.gold_filter else ""
+        if self.method == "step_by_step":
+            extra += self._alpha_text()
         return f"{self.method} ({self.label_source} labels{extra})"
+
+    def _alpha_text(self) -> str:
+        train = (self.config or {}).get("train") or {}
+
+        def get(key: str, default: Any) -> Any:
+            return self.metrics.get(key, train.get(key, default))
+
+        alpha = float(get("alpha", 0.5))
+        if get("alpha_schedule", "constant") == "linear":
+            return f", α {alpha:g}→{float(get('alpha_end', 1.0)):g}"
+        return "" if alpha == 0.5 else f", α {alpha:g}"
 
     @property
     def student(self) -> str:

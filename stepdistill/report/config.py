@@ -25,13 +25,18 @@ class DemoDataConfig(BaseModel):
 class MethodSpec(BaseModel):
     """One method of a sweep with its label settings, e.g. the paper's two step-by-step settings:
     {method: step_by_step, label_source: gold, gold_filter: true} and
-    {method: step_by_step, label_source: teacher}. A plain string sweeps the method as configured."""
+    {method: step_by_step, label_source: teacher}. A plain string sweeps the method as configured.
+    step_by_step's label weight may differ per entry, so one sweep compares α settings:
+    {method: step_by_step, alpha_schedule: linear, alpha: 0.5, alpha_end: 1.0} or {..., alpha: 0.8}."""
 
     model_config = ConfigDict(extra="forbid")
 
     method: str
     label_source: Literal["gold", "teacher"] | None = None  # None: train.label_source
     gold_filter: bool | None = None  # None: train.gold_filter
+    alpha: float | None = Field(None, ge=0, le=1)  # None: train.alpha
+    alpha_schedule: Literal["constant", "linear"] | None = None  # None: train.alpha_schedule
+    alpha_end: float | None = Field(None, ge=0, le=1)  # None: train.alpha_end
 
     @property
     def folder(self) -> str:
@@ -41,7 +46,18 @@ class MethodSpec(BaseModel):
             parts.append(self.label_source)
         if self.gold_filter:
             parts.append("filtered")
+        if self.alpha_schedule is not None:
+            parts.append(self.alpha_schedule)
+        if self.alpha is not None:
+            parts.append(f"alpha{self.alpha:g}")
+        if self.alpha_end is not None:
+            parts.append(f"to{self.alpha_end:g}")
         return "-".join(parts)
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The train-section keys this entry sets."""
+        keys = ("label_source", "gold_filter", "alpha", "alpha_schedule", "alpha_end")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 def _folder_safe(text: str) -> str:

@@ -107,3 +107,25 @@ def test_report_opens_with_both_settings_and_their_intervals(finished_run, train
     html = (finished_run / "report" / "report.html").read_text()
     assert '<p class="summary"><b>With gold labels</b>, step-by-step' in html
     assert html.count('<p class="caption">Read: ') == html.count("<img ")
+
+
+def test_label_weight_variants_are_named_and_each_compared_with_distillation(finished_run, training_writer):
+    for seed, n in {0: 8, 1: 8}.items():
+        folder = finished_run / f"step_by_step-linear-f1-s{seed}"
+        training_writer(folder, "step_by_step", 1.0, seed, n)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update(alpha=0.5, alpha_schedule="linear", alpha_end=1.0)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        fixed = finished_run / f"step_by_step-alpha0.8-f1-s{seed}"
+        training_writer(fixed, "step_by_step", 1.0, seed, n)
+        (fixed / "config.yaml").write_text("train:\n  alpha: 0.8\n")  # metrics without alpha: from config
+        metrics = json.loads((fixed / "metrics.json").read_text())
+        metrics.pop("alpha", None)
+        (fixed / "metrics.json").write_text(json.dumps(metrics))
+    comps = comparisons(collect([finished_run])[0].trainings)
+    teacher_setting = [(c.a, c.b) for c in comps if c.setting == "teacher labels"]
+    assert teacher_setting == [
+        ("step_by_step (teacher labels)", "distill"),
+        ("step_by_step (teacher labels, α 0.5→1)", "distill"),
+        ("step_by_step (teacher labels, α 0.8)", "distill"),
+    ]
