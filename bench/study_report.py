@@ -156,9 +156,16 @@ def study_markdown(spec, results, teacher: dict[str, float], command: str, figur
     return "\n".join(lines)
 
 
+AXES = (  # (curve key, scale, x label): accuracy against data seen, then against compute spent
+    ("examples_seen", 1.0, "training examples seen"),
+    ("train_flops", 1e15, "training PFLOPs"),
+)
+
+
 def study_figure(spec, results, out: Path) -> Path | None:
-    """Validation accuracy (%) against training PFLOPs, one panel per setting, one line per method
-    and seed, the teacher's validation accuracy dashed."""
+    """Validation accuracy (%) against training examples seen (top row) and training PFLOPs
+    (bottom row), one column per setting, one line per method and seed, the teacher's validation
+    accuracy dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,26 +174,31 @@ def study_figure(spec, results, out: Path) -> Path | None:
     settings = [s for s in _settings(spec) if any(_cells(results, *s, m) for m in spec["methods"])]
     if not settings:
         return None
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings) + 2.2, 3.6), squeeze=False)
+    n = len(settings)
+    fig, axes = plt.subplots(len(AXES), n, figsize=(5.2 * n + 2.2, 3.4 * len(AXES)), squeeze=False)
     colours = plt.get_cmap("tab10")
-    for ax, (task, fraction) in zip(axes[0], settings):
-        all_cells = []
-        for i, m in enumerate(spec["methods"]):
-            for c in _cells(results, task, fraction, m):
-                all_cells.append(c)
-                pts = [(p["train_flops"] / 1e15, 100 * p["valid_accuracy"]) for p in c.get("curve") or []
-                       if p.get("train_flops") is not None]  # fmt: skip
-                if pts:
-                    ax.plot(*zip(*pts), marker=".", color=colours(i), alpha=0.85,
-                            label=TITLES.get(m, m) if c["seed"] == min(x["seed"] for x in _cells(results, task, fraction, m)) else None)  # fmt: skip
-        t = _valid_teacher(all_cells)
-        if t is not None:
-            ax.axhline(t, color="black", ls="--", lw=1, label="teacher (PaLM 540B)")
-        ax.set_title(f"{task.upper()}, {fraction:.1%} of train", fontsize=10)
-        ax.set_xlabel("training PFLOPs")
-        ax.set_ylabel("validation accuracy (%)")
+    for col, (task, fraction) in enumerate(settings):
+        for row, (key, scale, xlabel) in enumerate(AXES):
+            ax = axes[row][col]
+            all_cells = []
+            for i, m in enumerate(spec["methods"]):
+                cells = _cells(results, task, fraction, m)
+                for c in cells:
+                    all_cells.append(c)
+                    pts = [(p[key] / scale, 100 * p["valid_accuracy"]) for p in c.get("curve") or []
+                           if p.get(key) is not None]  # fmt: skip
+                    if pts:
+                        first = c["seed"] == min(x["seed"] for x in cells)
+                        ax.plot(*zip(*pts), marker=".", color=colours(i), alpha=0.85,
+                                label=TITLES.get(m, m) if first else None)  # fmt: skip
+            t = _valid_teacher(all_cells)
+            if t is not None:
+                ax.axhline(t, color="black", ls="--", lw=1, label="teacher (PaLM 540B)")
+            ax.set_title(f"{task.upper()}, {fraction:.1%} of train", fontsize=10)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("validation accuracy (%)")
     handles, labels = [], []
-    for ax in axes[0]:
+    for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
