@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 def test_configs_are_shipped():
     names = {p.stem for p in CONFIGS}
-    assert {"demo", "cqa", "svamp", "esnli", "anli", "generic-api-teacher"} <= names
+    assert {"demo", "cqa", "svamp", "esnli", "anli", "generic-api-teacher", "which-method"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -29,8 +29,28 @@ def test_shipped_config_loads(path):
             "distill",
             "step_by_step",
             "single_task",
+            "answer_first",
             "rationale_input",
         }
+
+
+def test_which_method_config_compares_every_method_to_convergence(tmp_path):
+    from stepdistill.run import training_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "which-method.yaml")
+    assert (cfg.train.eval_schedule, cfg.train.patience) == ("geometric", 3)
+    assert not cfg.annotate.gold_filter and cfg.sweep.seeds == [0, 1, 2]
+    files = {"train": "a/train.jsonl", "valid": "a/valid.jsonl", "test": "a/test.jsonl"}
+    subs = [training_config(cfg, m, 1.0, 0, files) for m in cfg.sweep.methods]
+    assert [(s.train.method, s.train.label_source, s.train.alpha_schedule) for s in subs] == [
+        ("standard", "teacher", "constant"),  # standard trains on gold whatever label_source says
+        ("step_by_step", "gold", "constant"),
+        ("distill", "teacher", "constant"),
+        ("step_by_step", "teacher", "constant"),
+        ("step_by_step", "teacher", "linear"),
+        ("answer_first", "teacher", "constant"),
+    ]
+    assert len({s.run_dir for s in subs}) == 6
 
 
 def _write(tmp_path, text):
