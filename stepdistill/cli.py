@@ -5,7 +5,7 @@
     stepdistill train CONFIG [--resume [--allow-config-change]] [--section.key value ...]
     stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR] [--overwrite]
     stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
-    stepdistill run CONFIG [--section.key value ...]
+    stepdistill run CONFIG [--section.key value ...] [--plan]
     stepdistill kd-targets CONFIG [--from whitebox|annotations] [--out FILE]
     stepdistill report RUN_DIR [RUN_DIR ...] [--out DIR]
 
@@ -72,6 +72,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    if args.plan:
+        from stepdistill.run_plan import plan
+
+        print("\n".join(plan(_config(args))))
+        return
     from stepdistill.run import run
 
     run(_config(args))
@@ -107,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("config")
+        if name == "run":
+            s.add_argument(
+                "--plan",
+                action="store_true",
+                help="print each stage and training of the run and whether it is done; run nothing",
+            )
         if name == "train":
             s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
             s.add_argument(

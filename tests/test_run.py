@@ -15,6 +15,7 @@ from stepdistill.data.io import write_jsonl
 from stepdistill.demo_data import demo_splits
 from stepdistill.errors import ConfigError
 from stepdistill.run import measure_teacher, run, training_config
+from stepdistill.run_plan import plan
 from stepdistill.schema import Annotation
 from stepdistill.teachers.base import Completion, Teacher
 
@@ -77,6 +78,14 @@ def counters(monkeypatch):
 def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     _teacher_file(tmp_path / "teacher.jsonl")
     cfg = _config(tmp_path, tiny_causal_dir)
+    before = plan(cfg)
+    assert before[1] == "annotate: to do: teacher precomputed:(default), splits train, valid, test"
+    assert before[2:6] == [
+        f"train {name}: to do"
+        for name in ("standard-f1-s0", "step_by_step-f1-s0", "standard-f0.5-s0", "step_by_step-f0.5-s0")
+    ]
+    assert before[-1] == "4 trainings: 0 done, 0 to resume, 4 to start; each at most 2 steps"
+    assert not (tmp_path / "runs" / "t").exists()  # the plan wrote nothing
     report = run(cfg)
     run_dir = tmp_path / "runs" / "t"
     assert report == run_dir / "report" / "report.html"
@@ -104,10 +113,28 @@ def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     run(cfg)
     assert counters == {"annotate": 1, "train": 4}
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    after = plan(cfg)
+    assert after[1] == f"annotate: done ({run_dir / 'annotations'} reused)"
+    assert after[-1].startswith("4 trainings: 4 done, 0 to resume, 0 to start")
+    changed = plan(_config(tmp_path, tiny_causal_dir, lr=5e-3))
+    assert "train standard-f1-s0: done, with another config (the run refuses it)" in changed
 
     # a changed training config must not silently reuse the old trainings
     with pytest.raises(ConfigError, match="trained with a different config"):
         run(_config(tmp_path, tiny_causal_dir, lr=5e-3))
+
+
+def test_plan_names_the_step_an_interrupted_training_resumes_at(tmp_path):
+    cfg = _config(tmp_path, tmp_path / "model", max_steps=40, patience=3)
+    ckpt = tmp_path / "runs" / "t" / "step_by_step-f1-s0" / "checkpoints" / "step-20"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    lines = plan(cfg)
+    assert "train step_by_step-f1-s0: resumes at step 20" in lines
+    assert lines[-1] == (
+        "4 trainings: 0 done, 1 to resume, 3 to start; each at most 40 steps, "
+        "or fewer: stops after 3 validations without progress"
+    )
 
 
 def test_training_config_points_at_annotations(tmp_path):

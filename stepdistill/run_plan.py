@@ -1,0 +1,65 @@
+"""`stepdistill run CONFIG --plan`: what a run would do, and what of it is already done.
+
+Reads the run folder and writes nothing: no teacher request, no model load. One line per stage and
+per training of the sweep, with its state:
+
+    annotate   done (annotations/ reused) | to do: teacher <backend>:<model>, splits [...]
+    training   done | done, with another config (the run refuses it) | resumes at step N | to do
+
+and a last line counting them, with the step budget of each training.
+"""
+
+from __future__ import annotations
+
+from stepdistill.config import Config
+from stepdistill.run import _stages, annotation_files, fingerprint, training_config
+from stepdistill.training.checkpoint import list_checkpoints
+
+
+def _annotate_line(cfg: Config) -> str:
+    if cfg.teacher is None:
+        return "annotate: nothing to do (no teacher section: trains on the data files as given)"
+    full = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_fraction": 1.0})})
+    stamp = fingerprint(full, ("task", "data", "teacher", "annotate"))
+    folder = cfg.run_dir / "annotations"
+    done = _stages(cfg.run_dir).get("annotate") == stamp and (folder / "summary.json").exists()
+    if done and all((folder / f"{s}.jsonl").exists() for s in cfg.annotate.splits):
+        return f"annotate: done ({folder} reused)"
+    teacher = f"{cfg.teacher.backend}:{cfg.teacher.model or '(default)'}"
+    return f"annotate: to do: teacher {teacher}, splits {', '.join(cfg.annotate.splits)}"
+
+
+def _training_state(cfg: Config, sub: Config) -> str:
+    folder = sub.run_dir
+    if (folder / "metrics.json").exists():
+        done = _stages(cfg.run_dir).get(f"train:{folder.name}")
+        stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
+        return "done" if done in (None, stamp) else "done, with another config (the run refuses it)"
+    found = list_checkpoints(folder)
+    return f"resumes at step {found[-1][0]}" if found else "to do"
+
+
+def plan(cfg: Config) -> list[str]:
+    """The lines `--plan` prints."""
+    files = annotation_files(cfg)
+    files = {s: p or f"(no {s} file)" for s, p in files.items()} | {"train": files["train"] or "(train)"}
+    lines = [f"run folder: {cfg.run_dir}", _annotate_line(cfg)]
+    states: list[str] = []
+    for student in cfg.sweep.students or [None]:
+        for fraction in cfg.sweep.fractions:
+            for method in cfg.sweep.methods:
+                for seed in cfg.sweep.seeds:
+                    sub = training_config(cfg, method, fraction, seed, files, student)
+                    states.append(_training_state(cfg, sub))
+                    lines.append(f"train {sub.run_dir.name}: {states[-1]}")
+    tc = cfg.train
+    budget = f"{tc.max_steps} steps" if tc.max_steps else f"{tc.epochs:g} epochs"
+    if tc.patience:
+        budget += f", or fewer: stops after {tc.patience} validations without progress"
+    done = sum(s == "done" for s in states)
+    resume = sum(s.startswith("resumes") for s in states)
+    lines.append(
+        f"{len(states)} trainings: {done} done, {resume} to resume, {len(states) - done - resume} "
+        f"to start; each at most {budget}"
+    )
+    return lines
