@@ -3,6 +3,7 @@
 Reads the run folder and writes nothing: no teacher request, no model load. One line per stage and
 per training of the sweep, with its state:
 
+    demo data  written | to write (with sweep.demo_data)
     annotate   done (annotations/ reused) | to do: teacher <backend>:<model>, splits [...]
     training   done | done, with another config (the run refuses it) | resumes at step N | to do
 
@@ -11,8 +12,10 @@ and a last line counting them, with the step budget of each training.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stepdistill.config import Config
-from stepdistill.run import _stages, annotation_files, fingerprint, training_config
+from stepdistill.run import SPLITS, _stages, annotation_files, fingerprint, training_config
 from stepdistill.training.checkpoint import list_checkpoints
 
 
@@ -43,7 +46,17 @@ def plan(cfg: Config) -> list[str]:
     """The lines `--plan` prints."""
     files = annotation_files(cfg)
     files = {s: p or f"(no {s} file)" for s, p in files.items()} | {"train": files["train"] or "(train)"}
-    lines = [f"run folder: {cfg.run_dir}", _annotate_line(cfg)]
+    lines = [f"run folder: {cfg.run_dir}"]
+    demo = cfg.sweep.demo_data
+    if demo is not None:
+        paths = [Path(getattr(cfg.data, s)) for s in SPLITS if getattr(cfg.data, s)]
+        state = (
+            "written"
+            if all(p.exists() for p in paths)
+            else f"to write (seed {demo.seed}, sizes {demo.sizes})"
+        )
+        lines.append(f"demo data: {state}")
+    lines.append(_annotate_line(cfg))
     states: list[str] = []
     for student in cfg.sweep.students or [None]:
         for fraction in cfg.sweep.fractions:

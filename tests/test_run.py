@@ -79,8 +79,9 @@ def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     _teacher_file(tmp_path / "teacher.jsonl")
     cfg = _config(tmp_path, tiny_causal_dir)
     before = plan(cfg)
-    assert before[1] == "annotate: to do: teacher precomputed:(default), splits train, valid, test"
-    assert before[2:6] == [
+    assert before[1] == "demo data: to write (seed 0, sizes {'train': 16, 'valid': 4, 'test': 6})"
+    assert before[2] == "annotate: to do: teacher precomputed:(default), splits train, valid, test"
+    assert before[3:7] == [
         f"train {name}: to do"
         for name in ("standard-f1-s0", "step_by_step-f1-s0", "standard-f0.5-s0", "step_by_step-f0.5-s0")
     ]
@@ -114,7 +115,7 @@ def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     assert counters == {"annotate": 1, "train": 4}
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     after = plan(cfg)
-    assert after[1] == f"annotate: done ({run_dir / 'annotations'} reused)"
+    assert after[1:3] == ["demo data: written", f"annotate: done ({run_dir / 'annotations'} reused)"]
     assert after[-1].startswith("4 trainings: 4 done, 0 to resume, 0 to start")
     changed = plan(_config(tmp_path, tiny_causal_dir, lr=5e-3))
     assert "train standard-f1-s0: done, with another config (the run refuses it)" in changed
