@@ -309,14 +309,15 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
     figures: dict[str, bytes | None] = {}
     sections: list[Section] = []
     comps = comparisons(trainings, splits[0]) if splits else []
+    matched = at_matched_compute(trainings, splits[0]) if splits else []
     for split in splits:
         rows = accuracy_rows(trainings, split)
         sections.append(_accuracy_section(rows, split))
         figures[f"accuracy_{split}"] = plots.accuracy_figure(rows, split)
         if split == splits[0]:
-            matched = _matched_section(at_matched_compute(trainings, split))
+            at_compute = _matched_section(matched)
             sections += [
-                s for s in (_comparison_section(comps, split), matched, _sizes_section(rows, split)) if s
+                s for s in (_comparison_section(comps, split), at_compute, _sizes_section(rows, split)) if s
             ]
             figures["sizes"] = plots.sizes_figure(story.size_rows(rows), split, story.teacher_reference(runs))
             figures["efficiency"] = plots.efficiency_figure(rows, split)
@@ -359,5 +360,5 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
         figures={k: v for k, v in figures.items() if v},
         samples=sample_examples(trainings, sample_split, sample_size),
         sample_split=sample_split,
-        summary=story.summary(runs, trainings, comps),
+        summary=story.summary(runs, trainings, comps, matched),
     )

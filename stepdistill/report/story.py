@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stepdistill.report.collect import RunData, Training
-from stepdistill.report.compare import Comparison
+from stepdistill.report.compare import Comparison, MatchedComparison
 from stepdistill.report.paired import interval_text
 from stepdistill.report.stats import AccuracyRow, base_method
 
@@ -33,7 +33,7 @@ def p100(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _reading(c: Comparison) -> str:
+def _reading(c: Comparison | MatchedComparison) -> str:
     a, b = plain(c.a), plain(c.b)
     if c.ci.lo > 0:
         return f"{a} beats {b} on this run"
@@ -92,8 +92,34 @@ def _sentence(c: Comparison, trainings: list[Training], teacher_train: dict | No
     )
 
 
-def summary(runs: list[RunData], trainings: list[Training], comps: list[Comparison]) -> list[str]:
-    """The opening paragraphs: the paper's two settings on the largest training fraction."""
+def _matched_paragraph(matched: list[MatchedComparison], full: float, many: bool) -> str | None:
+    """One sentence per paper comparison at matched training compute, on the largest fraction."""
+    found = [m for m in matched if m.fraction == full]
+    if not found:
+        return None
+    parts = []
+    for m in found:
+        who = f" ({m.student})" if many else ""
+        a, b = (plain(v) + v[len(base_method(v)) :] for v in (m.a, m.b))  # keeps "(teacher labels, ...)"
+        parts.append(
+            f"{m.setting}{who}: {a} {p100(m.a_acc)} against {p100(m.b_acc)} for {b}, "
+            f"{interval_text(m.ci)}; {_reading(m)}"
+        )
+    return (
+        "**At equal training compute** (validation examples, each training at its last evaluation "
+        f"within {found[0].budget / 1e12:,.1f} TFLOPs; a step-by-step step costs about twice a "
+        "label-only one): " + "; ".join(parts) + "."
+    )
+
+
+def summary(
+    runs: list[RunData],
+    trainings: list[Training],
+    comps: list[Comparison],
+    matched: list[MatchedComparison] | None = None,
+) -> list[str]:
+    """The opening paragraphs: the paper's two settings on the largest training fraction (at the
+    end of training on test, then at matched training compute on validation)."""
     paper = [c for c in comps if c.setting in ("gold labels", "teacher labels")]
     if not paper:
         return []
@@ -104,6 +130,9 @@ def summary(runs: list[RunData], trainings: list[Training], comps: list[Comparis
     teacher_train = train_teacher(runs)
     many = len({c.student for c in comps}) > 1
     out = [" ".join(_sentence(c, trainings, teacher_train, many) for c in paper)]
+    at_compute = _matched_paragraph(matched or [], full, many)
+    if at_compute:
+        out.append(at_compute)
     vs_teacher = [c for c in comps if c.setting == "vs teacher" and c.fraction == full]
     if vs_teacher:
         best = max(vs_teacher, key=lambda c: c.a_acc.mean)

@@ -9,7 +9,7 @@ from pathlib import Path
 from stepdistill.report.build import build_report
 from stepdistill.report.collect import collect
 from stepdistill.report.compare import at_matched_compute
-from stepdistill.report.paired import paired_bootstrap
+from stepdistill.report.paired import interval_text, paired_bootstrap
 
 
 def _set_curve(folder: Path, flops_per_step: float, marks: dict[int, str]) -> None:
@@ -50,6 +50,13 @@ def test_step_by_step_is_compared_where_both_spent_the_same_flops(finished_run, 
         f"-75.0 [{100 * ci.lo:+.1f}, {100 * ci.hi:+.1f}] | 10/10 / 20/20 | distill beats step_by_step (teacher labels) |"
     )
     assert row in section
+    opening = md.split("## ", 1)[0]
+    assert (
+        "**At equal training compute** (validation examples, each training at its last evaluation within "
+        "20.0 TFLOPs; a step-by-step step costs about twice a label-only one): teacher labels: "
+        f"step-by-step (teacher labels) 0.0% against 75.0% for distillation, {interval_text(ci)}; "
+        "distillation beats step-by-step on this run." in " ".join(opening.split())
+    )
 
 
 def test_logs_without_flops_or_row_marks_give_no_matched_comparison(finished_run, tmp_path):
