@@ -6,7 +6,8 @@
 
 Prediction is batched greedy decoding of the label alone: a step_by_step student is asked with the
 label prefix and generates no rationale (that is the method's test-time saving) unless a rationale
-is asked for explicitly. Training writes runs/<name>/predictions/<split>.jsonl and metrics.json;
+is asked for explicitly. With eval.label_decoding: rank, the label is instead the example's most
+likely possible label (stepdistill/ranking.py). Training writes runs/<name>/predictions/<split>.jsonl and metrics.json;
 `evaluate` writes the same files to runs/<name>/evaluation/ (into the run folder with --overwrite).
 """
 
@@ -26,6 +27,7 @@ from stepdistill.data.io import write_json, write_jsonl
 from stepdistill.data.runfiles import with_annotations
 from stepdistill.errors import ConfigError
 from stepdistill.outcomes import evaluate_line
+from stepdistill.ranking import check_rankable, rank_labels
 from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import encode_source
@@ -154,21 +156,30 @@ def predict_labels(
     budget = generation_budget(train_cfg, eval_cfg, rationale_first=with_rationale)
     stop = ANSWER_FIRST_SEP if method == "answer_first" and not rationale else None
     sources = [eval_source(task, a, train_cfg) for a in annotations]
-    texts = generate(student, sources, train_cfg, eval_cfg, max_new_tokens=budget, stop_at=stop)
+    preds: list[str | None] = [None] * len(annotations)
     rationales: list[str | None] = [None] * len(annotations)
-    if method == "single_task":
-        split = [split_single_task(task, t) for t in texts]
-        rationales = [r for r, _ in split]
-        preds: list[str | None] = [label for _, label in split]
-    elif method == "answer_first":
-        split_af = [split_answer_first(t) for t in texts]
-        preds = [label for label, _ in split_af]
-        rationales = [r for _, r in split_af]
-    else:
-        preds = [t if t else None for t in texts]
-        if rationale and train_cfg.method == "step_by_step":
-            asks = [rationale_source(task, a, train_cfg) for a in annotations]
-            rationales = list(generate(student, asks, train_cfg, eval_cfg, train_cfg.max_target_length))
+    ranking = eval_cfg.label_decoding == "rank"
+    if ranking:  # the label is the most likely possible one; no text is generated for it
+        candidates = [task.candidates(a.fields) for a in annotations]
+        check_rankable(method, task, candidates)
+        ranked, _ = rank_labels(student, task, sources, candidates, train_cfg, eval_cfg)
+        preds = list(ranked)
+    if not ranking or (method == "answer_first" and rationale):
+        texts = generate(student, sources, train_cfg, eval_cfg, max_new_tokens=budget, stop_at=stop)
+        labels: list[str | None]
+        if method == "single_task":
+            split = [split_single_task(task, t) for t in texts]
+            rationales, labels = [r for r, _ in split], [label for _, label in split]
+        elif method == "answer_first":
+            split_af = [split_answer_first(t) for t in texts]
+            labels, rationales = [label for label, _ in split_af], [r for _, r in split_af]
+        else:
+            labels = [t if t else None for t in texts]
+        if not ranking:
+            preds = labels
+    if rationale and method == "step_by_step":
+        asks = [rationale_source(task, a, train_cfg) for a in annotations]
+        rationales = list(generate(student, asks, train_cfg, eval_cfg, train_cfg.max_target_length))
     rows = []
     for ann, pred, why in zip(annotations, preds, rationales):
         row = {
@@ -254,6 +265,7 @@ def base_metrics(cfg: Config, student: Student) -> dict[str, Any]:
         "method": cfg.train.method,
         "label_source": label_source(cfg.train.method, cfg.train.label_source),
         "alpha": cfg.train.alpha,
+        "label_decoding": cfg.eval.label_decoding,
         "alpha_schedule": cfg.train.alpha_schedule,
         "alpha_end": cfg.train.alpha_end,
         "seed": cfg.train.seed,

@@ -111,3 +111,29 @@ def tiny_seq2seq_dir(tmp_path_factory, smol_tokenizer) -> Path:
         tie_word_embeddings=False,
     )
     return _save_tiny(T5ForConditionalGeneration(cfg), smol_tokenizer, tmp_path_factory.mktemp("tiny-t5"))
+
+
+def _memorise(student, source: str, target: str, steps: int = 60) -> None:
+    """Fit a tiny decoder to one (source, target) sequence so its greedy output is known."""
+    import torch
+
+    from stepdistill.training.batching import encode_source, encode_target
+    from stepdistill.training.config import TrainConfig
+
+    tok, cfg = student.tokenizer, TrainConfig()
+    src, tgt = encode_source(tok, source, cfg, "causal"), encode_target(tok, target, cfg)
+    ids = torch.tensor([src + tgt])
+    labels = torch.tensor([[-100] * len(src) + tgt])
+    opt = torch.optim.Adam(student.model.parameters(), lr=1e-2)
+    student.model.train()
+    for _ in range(steps):
+        loss = student.model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+@pytest.fixture
+def memorise():
+    """memorise(student, source, target): fit a tiny decoder to one sequence (its output is then known)."""
+    return _memorise

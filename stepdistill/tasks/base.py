@@ -61,6 +61,11 @@ class Task(ABC):
         """The label text the student is trained to emit; default: the label itself."""
         return label.strip()
 
+    def candidates(self, fields: dict[str, Any]) -> tuple[str, ...] | None:
+        """The labels this example can have (eval.label_decoding: rank); default: the closed label
+        space, None for open answers."""
+        return self.labels
+
 
 class RecordError(ValueError):
     """A raw record lacks a field or has a bad value; `field` names it so readers can report file:line."""

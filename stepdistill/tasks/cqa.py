@@ -37,6 +37,10 @@ class CQATask(Task):
         fields = {"question": question, "choices": list(choices)}
         return Example(id=record_id(record, self.name, index), fields=fields, gold=gold)
 
+    def candidates(self, fields: dict[str, Any]) -> tuple[str, ...]:
+        """The question's own five choices."""
+        return tuple(fields["choices"])
+
     def format_input(self, fields: dict[str, Any]) -> str:
         lines = [fields["question"], "Answer Choices:"]
         lines += [f"({letter}) {choice}" for letter, choice in zip(LETTERS, fields["choices"])]

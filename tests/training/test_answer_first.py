@@ -36,24 +36,7 @@ def test_split_answer_first():
     assert split_answer_first("") == (None, None)
 
 
-def _memorise(student, source: str, target: str, steps: int = 60) -> None:
-    """Fit the tiny decoder to one (source, target) sequence so its greedy output is known."""
-    from stepdistill.training.batching import encode_source, encode_target
-
-    tok, cfg = student.tokenizer, TrainConfig()
-    src, tgt = encode_source(tok, source, cfg, "causal"), encode_target(tok, target, cfg)
-    ids = torch.tensor([src + tgt])
-    labels = torch.tensor([[-100] * len(src) + tgt])
-    opt = torch.optim.Adam(student.model.parameters(), lr=1e-2)
-    student.model.train()
-    for _ in range(steps):
-        loss = student.model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-
-def test_label_only_generation_stops_after_the_label(tiny_causal_dir):
+def test_label_only_generation_stops_after_the_label(tiny_causal_dir, memorise):
     from stepdistill.evaluate import predict_labels
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
@@ -64,7 +47,7 @@ def test_label_only_generation_stops_after_the_label(tiny_causal_dir):
     train_cfg = TrainConfig(method="answer_first", label_source="gold", max_target_length=32)
     student = load_student(StudentConfig(model=str(tiny_causal_dir)), seed=0)
     source = eval_source(task, ANN, train_cfg)
-    _memorise(student, source, build_pairs(task, [ANN], train_cfg).examples[0][0].target)
+    memorise(student, source, build_pairs(task, [ANN], train_cfg).examples[0][0].target)
 
     calls = {"n": 0}
     forward = student.model.forward
