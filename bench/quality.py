@@ -461,7 +461,12 @@ def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
         "data": data,
         "student": spec.get("student", {"model": "embedded:smollm2"}),
         "train": train,
-        "eval": {**spec.get("eval", {}), "splits": ["valid", "test"]},
+        # per-task evaluation, e.g. ranking CQA's five choices (SVAMP has no label set to rank)
+        "eval": {
+            **spec.get("eval", {}),
+            **spec.get("task_eval", {}).get(cell.task, {}),
+            "splits": ["valid", "test"],
+        },
     }
     return config_from_dict(raw, f"quality cell {cell.key}")
 

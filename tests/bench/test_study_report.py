@@ -38,6 +38,9 @@ def test_study_cells_take_the_task_overrides(tmp_path):
     assert cfg.train.max_steps == 480 and cfg.data.valid_fraction == 0.03 and cfg.data.train_fraction == 0.125
     assert (cfg.train.alpha_schedule, cfg.train.patience_metric) == ("linear", "accuracy_or_loss")
     assert cfg.student.keep_layers == [0, 4, 8, 12, 16, 20, 24, 29]
+    assert cfg.eval.label_decoding == "rank"  # CQA's five choices are ranked
+    svamp = next(c for c in grid(spec) if c.task == "svamp")
+    assert cell_config(spec, svamp, tmp_path, smoke=False).eval.label_decoding == "generate"
 
 
 def test_gpu_study_trains_the_full_student_on_all_of_both_tasks_with_the_same_methods(tmp_path):
