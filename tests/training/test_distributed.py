@@ -52,7 +52,9 @@ def _annotations(n: int) -> list[Annotation]:
     return out
 
 
-def _write_config(tmp_path: Path, student_dir: Path, name: str, n: int = 10, **train) -> Path:
+def _write_config(
+    tmp_path: Path, student_dir: Path, name: str, n: int = 10, evaluation: dict | None = None, **train
+) -> Path:
     data = tmp_path / "data" / "train.jsonl"
     if not data.exists():
         write_jsonl(data, [a.to_dict() for a in _annotations(n)])
@@ -67,7 +69,7 @@ def _write_config(tmp_path: Path, student_dir: Path, name: str, n: int = 10, **t
         "data": {"train": str(data), "valid": str(data), "test": str(data)},
         "student": {"model": str(student_dir)},
         "train": tc,
-        "eval": {"batch_size": 3, "max_new_tokens": 4, "splits": ["valid", "test"]},
+        "eval": {"batch_size": 3, "max_new_tokens": 4, "splits": ["valid", "test"], **(evaluation or {})},
     }
     if "t5" in student_dir.name:
         raw["student"]["config_overrides"] = {"dropout_rate": 0.0}  # bitwise-free comparison needs no dropout
@@ -181,6 +183,19 @@ def test_accelerate_launch_two_processes_equal_one_seq2seq_standard(tmp_path, ti
     assert "2 process(es)" in done.stdout
     one = _in_process(cfg, name="one")
     _assert_same_run(one, tmp_path / "runs" / "two")
+
+
+def test_ranked_labels_under_two_processes_equal_one(tmp_path, tiny_causal_dir):
+    # eval.label_decoding: rank shards the (example, candidate) rows over the processes and gathers
+    # the scores: the same validation marks, predictions and checkpoint choice as one process.
+    cfg = _write_config(
+        tmp_path, tiny_causal_dir, "two", evaluation={"label_decoding": "rank"}, method="distill"
+    )
+    _run(torchrun(2, "train", str(cfg)))
+    one = _in_process(cfg, name="one")
+    _assert_same_run(one, tmp_path / "runs" / "two")
+    preds = [r["pred"] for _, r in iter_jsonl(one / "predictions" / "test.jsonl")]
+    assert len(preds) == 10 and set(preds) <= set(LABELS)
 
 
 def test_batch_size_not_divisible_fails_on_every_rank_before_training(tmp_path, tiny_causal_dir):
