@@ -40,6 +40,7 @@ def test_which_method_config_compares_every_method_to_convergence(tmp_path):
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "which-method.yaml")
     assert (cfg.train.eval_schedule, cfg.train.patience) == ("geometric", 3)
     assert not cfg.annotate.gold_filter and cfg.sweep.seeds == [0, 1, 2]
+    assert cfg.eval.label_decoding == "rank"  # every method here writes its label first
     files = {"train": "a/train.jsonl", "valid": "a/valid.jsonl", "test": "a/test.jsonl"}
     subs = [training_config(cfg, m, 1.0, 0, files) for m in cfg.sweep.methods]
     assert [(s.train.method, s.train.label_source, s.train.alpha_schedule) for s in subs] == [
