@@ -1,7 +1,8 @@
 """The study grid's report (bench/configs/study.yaml): for each (task, train fraction) setting, the
 test accuracy of every method when it stopped (patience or the step cap), the paper's comparisons and
 the variants against their baselines with paired 95% intervals, at the end (test rows) and at matched training compute
-(validation rows, report/curves.py), and a figure of validation accuracy against training FLOPs.
+(validation rows, report/curves.py), and a figure of validation accuracy against examples seen and
+against training FLOPs.
 
 Used by `bench/quality.py --config study` (and `--report`); reads only the results file and the
 cells' run folders.
@@ -149,9 +150,10 @@ def study_markdown(spec, results, teacher: dict[str, float], command: str, figur
         "twice a label-only one).",
     ]
     if figure:
-        lines += ["", f"![validation accuracy against training FLOPs]({figure})", "",
-                  "*Read: at a given compute (x), which method's validation accuracy is higher; "
-                  "the dashed line is the teacher on the same rows.*"]  # fmt: skip
+        lines += ["", f"![validation accuracy against examples seen and against training FLOPs]({figure})", "",
+                  "*Read: top row, which method learned more from the same examples; bottom row, "
+                  "which learned more for the same compute; the dashed line is the teacher on the "
+                  "same rows.*"]  # fmt: skip
     for task, fraction in _settings(spec):
         lines += setting_lines(spec, results, task, fraction, teacher.get(task))
     return "\n".join(lines)
