@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,19 @@ def annotation_files(cfg: Config) -> dict[str, str | None]:
     }
 
 
+def annotation_stamp(cfg: Config) -> tuple[Config, str]:
+    """The config that annotates the full training set, and its fingerprint."""
+    full = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_fraction": 1.0})})
+    return full, fingerprint(full, ("task", "data", "teacher", "annotate"))
+
+
+def annotations_reusable(cfg: Config, stamp: str) -> bool:
+    """annotations/ was finished under these inputs and holds every split asked for."""
+    folder = cfg.run_dir / "annotations"
+    done = _stages(cfg.run_dir).get("annotate") == stamp and (folder / "summary.json").exists()
+    return done and all((folder / f"{s}.jsonl").exists() for s in cfg.annotate.splits)
+
+
 def annotate_stage(cfg: Config) -> None:
     """Annotate the full training set once; sweep fractions subsample the annotated file later."""
     if cfg.teacher is None:
@@ -99,11 +113,8 @@ def annotate_stage(cfg: Config) -> None:
         return
     from stepdistill.annotate import annotate_from_config
 
-    full = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_fraction": 1.0})})
-    stamp = fingerprint(full, ("task", "data", "teacher", "annotate"))
-    folder = cfg.run_dir / "annotations"
-    done = _stages(cfg.run_dir).get("annotate") == stamp and (folder / "summary.json").exists()
-    if done and all((folder / f"{s}.jsonl").exists() for s in cfg.annotate.splits):
+    full, stamp = annotation_stamp(cfg)
+    if annotations_reusable(cfg, stamp):
         _say("annotate: done before, reusing annotations/")
         return
     _say(f"annotate: teacher {cfg.teacher.backend}:{cfg.teacher.model or '(default)'}")
@@ -155,6 +166,26 @@ def training_config(
     return config_from_dict(raw, f"sweep point {raw['name']}")
 
 
+def training_stamp(sub: Config) -> str:
+    """The fingerprint of what a sweep point trains on and how."""
+    return fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
+
+
+def trained_differently(cfg: Config, sub: Config, stamp: str) -> bool:
+    """A finished sweep point was recorded with another fingerprint (the run refuses to reuse it)."""
+    done = _stages(cfg.run_dir).get(f"train:{sub.run_dir.name}")
+    return done is not None and done != stamp
+
+
+def sweep_points(cfg: Config, files: dict[str, str | None]) -> Iterator[Config]:
+    """The config of every student x fraction x method x seed of the sweep, in training order."""
+    for student in cfg.sweep.students or [None]:
+        for fraction in cfg.sweep.fractions:
+            for method in cfg.sweep.methods:
+                for seed in cfg.sweep.seeds:
+                    yield training_config(cfg, method, fraction, seed, files, student)
+
+
 def _train_one(cfg: Config, sub: Config) -> None:
     """Train one sweep point unless its metrics.json exists; a stale finished folder is an error."""
     from stepdistill.train import train
@@ -162,10 +193,9 @@ def _train_one(cfg: Config, sub: Config) -> None:
     from stepdistill.training.device import is_main
 
     folder = sub.run_dir
-    stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
+    stamp = training_stamp(sub)
     if (folder / "metrics.json").exists():
-        done = _stages(cfg.run_dir).get(f"train:{folder.name}")
-        if done is not None and done != stamp:
+        if trained_differently(cfg, sub, stamp):
             raise ConfigError(
                 f"{folder} was trained with a different config; choose another --name "
                 "or delete that folder to retrain it"
@@ -190,13 +220,9 @@ def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
             f"no annotated training file in {cfg.run_dir / 'annotations'}: annotate.splits lacks 'train'"
         )
     folders = []
-    for student in cfg.sweep.students or [None]:
-        for fraction in cfg.sweep.fractions:
-            for method in cfg.sweep.methods:
-                for seed in cfg.sweep.seeds:
-                    sub = training_config(cfg, method, fraction, seed, files, student)
-                    _train_one(cfg, sub)
-                    folders.append(sub.run_dir)
+    for sub in sweep_points(cfg, files):
+        _train_one(cfg, sub)
+        folders.append(sub.run_dir)
     return folders
 
 

@@ -15,19 +15,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepdistill.config import Config
-from stepdistill.run import SPLITS, _stages, annotation_files, fingerprint, training_config
+from stepdistill.run import (
+    SPLITS,
+    annotation_files,
+    annotation_stamp,
+    annotations_reusable,
+    sweep_points,
+    trained_differently,
+    training_stamp,
+)
 from stepdistill.training.checkpoint import list_checkpoints
 
 
 def _annotate_line(cfg: Config) -> str:
     if cfg.teacher is None:
         return "annotate: nothing to do (no teacher section: trains on the data files as given)"
-    full = cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_fraction": 1.0})})
-    stamp = fingerprint(full, ("task", "data", "teacher", "annotate"))
-    folder = cfg.run_dir / "annotations"
-    done = _stages(cfg.run_dir).get("annotate") == stamp and (folder / "summary.json").exists()
-    if done and all((folder / f"{s}.jsonl").exists() for s in cfg.annotate.splits):
-        return f"annotate: done ({folder} reused)"
+    _, stamp = annotation_stamp(cfg)
+    if annotations_reusable(cfg, stamp):
+        return f"annotate: done ({cfg.run_dir / 'annotations'} reused)"
     teacher = f"{cfg.teacher.backend}:{cfg.teacher.model or '(default)'}"
     return f"annotate: to do: teacher {teacher}, splits {', '.join(cfg.annotate.splits)}"
 
@@ -35,9 +40,9 @@ def _annotate_line(cfg: Config) -> str:
 def _training_state(cfg: Config, sub: Config) -> str:
     folder = sub.run_dir
     if (folder / "metrics.json").exists():
-        done = _stages(cfg.run_dir).get(f"train:{folder.name}")
-        stamp = fingerprint(sub, ("task", "data", "student", "train", "eval", "kd"))
-        return "done" if done in (None, stamp) else "done, with another config (the run refuses it)"
+        if trained_differently(cfg, sub, training_stamp(sub)):
+            return "done, with another config (the run refuses it)"
+        return "done"
     found = list_checkpoints(folder)
     return f"resumes at step {found[-1][0]}" if found else "to do"
 
@@ -58,13 +63,9 @@ def plan(cfg: Config) -> list[str]:
         lines.append(f"demo data: {state}")
     lines.append(_annotate_line(cfg))
     states: list[str] = []
-    for student in cfg.sweep.students or [None]:
-        for fraction in cfg.sweep.fractions:
-            for method in cfg.sweep.methods:
-                for seed in cfg.sweep.seeds:
-                    sub = training_config(cfg, method, fraction, seed, files, student)
-                    states.append(_training_state(cfg, sub))
-                    lines.append(f"train {sub.run_dir.name}: {states[-1]}")
+    for sub in sweep_points(cfg, files):
+        states.append(_training_state(cfg, sub))
+        lines.append(f"train {sub.run_dir.name}: {states[-1]}")
     tc = cfg.train
     budget = f"{tc.max_steps} steps" if tc.max_steps else f"{tc.epochs:g} epochs"
     if tc.patience:
