@@ -8,7 +8,8 @@ Prediction is batched greedy decoding of the label alone: a step_by_step student
 label prefix and generates no rationale (that is the method's test-time saving) unless a rationale
 is asked for explicitly. With eval.label_decoding: rank, the label is instead the example's most
 likely possible label (stepdistill/ranking.py). Training writes
-runs/<name>/predictions/<split>.jsonl and metrics.json; `evaluate` writes the same files to runs/<name>/evaluation/ (into the run folder with --overwrite).
+runs/<name>/predictions/<split>.jsonl and metrics.json; `evaluate` writes the same files to
+runs/<name>/evaluation/ (into the run folder with --overwrite).
 """
 
 from __future__ import annotations
