@@ -31,7 +31,7 @@ from stepdistill.outcomes import evaluate_line
 from stepdistill.ranking import check_rankable, rank_labels
 from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
-from stepdistill.training.batching import encode_source
+from stepdistill.training.batching import encode_source, pad_rows
 from stepdistill.training.config import EvalConfig, TrainConfig
 from stepdistill.training.device import (
     autocast,
@@ -51,16 +51,6 @@ from stepdistill.training.formatting import (
     split_single_task,
 )
 from stepdistill.training.models import Student, load_saved_student
-
-
-def _pad_batch(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids, mask = [], []
-    for r in rows:
-        fill = width - len(r)
-        ids.append([pad_id] * fill + r if left else r + [pad_id] * fill)
-        mask.append([0] * fill + [1] * len(r) if left else [1] * len(r) + [0] * fill)
-    return torch.tensor(ids), torch.tensor(mask)
 
 
 def generation_budget(train_cfg: TrainConfig, eval_cfg: EvalConfig, rationale_first: bool) -> int:
@@ -106,7 +96,7 @@ def generate(
     done: list[tuple[int, str]] = []
     for chunk in chunks[rank::world]:
         # Decoder-only models continue the prompt, so prompts are left-padded to end together.
-        ids, mask = _pad_batch([encoded[i] for i in chunk], tok.pad_token_id, left=causal)
+        ids, mask = pad_rows([encoded[i] for i in chunk], tok.pad_token_id, left=causal)
         stop = None
         if stop_at is not None:  # decoder-only rows continue the prompt; seq2seq rows start fresh
             from transformers import StoppingCriteriaList

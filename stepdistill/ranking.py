@@ -27,7 +27,7 @@ import torch
 
 from stepdistill.errors import ConfigError
 from stepdistill.tasks.base import Task
-from stepdistill.training.batching import IGNORE, encode_source
+from stepdistill.training.batching import IGNORE, encode_source, pad_rows
 from stepdistill.training.config import EvalConfig, TrainConfig
 from stepdistill.training.device import autocast, gather_objects, rank_world
 from stepdistill.training.formatting import ANSWER_FIRST_SEP
@@ -61,14 +61,8 @@ def candidate_ids(tokenizer, task: Task, label: str, method: str, cfg: TrainConf
 
 def _causal_scores(model, rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> list[float]:
     """Sum of target log-probabilities per (source, target) row, rows left-padded to end together."""
-    width = max(len(s) + len(t) for s, t in rows)
     keep = max(len(t) for _, t in rows) + 1
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (s, t) in enumerate(rows):
-        seq = s + t
-        ids[r, width - len(seq) :] = torch.tensor(seq)
-        mask[r, width - len(seq) :] = 1
+    ids, mask = pad_rows([s + t for s, t in rows], pad_id, left=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     kwargs = {
         "input_ids": ids.to(device),
@@ -91,14 +85,8 @@ def _causal_scores(model, rows: list[tuple[list[int], list[int]]], pad_id: int, 
 
 def _seq2seq_scores(model, rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> list[float]:
     """Sum of target log-probabilities per row: the encoder reads the source, the decoder the target."""
-    src = max(len(s) for s, _ in rows)
-    tgt = max(len(t) for _, t in rows)
-    ids = torch.full((len(rows), src), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), src), dtype=torch.long)
-    labels = torch.full((len(rows), tgt), IGNORE, dtype=torch.long)
-    for r, (s, t) in enumerate(rows):
-        ids[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
-        labels[r, : len(t)] = torch.tensor(t)
+    ids, mask = pad_rows([s for s, _ in rows], pad_id)
+    labels, _ = pad_rows([t for _, t in rows], IGNORE)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).logits
     logp = torch.log_softmax(logits.float(), dim=-1)
     labels = labels.to(logp.device)
