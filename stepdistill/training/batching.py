@@ -25,7 +25,7 @@ import torch
 
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK, Pair
-from stepdistill.training.packing import Packed, pack
+from stepdistill.training.packing import Packed, pack, tensor_fields
 
 IGNORE = -100  # label value for tokens that carry no loss (source, padding)
 CAUSAL_SEP = "\n"  # between source and target for decoder-only students (also ends the test prompt)
@@ -125,11 +125,7 @@ class Batch:
 
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """A copy with `fn` applied to every tensor, the packed ones included (other fields shared)."""
-        changes: dict = {
-            f.name: fn(v)
-            for f in dataclasses.fields(self)
-            if isinstance(v := getattr(self, f.name), torch.Tensor)
-        }
+        changes: dict = tensor_fields(self, fn)
         if self.packed is not None:
             changes["packed"] = self.packed.map_tensors(fn)
         return dataclasses.replace(self, **changes)

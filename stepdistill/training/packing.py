@@ -29,6 +29,13 @@ from dataclasses import dataclass
 import torch
 
 
+def tensor_fields(obj, fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`fn` of every tensor field of the dataclass `obj`, by field name (for dataclasses.replace)."""
+    return {
+        f.name: fn(v) for f in dataclasses.fields(obj) if isinstance(v := getattr(obj, f.name), torch.Tensor)
+    }
+
+
 @dataclass
 class Packed:
     """The tensors a packed pass adds to its Batch, all computed at collation."""
@@ -44,14 +51,7 @@ class Packed:
 
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Packed:
         """A copy with `fn` applied to every tensor (max_length shared)."""
-        return dataclasses.replace(
-            self,
-            **{
-                f.name: fn(v)
-                for f in dataclasses.fields(self)
-                if isinstance(v := getattr(self, f.name), torch.Tensor)
-            },
-        )
+        return dataclasses.replace(self, **tensor_fields(self, fn))
 
     def to(self, device, non_blocking: bool = False) -> Packed:
         return self.map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
