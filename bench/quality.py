@@ -43,7 +43,8 @@ sleep_idle_cpu_threads()  # before torch loads
 from stepdistill.data.io import write_json  # noqa: E402
 from stepdistill.errors import ConfigError  # noqa: E402
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The PaLM teacher outputs (../shared/data beside the checkout; STEPDISTILL_SHARED_DATA elsewhere)
+SHARED_DATA = Path(os.environ.get("STEPDISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FLOOR = "floor"
