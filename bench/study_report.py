@@ -98,12 +98,7 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
             f"| {TITLES.get(m, m)} | {_mean_se([100 * c['test_accuracy'] for c in cells])} | {steps} | "
             f"{stops} | {_pflops(flops)} | {wall:.0f} |"
         )
-    lines += [
-        "",
-        "| A | B | at the end of training: A − B on test [95% paired interval] | reading | at matched compute: "
-        "budget PFLOPs, A % vs B % on validation, A − B [95%] (steps A / B) | reading |",
-        "|---|---|---:|---|---|---|",
-    ]
+    rows = []
     for a, b in PAIRS:
         ca, cb = _cells(results, task, fraction, a), _cells(results, task, fraction, b)
         seeds = sorted({c["seed"] for c in ca} & {c["seed"] for c in cb})
@@ -124,10 +119,16 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
                 f"{interval_cell(matched['ci'])} ({steps})"
             )
             words = verdict(*names, matched["ci"])
-        lines.append(
+        rows.append(
             f"| {names[0]} | {names[1]} | {interval_cell(conv['ci'])} | {conv['verdict']} | {at_budget} | {words} |"
         )
-    return lines
+    if not rows:
+        return lines + ["", "No comparison yet: no compared pair has both its methods run on a common seed."]
+    head = (
+        "| A | B | at the end of training: A − B on test [95% paired interval] | reading | at matched compute: "
+        "budget PFLOPs, A % vs B % on validation, A − B [95%] (steps A / B) | reading |"
+    )
+    return lines + ["", head, "|---|---|---:|---|---|---|", *rows]
 
 
 def study_markdown(spec, results, teacher: dict[str, float], command: str, figure: str | None) -> str:

@@ -81,3 +81,20 @@ def test_report_compares_at_convergence_and_at_matched_compute(tmp_path):
     )
     png = study_figure(spec, results, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_setting_without_a_complete_pair_says_so_instead_of_an_empty_table():
+    spec = {
+        "name": "s", "settings": [{"task": "svamp", "fraction": 1.0}], "seeds": [0, 1],
+        "methods": {"standard": {}, "sbs_gold": {}},
+        "train": {"batch_size": 8, "lr": 1e-4, "eval_every": 10, "max_steps": 40},
+    }  # fmt: skip
+    test = {f"t{i}": int(i < 2) for i in range(4)}
+    results = {"cells": {  # the pair's methods ran, but never on the same seed
+        "a": _cell("standard", 0, [(10, "1000")], 1.0e15, test),
+        "b": _cell("sbs_gold", 1, [(10, "1100")], 2.0e15, test),
+    }}  # fmt: skip
+    text = study_markdown(spec, results, {"svamp": 74.0}, "cmd", None)
+    assert "| standard fine-tuning (gold labels) | 50.0 (1 seed) |" in text
+    assert "No comparison yet: no compared pair has both its methods run on a common seed." in text
+    assert "| A | B |" not in text
