@@ -17,8 +17,7 @@ from typing import Any
 
 from compare import compare_cells, interval_cell
 
-from stepdistill.report.curves import compare_at_budget, matched_budget
-from stepdistill.report.paired import verdict
+from stepdistill.report.curves import compare_matched, matched_verdict
 from stepdistill.report.stats import mean_se
 
 TITLES = {
@@ -74,6 +73,12 @@ def _pflops(x: float | None) -> str:
     return "-" if x is None else f"{x / 1e15:.2f}"
 
 
+def _matched_cell(p: dict[str, Any]) -> str:
+    flops = f"{statistics.fmean(p['a_flops']) / 1e15:.3f} / {statistics.fmean(p['b_flops']) / 1e15:.3f}"
+    steps = f"{'/'.join(map(str, p['a_steps']))} / {'/'.join(map(str, p['b_steps']))}"
+    return f"{flops}: {100 * p['a']:.1f} vs {100 * p['b']:.1f}, {interval_cell(p['ci'])} ({steps})"
+
+
 def setting_lines(spec, results, task: str, fraction: float, teacher_test: float | None) -> list[str]:
     methods = [m for m in spec["methods"] if _cells(results, task, fraction, m)]
     if not methods:
@@ -108,25 +113,17 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
         names = (TITLES.get(a, a), TITLES.get(b, b))
         conv = compare_cells(ca, cb, names)
         curves_a, curves_b = [c.get("curve") or [] for c in ca], [c.get("curve") or [] for c in cb]
-        budget = matched_budget(curves_a + curves_b)
-        matched = compare_at_budget(curves_a, curves_b, budget) if budget else None
-        if matched is None:
-            at_budget, words = "-", "-"
-        else:
-            steps = f"{'/'.join(map(str, matched['a_steps']))} / {'/'.join(map(str, matched['b_steps']))}"
-            at_budget = (
-                f"{_pflops(budget)}: {100 * matched['a']:.1f} vs {100 * matched['b']:.1f}, "
-                f"{interval_cell(matched['ci'])} ({steps})"
-            )
-            words = verdict(*names, matched["ci"])
+        points = compare_matched(curves_a, curves_b)
+        at_budget = " · ".join(_matched_cell(p) for p in points) or "-"
+        words = matched_verdict(*names, points) if points else "-"
         rows.append(
             f"| {names[0]} | {names[1]} | {interval_cell(conv['ci'])} | {conv['verdict']} | {at_budget} | {words} |"
         )
     if not rows:
         return lines + ["", "No comparison yet: no compared pair has both its methods run on a common seed."]
     head = (
-        "| A | B | at the end of training: A − B on test [95% paired interval] | reading | at matched compute: "
-        "budget PFLOPs, A % vs B % on validation, A − B [95%] (steps A / B) | reading |"
+        "| A | B | at the end of training: A − B on test [95% paired interval] | reading | at matched compute "
+        "(validation): PFLOPs A / B, A % vs B %, A − B [95%] (steps A / B) | reading |"
     )
     return lines + ["", head, "|---|---|---:|---|---|---|", *rows]
 
@@ -148,7 +145,9 @@ def study_markdown(spec, results, teacher: dict[str, float], command: str, figur
         "checkpoint chosen on validation. Intervals: paired bootstrap over rows (seeds averaged per row); "
         "'A beats B' only when the interval excludes 0. Matched compute: each method's last evaluation "
         "within the smallest training FLOPs any compared run reached (a step-by-step step costs about "
-        "twice a label-only one).",
+        "twice a label-only one); evaluations fall at discrete steps, so the side evaluated earlier may "
+        "have used less compute: a second comparison (after ·) is made at the compute that side used, "
+        "where the other falls back to an earlier evaluation, and a winner is named only when both agree.",
     ]
     if figure:
         lines += ["", f"![validation accuracy against examples seen and against training FLOPs]({figure})", "",

@@ -11,17 +11,19 @@ mean ± standard error of the accuracy difference, and a paired bootstrap 95% in
 difference of the seed-averaged accuracies (rows resampled, fixed seed).
 
 The same two settings are also compared at matched training compute (`at_matched_compute`): on the
-validation rows, each training's last evaluation within the largest FLOP budget all of them reached
-(report/curves.py). A step-by-step step costs about twice a label-only one, so this asks whether the
-rationales pay for their compute, where the test comparison asks what each method reaches.
+validation rows, each training's last evaluation within the largest FLOP budget all of them reached,
+and again at the compute the side whose evaluation fell earlier actually used (report/curves.py). A
+step-by-step step costs about twice a label-only one, so this asks whether the rationales pay for
+their compute, where the test comparison asks what each method reaches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from stepdistill.report.collect import Training
-from stepdistill.report.curves import compare_at_budget, matched_budget
+from stepdistill.report.curves import compare_matched, matched_verdict
 from stepdistill.report.paired import Interval, discordant, mcnemar_exact, paired_bootstrap, verdict
 from stepdistill.report.stats import MeanSE, mean_se, method_key
 from stepdistill.training.formatting import FIXED_LABELS
@@ -126,7 +128,8 @@ def comparisons(trainings: list[Training], split: str = "test") -> list[Comparis
 
 @dataclass
 class MatchedComparison:
-    """A against B on validation at the largest training-FLOP budget both reached (every seed)."""
+    """A against B on validation at equal training compute (every seed): at the largest FLOP budget
+    both reached, and again at the compute the side that used less actually used (curves.py)."""
 
     setting: str
     task: str
@@ -134,13 +137,12 @@ class MatchedComparison:
     fraction: float
     a: str
     b: str
-    budget: float  # training FLOPs
-    a_acc: float  # seed-averaged validation accuracy at the budget
-    b_acc: float
-    ci: Interval
-    a_steps: list[int]  # the evaluation used, per seed
-    b_steps: list[int]
-    verdict: str
+    points: list[dict[str, Any]]  # curves.compare_at_budget results: budget, a, b, ci, *_steps, *_flops
+    verdict: str  # curves.matched_verdict over the points
+
+    @property
+    def budget(self) -> float:  # training FLOPs of the first (common) budget
+        return self.points[0]["budget"]
 
 
 def at_matched_compute(trainings: list[Training], split: str = "test") -> list[MatchedComparison]:
@@ -151,27 +153,13 @@ def at_matched_compute(trainings: list[Training], split: str = "test") -> list[M
         seeds = {v: {t.seed: t for t in ts} for v, ts in variants.items()}
         for setting, a, b in _paper_pairs(variants):
             common = sorted(set(seeds[a]) & set(seeds[b]))
-            curves_a = [seeds[a][s].eval_rows for s in common]
-            curves_b = [seeds[b][s].eval_rows for s in common]
-            budget = matched_budget(curves_a + curves_b) if common else None
-            found = None if budget is None else compare_at_budget(curves_a, curves_b, budget)
-            if found is None:
-                continue
-            out.append(
-                MatchedComparison(
-                    setting,
-                    task,
-                    student,
-                    fraction,
-                    a,
-                    b,
-                    budget,
-                    found["a"],
-                    found["b"],
-                    found["ci"],
-                    found["a_steps"],
-                    found["b_steps"],
-                    verdict(a, b, found["ci"]),
-                )  # fmt: skip
+            points = compare_matched(
+                [seeds[a][s].eval_rows for s in common], [seeds[b][s].eval_rows for s in common]
             )
+            if points:
+                out.append(
+                    MatchedComparison(
+                        setting, task, student, fraction, a, b, points, matched_verdict(a, b, points)
+                    )
+                )
     return out

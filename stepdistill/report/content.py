@@ -5,6 +5,7 @@ render_md.py and render_html.py only lay these out, so the Markdown and the HTML
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,32 +137,39 @@ def _comparison_section(comps: list[Comparison], split: str) -> Section | None:
 def _matched_section(found: list[MatchedComparison]) -> Section | None:
     if not found:
         return None
-    headers = ["setting", "student", "train fraction", "A", "B", "training TFLOPs", "A %", "B %"]
+    headers = ["setting", "student", "train fraction", "A", "B", "training TFLOPs A / B", "A %", "B %"]
     headers += ["A − B, points [95% interval]", "steps A / B", "reading"]
     table = Table(headers, [])
     for m in found:
-        steps = f"{'/'.join(map(str, m.a_steps))} / {'/'.join(map(str, m.b_steps))}"
-        table.rows.append(
-            [
-                m.setting,
-                m.student,
-                f"{m.fraction:g}",
-                m.a,
-                m.b,
-                f"{m.budget / 1e12:,.1f}",
-                pct(m.a_acc),
-                pct(m.b_acc),
-                f"{100 * m.ci.diff:+.1f} [{100 * m.ci.lo:+.1f}, {100 * m.ci.hi:+.1f}]",
-                steps,
-                m.verdict,
-            ]
-        )
+        for p in m.points:
+            flops = (
+                f"{statistics.fmean(p['a_flops']) / 1e12:,.1f} / {statistics.fmean(p['b_flops']) / 1e12:,.1f}"
+            )
+            ci = p["ci"]
+            table.rows.append(
+                [
+                    m.setting,
+                    m.student,
+                    f"{m.fraction:g}",
+                    m.a,
+                    m.b,
+                    flops,
+                    pct(p["a"]),
+                    pct(p["b"]),
+                    f"{100 * ci.diff:+.1f} [{100 * ci.lo:+.1f}, {100 * ci.hi:+.1f}]",
+                    f"{'/'.join(map(str, p['a_steps']))} / {'/'.join(map(str, p['b_steps']))}",
+                    m.verdict,
+                ]
+            )
     return Section(
         "Comparisons at matched training compute (validation)",
-        "The same pairs at equal training FLOPs: each training's last evaluation within the largest "
-        "budget every one of them reached, paired on the validation examples (seeds averaged per "
-        "example, paired bootstrap 95% interval). A step-by-step step costs about twice a label-only "
-        "one, so at the same compute it has taken about half the steps (last column, per seed).",
+        "The same pairs at equal training FLOPs, paired on the validation examples (seeds averaged per "
+        "example, paired bootstrap 95% interval). First row of a pair: each training's last evaluation "
+        "within the largest budget every one of them reached. Evaluations fall at discrete steps, so "
+        "one side may then have used less compute than the other; the second row compares again at "
+        "the compute that side used, where the other falls back to an earlier evaluation. A winner is "
+        "named only when both rows agree. A step-by-step step costs about twice a label-only one, so "
+        "at the same compute it has taken about half the steps (per seed, in the steps column).",
         [table],
     )
 

@@ -10,6 +10,12 @@ the largest one every compared training reached (the smallest of their final `tr
 step-by-step step costs about twice a label-only step, so at matched compute it has seen about half
 the examples. With several seeds, each row's correctness is averaged over seeds before the paired
 bootstrap (report/paired.py), as for the test-set comparisons.
+
+Evaluations fall at discrete steps (on a geometric schedule each is ~1.5 times the last), so within
+a budget one side's last evaluation can come well before it: that side is compared with less
+compute than the other. `compare_matched` therefore compares twice, at the common budget and at the
+compute the short side actually used (where the other side now falls back to an earlier
+evaluation), and `matched_verdict` names a winner only when both agree.
 """
 
 from __future__ import annotations
@@ -69,6 +75,42 @@ def compare_at_budget(a: Sequence[Curve], b: Sequence[Curve], budget: float) -> 
         "ci": ci,
         "a_steps": [p["step"] for p in pa],
         "b_steps": [p["step"] for p in pb],
+        "a_flops": [p["train_flops"] for p in pa],  # the compute each side used, per seed
+        "b_flops": [p["train_flops"] for p in pb],
         "a_examples": [p.get("examples_seen") for p in pa],
         "b_examples": [p.get("examples_seen") for p in pb],
     }
+
+
+def compare_matched(a: Sequence[Curve], b: Sequence[Curve]) -> list[dict[str, Any]]:
+    """A against B at matched compute from both sides of the evaluation grid: first at the common
+    budget (matched_budget), then at the compute the side that used less actually used. In the
+    first the short side has less compute than the other, in the second at least as much, so the
+    two bracket an exact match. One comparison when both sides used the same compute or the other
+    side has no evaluation within the second budget; none when the first cannot be made."""
+    budget = matched_budget([*a, *b])
+    first = compare_at_budget(a, b, budget) if budget is not None else None
+    if first is None:
+        return []
+    used_a, used_b = sum(first["a_flops"]), sum(first["b_flops"])
+    if used_a == used_b:
+        return [first]
+    short = first["a_flops"] if used_a < used_b else first["b_flops"]
+    second = compare_at_budget(a, b, float(max(short)))
+    return [first] if second is None or second == first else [first, second]
+
+
+def matched_verdict(a: str, b: str, found: Sequence[dict[str, Any]]) -> str:
+    """Words for the comparisons of compare_matched: a winner only when every interval excludes 0
+    on the same side; where they disagree, which side won and with how much of the compute."""
+    cis = [f["ci"] for f in found]
+    if all(ci.lo > 0 for ci in cis):
+        return f"{a} beats {b}"
+    if all(ci.hi < 0 for ci in cis):
+        return f"{b} beats {a}"
+    if not any(ci.lo > 0 or ci.hi < 0 for ci in cis):
+        return "no difference shown (the interval includes 0)"
+    won = next(f for f in found if f["ci"].lo > 0 or f["ci"].hi < 0)
+    winner, loser = (a, b) if won["ci"].lo > 0 else (b, a)
+    more = a if sum(won["a_flops"]) > sum(won["b_flops"]) else b
+    return f"not settled: {winner} beats {loser} only where {more} had more of the compute"

@@ -11,6 +11,7 @@ from typing import Any
 
 from stepdistill.report.collect import RunData, Training
 from stepdistill.report.compare import Comparison, MatchedComparison
+from stepdistill.report.curves import matched_verdict
 from stepdistill.report.paired import interval_text
 from stepdistill.report.stats import AccuracyRow, base_method
 
@@ -33,7 +34,7 @@ def p100(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _reading(c: Comparison | MatchedComparison) -> str:
+def _reading(c: Comparison) -> str:
     a, b = plain(c.a), plain(c.b)
     if c.ci.lo > 0:
         return f"{a} beats {b} on this run"
@@ -101,15 +102,29 @@ def _matched_paragraph(matched: list[MatchedComparison], full: float, many: bool
     for m in found:
         who = f" ({m.student})" if many else ""
         a, b = (plain(v) + v[len(base_method(v)) :] for v in (m.a, m.b))  # keeps "(teacher labels, ...)"
-        parts.append(
-            f"{m.setting}{who}: {a} {p100(m.a_acc)} against {p100(m.b_acc)} for {b}, "
-            f"{interval_text(m.ci)}; {_reading(m)}"
-        )
+        first, *again = m.points
+        text = f"{m.setting}{who}: {a} {p100(first['a'])} against {p100(first['b'])} for {b}, {interval_text(first['ci'])}"
+        for p in again:  # the same pair where the side evaluated earlier is not short of compute
+            text += (
+                f"; at {p['budget'] / 1e12:,.1f} TFLOPs, the compute of the side evaluated earlier: "
+                f"{p100(p['a'])} against {p100(p['b'])}, {interval_text(p['ci'])}"
+            )
+        parts.append(f"{text}; {_matched_reading(m)}")
     return (
         "**At equal training compute** (validation examples, each training at its last evaluation "
         f"within {found[0].budget / 1e12:,.1f} TFLOPs; a step-by-step step costs about twice a "
         "label-only one): " + "; ".join(parts) + "."
     )
+
+
+def _matched_reading(m: MatchedComparison) -> str:
+    """matched_verdict in the summary's words."""
+    words = matched_verdict(plain(m.a), plain(m.b), m.points)
+    if " beats " in words and not words.startswith("not settled"):
+        return f"{words} on this run"
+    if words.startswith("no difference"):
+        return f"the interval includes 0, so this run cannot tell {plain(m.a)} and {plain(m.b)} apart"
+    return words
 
 
 def summary(

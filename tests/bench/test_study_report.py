@@ -76,7 +76,7 @@ def test_report_compares_at_convergence_and_at_matched_compute(tmp_path):
     matched = paired_bootstrap([1, 1, 1, 0], [1, 0, 0, 1])
     assert f"{100 * conv.diff:+.1f} [{100 * conv.lo:+.1f}, {100 * conv.hi:+.1f}]" in text
     assert (
-        f"40.00: 75.0 vs 50.0, {100 * matched.diff:+.1f} [{100 * matched.lo:+.1f}, {100 * matched.hi:+.1f}] (20 / 40)"
+        f"40.000 / 40.000: 75.0 vs 50.0, {100 * matched.diff:+.1f} [{100 * matched.lo:+.1f}, {100 * matched.hi:+.1f}] (20 / 40)"
         in text
     )
     png = study_figure(spec, results, tmp_path / "curves.png")

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from stepdistill.report.curves import compare_at_budget, matched_budget, point_at
+from stepdistill.report.curves import (
+    compare_at_budget,
+    compare_matched,
+    matched_budget,
+    matched_verdict,
+    point_at,
+)
 from stepdistill.report.paired import paired_bootstrap
 
 
@@ -48,3 +54,35 @@ def test_missing_marks_or_no_point_in_budget_give_no_comparison():
     assert compare_at_budget([SBS], [STD], 150.0) is None  # SBS's first evaluation is at 200
     unmarked = [{**p, "valid_correct": None} for p in STD]
     assert compare_at_budget([SBS], [unmarked], 600.0) is None
+
+
+def test_compare_matched_compares_again_at_the_compute_the_short_side_used():
+    std = [*STD[:3], _pt(60, 600.0, "1111")]  # reaches 600 FLOPs with a point at 600
+    sbs = [SBS[0], SBS[1], _pt(30, 700.0, "1110")]  # its last evaluation within 600 is step 20 (400)
+    first, second = compare_matched([sbs], [std])
+    assert (first["budget"], first["a_steps"], first["b_steps"]) == (600.0, [20], [60])
+    assert (first["a_flops"], first["b_flops"]) == ([400.0], [600.0])
+    assert (second["budget"], second["a_steps"], second["b_steps"]) == (400.0, [20], [40])
+    assert second["ci"] == paired_bootstrap([1, 1, 0, 0], [1, 0, 0, 1])
+
+
+def test_compare_matched_makes_one_comparison_when_both_used_the_same_compute():
+    [only] = compare_matched([SBS], [STD[:3]])  # both end exactly at 400 FLOPs
+    assert (only["a_steps"], only["b_steps"]) == ([20], [40])
+    assert compare_matched([SBS], [[]]) == []
+
+
+def _found(a_flops, b_flops, lo, hi):
+    from stepdistill.report.paired import Interval
+
+    return {"a_flops": [a_flops], "b_flops": [b_flops], "ci": Interval((lo + hi) / 2, lo, hi, 80)}
+
+
+def test_matched_verdict_names_a_winner_only_when_both_alignments_agree():
+    assert matched_verdict("A", "B", [_found(4, 6, -0.2, -0.05), _found(4, 3, -0.1, -0.01)]) == "B beats A"
+    assert matched_verdict("A", "B", [_found(4, 6, 0.01, 0.2)]) == "A beats B"
+    assert matched_verdict("A", "B", [_found(4, 6, -0.1, 0.1)]).startswith("no difference shown")
+    # B wins only where it had 1.5x A's compute
+    assert matched_verdict("A", "B", [_found(4, 6, -0.2, -0.05), _found(4, 3, -0.1, 0.02)]) == (
+        "not settled: B beats A only where B had more of the compute"
+    )
