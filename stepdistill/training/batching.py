@@ -293,18 +293,15 @@ def shard_step(
 def pad_rows(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) of token rows padded to the longest; `left` pads before the tokens, so
     decoder-only rows end together (generation, ranking)."""
-    width = max(len(r) for r in rows)
-    ids, mask = [], []
-    for r in rows:
-        fill = width - len(r)
-        ids.append([pad_id] * fill + r if left else r + [pad_id] * fill)
-        mask.append([0] * fill + [1] * len(r) if left else [1] * len(r) + [0] * fill)
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+    return _pad(rows, pad_id, left), _pad([[1] * len(r) for r in rows], 0, left)
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
     width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+    return torch.tensor(
+        [[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows],
+        dtype=torch.long,
+    )
 
 
 def collate(examples: list[list[Encoded]], pad_id: int, kind: str, pack_tokens: int | None = None) -> Batch:
