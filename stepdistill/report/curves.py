@@ -100,17 +100,29 @@ def compare_matched(a: Sequence[Curve], b: Sequence[Curve]) -> list[dict[str, An
     return [first] if second is None or second == first else [first, second]
 
 
+def matched_outcome(found: Sequence[dict[str, Any]]) -> tuple[str | None, bool]:
+    """The side ("a" or "b") a resolved interval of compare_matched favours (None when every
+    interval includes 0), and whether every comparison agrees with it."""
+    cis = [f["ci"] for f in found]
+    if all(ci.lo > 0 for ci in cis):
+        return "a", True
+    if all(ci.hi < 0 for ci in cis):
+        return "b", True
+    resolved = [ci for ci in cis if ci.lo > 0 or ci.hi < 0]
+    if not resolved:
+        return None, True
+    return ("a" if resolved[0].lo > 0 else "b"), False
+
+
 def matched_verdict(a: str, b: str, found: Sequence[dict[str, Any]]) -> str:
     """Words for the comparisons of compare_matched: a winner only when every interval excludes 0
     on the same side; where they disagree, which side won and with how much of the compute."""
-    cis = [f["ci"] for f in found]
-    if all(ci.lo > 0 for ci in cis):
-        return f"{a} beats {b}"
-    if all(ci.hi < 0 for ci in cis):
-        return f"{b} beats {a}"
-    if not any(ci.lo > 0 or ci.hi < 0 for ci in cis):
+    side, settled = matched_outcome(found)
+    if side is None:
         return "no difference shown (the interval includes 0)"
+    winner, loser = (a, b) if side == "a" else (b, a)
+    if settled:
+        return f"{winner} beats {loser}"
     won = next(f for f in found if f["ci"].lo > 0 or f["ci"].hi < 0)
-    winner, loser = (a, b) if won["ci"].lo > 0 else (b, a)
     more = a if sum(won["a_flops"]) > sum(won["b_flops"]) else b
     return f"not settled: {winner} beats {loser} only where {more} had more of the compute"

@@ -11,7 +11,7 @@ from typing import Any
 
 from stepdistill.report.collect import RunData, Training
 from stepdistill.report.compare import Comparison, MatchedComparison
-from stepdistill.report.curves import matched_verdict
+from stepdistill.report.curves import matched_outcome, matched_verdict
 from stepdistill.report.paired import interval_text
 from stepdistill.report.stats import AccuracyRow, base_method
 
@@ -118,13 +118,14 @@ def _matched_paragraph(matched: list[MatchedComparison], full: float, many: bool
 
 
 def _matched_reading(m: MatchedComparison) -> str:
-    """matched_verdict in the summary's words."""
-    words = matched_verdict(plain(m.a), plain(m.b), m.points)
-    if " beats " in words and not words.startswith("not settled"):
-        return f"{words} on this run"
-    if words.startswith("no difference"):
-        return f"the interval includes 0, so this run cannot tell {plain(m.a)} and {plain(m.b)} apart"
-    return words
+    """matched_outcome in the summary's words."""
+    a, b = plain(m.a), plain(m.b)
+    side, settled = matched_outcome(m.points)
+    if side is None:
+        return f"the interval includes 0, so this run cannot tell {a} and {b} apart"
+    if settled:
+        return f"{a} beats {b} on this run" if side == "a" else f"{b} beats {a} on this run"
+    return matched_verdict(a, b, m.points)
 
 
 def summary(
