@@ -93,7 +93,7 @@ def heldout_kl(teacher_dir: Path, student_dir: Path, cfg) -> dict[str, float]:
     from stepdistill.training.batching import collate, encode_examples
     from stepdistill.training.formatting import build_pairs
     from stepdistill.training.models import load_saved_student
-    from stepdistill.training.step import compute_loss
+    from stepdistill.training.step import target_logits
 
     task = get_task(cfg.task)
     test = load_splits(cfg.data, task)["test"]
@@ -104,7 +104,7 @@ def heldout_kl(teacher_dir: Path, student_dir: Path, cfg) -> dict[str, float]:
     kl_sum = agree = n = 0.0
     for start in range(0, len(enc), 16):
         batch = collate(enc[start : start + 16], student.tokenizer.pad_token_id, kind)
-        at = compute_loss(student.model, batch, kind, cfg.train, keep_logits=True).at_targets
+        at = target_logits(student.model, batch, kind)
         t = teacher_target_logits(teacher, batch.input_ids, batch.attention_mask, batch.labels, kind)
         kl_sum += float(dense_kd_loss(at.logits, t)) * len(t)
         agree += float((at.logits.argmax(-1) == t.argmax(-1)).sum())

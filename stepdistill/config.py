@@ -1,8 +1,11 @@
 """Typed configuration: load YAML, apply `--section.key value` overrides, validate, save resolved.
 
 Each stage owns its section's schema next to its code (tasks/config.py, data/config.py,
-teachers/config.py, training/config.py, kd/config.py, report/config.py); this module composes them.
-A wrong key or value raises ConfigError naming the dotted field and what is allowed.
+teachers/config.py, training/config.py, kd/config.py, evaluation's in evaluate_config.py, report's
+in report/config.py, run's sweep and demo sections in run_config.py); this module composes them
+and is imported by the commands only. A wrong key or value raises ConfigError naming the dotted
+field and what is allowed; checks that span sections (`_cross_section_checks`) run here too, so
+every command, `run --plan` included, refuses a bad combination before any model is loaded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from stepdistill.data.config import DataConfig
 from stepdistill.errors import ConfigError, suggest
@@ -47,6 +50,49 @@ class Config(BaseModel):
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+    @model_validator(mode="after")
+    def _cross_section_checks(self) -> Config:
+        kd, method = self.kd, self.train.method
+        if kd is None:
+            return self
+        if kd.missing_teacher():
+            raise ValueError(kd.missing_teacher())
+        if self.train.max_tokens_per_pass is not None:
+            raise ValueError(
+                "train.max_tokens_per_pass: not available with a kd: section (the soft-target term runs "
+                "on the whole step in one pass); remove one of them"
+            )
+        if method != "step_by_step" and "label" not in kd.tasks:
+            raise ValueError(
+                f"kd.tasks {kd.tasks}: train.method '{method}' has no rationale rows; use kd.tasks: [label]"
+            )
+        if kd.label_distribution and "label" in kd.tasks:
+            if method in ("single_task", "answer_first"):
+                raise ValueError(
+                    f"kd.label_distribution: train.method '{method}' has no label-only target; use "
+                    "standard, distill, step_by_step or rationale_input"
+                )
+            labels = _task_labels(self.task)
+            if labels is not None and not labels:
+                raise ValueError(
+                    f"kd.label_distribution: task '{self.task.title or self.task.name}' has no closed "
+                    "label set (task.labels)"
+                )
+        return self
+
+
+def _task_labels(task: TaskConfig) -> list[str] | None:
+    """The task's closed label set ([] when it has none), or None when only its spec file can say
+    and the file cannot be read here (then training checks it)."""
+    from stepdistill.tasks import BUILTIN, resolve_generic
+
+    if task.name in BUILTIN:
+        return list(BUILTIN[task.name].labels or [])
+    try:
+        return list(resolve_generic(task).labels or [])
+    except ConfigError:
+        return None
 
 
 def _parse_scalar(text: str) -> Any:
@@ -114,7 +160,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # our validators name the fields themselves
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         allowed = (e.get("ctx") or {}).get("expected")

@@ -209,6 +209,14 @@ def score(task: Task, predictions: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def outcome_bits(predictions: list[dict[str, Any]]) -> str:
+    """Per-row correctness of one validation pass as a string, in the split's (fixed) row order:
+    "1" right, "0" wrong, "-" unscored. Logged with every evaluation, so two runs on the same split
+    can be compared row by row at any step (paired intervals at matched compute)."""
+    marks = {True: "1", False: "0", None: "-"}
+    return "".join(marks[None if p.get("correct") is None else bool(p["correct"])] for p in predictions)
+
+
 def evaluate_splits(
     student: Student,
     task: Task,

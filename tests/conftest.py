@@ -137,3 +137,33 @@ def _memorise(student, source: str, target: str, steps: int = 60) -> None:
 def memorise():
     """memorise(student, source, target): fit a tiny decoder to one sequence (its output is then known)."""
     return _memorise
+
+
+def _one_step(model, kind: str, encoded, tc, pad_id: int, kd_term=None, alpha: float | None = None,
+              one_pass: bool = False):  # fmt: skip
+    """One optimizer step's forward and backward over all of `encoded` on the trainer's own path
+    (StepStream -> loop._forward_backward -> Objective -> loss_terms), in the model's current mode
+    (eval(): no dropout); `one_pass` keeps all rows in one forward pass. Gradients are left in `.grad`; returns (logged terms, the step's counts)."""
+    from stepdistill.training.batching import StepStream
+    from stepdistill.training.device import make_accelerator
+    from stepdistill.training.loop import _forward_backward
+    from stepdistill.training.step import Objective, loss_terms, step_weights
+
+    one = tc.model_copy(update={"batch_size": len(encoded), "grad_accum": 1})
+    stream = StepStream(encoded, one, pad_id, kind, one_pass=one_pass or kd_term is not None)
+    plan = stream[0]
+    objective = Objective(model, kind, kd_term, tc.loss_chunk_tokens)
+    alpha = tc.alpha if alpha is None else alpha
+    keys = objective.sum_keys()
+    accelerator = make_accelerator("fp32", 60)
+    sums = _forward_backward(accelerator, objective, plan, step_weights(tc.method, alpha, plan.counts), keys,
+                             tc.seed, 0)  # fmt: skip
+    terms = loss_terms(dict(zip(keys, sums.double().tolist())), plan.counts, tc.method, alpha, 1, kd_term)
+    return terms, plan.counts
+
+
+@pytest.fixture
+def one_step():
+    """one_step(model, kind, encoded, tc, pad_id, kd_term=None) -> (terms, counts): the loss terms
+    of one real training step over `encoded` (gradients left in .grad)."""
+    return _one_step

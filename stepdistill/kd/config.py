@@ -54,3 +54,15 @@ class KDConfig(BaseModel):
         if not self.tasks:
             raise ValueError("kd.tasks must name at least one of: label, rationale")
         return self
+
+    def missing_teacher(self) -> str | None:
+        """Why this section needs kd.teacher_model and lacks it (None when it is fine). Checked when
+        a whole config loads (stepdistill/config.py): the term itself may be given a teacher object."""
+        token_tasks = [t for t in self.tasks if not (t == "label" and self.label_distribution)]
+        if self.teacher_model:
+            return None
+        if token_tasks and self.source == "whitebox":
+            return "kd.teacher_model: required with kd.source 'whitebox' (or set kd.source: topk_file)"
+        if self.label_distribution and self.label_distribution_from == "teacher":
+            return "kd.teacher_model: required with kd.label_distribution_from 'teacher' (or use 'annotations')"
+        return None

@@ -238,21 +238,3 @@ class KDMonitor:
                 self.warn_ratio,
                 ce,
             )
-
-
-def mix_losses(
-    ce: torch.Tensor, kd: torch.Tensor, weight: float, monitor: KDMonitor | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """total = (1 - weight) * CE + weight * KD; returns the total and each term's magnitude."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"kd weight must be in [0, 1], got {weight}")
-    total = (1.0 - weight) * ce + weight * kd
-    parts = {
-        "ce": float(ce.detach()),
-        "kd": float(kd.detach()),
-        "ce_weighted": (1.0 - weight) * float(ce.detach()),
-        "kd_weighted": weight * float(kd.detach()),
-    }
-    if monitor is not None:
-        monitor.observe(parts)
-    return total, parts

@@ -103,11 +103,6 @@ class SoftLabels:
 
         if not task.labels:
             raise ConfigError(f"kd.label_distribution: task '{task.name}' has no closed label set (labels)")
-        if train is not None and train.method in ("single_task", "answer_first"):
-            raise ConfigError(
-                f"kd.label_distribution: train.method '{train.method}' has no label-only target; use "
-                "standard, distill, step_by_step or rationale_input"
-            )
         self.cfg, self.teacher_kind = cfg, teacher_kind
         # One source only: with annotations, examples without log-probs get no term (not the teacher's).
         self.teacher = teacher if cfg.label_distribution_from == "teacher" else None
@@ -125,8 +120,6 @@ class SoftLabels:
                 log.warning(
                     "%d training examples have no teacher_logprobs: no label-distribution term", missing
                 )
-        elif self.teacher is None:
-            raise ConfigError("kd.label_distribution_from 'teacher' needs kd.teacher_model")
 
     def _teacher_probs(self, ids: list[str | None], prompts: list[list[int]]) -> list[torch.Tensor | None]:
         """Teacher distributions of the rows; white-box scores are computed once per example id."""
@@ -143,10 +136,6 @@ class SoftLabels:
                 if ids[i] is not None:
                     self.cache[ids[i]] = fresh[j]
         return out
-
-    def loss(self, model: Any, batch: Any) -> torch.Tensor:
-        """KD between label distributions over the batch's label rows (mean over those rows)."""
-        return self.loss_and_count(model, batch)[0]
 
     def loss_and_count(self, model: Any, batch: Any) -> tuple[torch.Tensor, int]:
         """The mean KD over the label rows that have a teacher distribution, and their number."""

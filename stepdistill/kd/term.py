@@ -1,20 +1,20 @@
-"""The soft-target term of a training step: teacher targets for a batch, KD loss per task, mixing.
+"""The soft-target term of a training run: the teacher's targets for a batch's target tokens.
 
-The trainer computes the student's logits at every target token ([n_targets, vocab], row-major over
-the batch's target positions, with each token's task id). This module adds, per task t in kd.tasks,
+`KDTerm.from_config` loads what kd: asks for (a white-box teacher, a precomputed top-k file keyed by
+`target_key(example_id, task)`, label distributions) and checks it; `KDTerm.token_targets` gives the
+teacher's targets for every target token of a batch. The loss itself is computed in one place,
+training/step.py `Objective.forward`: per task t in kd.tasks,
 
     L_t = (1 - w) * CE_t + w * KD_t                 (w = kd.weight)
 
 and the method's own mixing stays as it is: step_by_step gives alpha * L_label + (1 - alpha) *
 L_rationale, so the default (KD on the label task only) is "KD on the label tokens, cross-entropy on
 the rationale". Other methods have only label-task rows and get (1 - w) * CE + w * KD.
-
-Teacher targets come from a white-box teacher run on the same batch (dense logits) or from a
-precomputed top-k file keyed by `target_key(example_id, task)` (sparse targets).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,23 +23,22 @@ import torch
 from stepdistill.embedded import resolve_model
 from stepdistill.errors import ConfigError, DataError
 from stepdistill.kd.config import KDConfig
-from stepdistill.kd.losses import KDMonitor, TokenKD, dense_kd_loss, sparse_kd_loss
+from stepdistill.kd.losses import KDMonitor, TokenKD
 from stepdistill.kd.topk import TopKFile, read_topk
 from stepdistill.kd.whitebox import load_teacher, teacher_target_logits
 from stepdistill.training.batching import IGNORE
-from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
-
-TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
 
 
 def sparse_for_batch(
-    topk: TopKFile, keys: Sequence[str], labels: torch.Tensor, kind: str
+    topk: TopKFile, keys: Sequence[str], labels: torch.Tensor, kind: str, missing_ok: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The collator hook: stored top-k targets aligned to the batch's target tokens.
 
     `keys[r]` names row r's targets. Returns ids, logprobs [n_targets, K] and a mask [n_targets]
     that is False where a row has no stored entry: its final eos token when the stored targets stop
-    just before it (API log-probs end with the text, not with the student's eos).
+    just before it (API log-probs end with the text, not with the student's eos). A row the file
+    does not hold is an error, unless the file lists it as skipped or `missing_ok` (rows outside the
+    training split, e.g. validation): then it gets no KD term.
     """
     shifted = labels[:, 1:] if kind == "causal" else labels
     counts = (shifted != IGNORE).sum(-1).tolist()
@@ -47,7 +46,7 @@ def sparse_for_batch(
         raise ValueError(f"{len(keys)} keys for a batch of {len(counts)} rows")
     ids, lps, valid = [], [], []
     for key, n in zip(keys, counts):
-        if key not in topk and key in topk.skipped:
+        if key not in topk and (missing_ok or key in topk.skipped):
             # The precompute could not align this row (e.g. an API label tokenised differently in
             # context): no KD term for it, by record in the file rather than by accident.
             ids.append(torch.full((n, topk.k), -1, dtype=torch.long))
@@ -66,62 +65,6 @@ def sparse_for_batch(
         )
         valid.append(torch.tensor([True] * len(t) + [False] * pad))
     return torch.cat(ids), torch.cat(lps), torch.cat(valid)
-
-
-def kd_per_task(
-    cfg: KDConfig,
-    student_logits: torch.Tensor,
-    task_ids: torch.Tensor,
-    teacher_logits: torch.Tensor | None = None,
-    sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    tasks: Sequence[str] | None = None,
-) -> dict[str, torch.Tensor]:
-    """KD loss (token mean) of each task in `tasks` (default cfg.tasks); logits [n_targets, vocab]."""
-    out = {}
-    for task in cfg.tasks if tasks is None else tasks:
-        mask = task_ids == TASK_IDS[task]
-        if teacher_logits is not None:
-            out[task] = dense_kd_loss(
-                student_logits, teacher_logits, mask, cfg.loss, cfg.temperature, cfg.jsd_beta
-            )
-        elif sparse is not None:
-            ids, lps, valid = (t.to(student_logits.device) for t in sparse)
-            out[task] = sparse_kd_loss(
-                student_logits,
-                ids,
-                lps,
-                mask & valid,
-                cfg.loss,
-                cfg.temperature,
-                cfg.jsd_beta,
-                cfg.sparse_mode,
-            )
-        else:
-            raise ValueError("kd_per_task needs teacher_logits or sparse targets")
-    return out
-
-
-def mix_task_losses(
-    method: str,
-    alpha: float,
-    weight: float,
-    label: torch.Tensor,
-    rationale: torch.Tensor,
-    kd: dict[str, torch.Tensor],
-) -> torch.Tensor:
-    """The step's total with the KD terms folded into the task losses they belong to."""
-    label_total = (1.0 - weight) * label + weight * kd["label"] if "label" in kd else label
-    if method != "step_by_step":
-        return label_total  # one task only: the token mean over label-task rows
-    rationale_total = (
-        (1.0 - weight) * rationale + weight * kd["rationale"] if "rationale" in kd else rationale
-    )
-    return alpha * label_total + (1.0 - alpha) * rationale_total
-
-
-def task_weights(method: str, alpha: float) -> dict[str, float]:
-    """How the method mixes its tasks: step_by_step alpha / 1 - alpha, the others label only."""
-    return {"label": alpha, "rationale": 1.0 - alpha} if method == "step_by_step" else {"label": 1.0}
 
 
 def teacher_source(cfg: KDConfig) -> tuple[str, str | None]:
@@ -147,12 +90,10 @@ def load_checked_teacher(cfg: KDConfig, student_tokenizer: Any, student_model: A
 
 
 class KDTerm:
-    """Built once per run; `__call__` gives the new total and the terms to log for one batch.
-
-    Per task t in cfg.tasks: (1 - w) * CE_t + w * KD_t. KD_t is token-level (teacher logits or a
-    top-k file) except for the label task under kd.label_distribution, where it compares label
-    distributions (`soft_labels`, a kd.soft_labels.SoftLabels).
-    """
+    """Built once per run; the trainer's Objective reads `cfg`, `token_tasks`, `token_targets`
+    and `soft_labels`. KD_t is token-level (teacher logits or a top-k file) except for the label
+    task under kd.label_distribution, where it compares label distributions (`soft_labels`, a
+    kd.soft_labels.SoftLabels)."""
 
     def __init__(
         self,
@@ -166,6 +107,14 @@ class KDTerm:
         self.soft_labels = soft_labels
         self.token_tasks = [t for t in cfg.tasks if not (t == "label" and soft_labels is not None)]
         self.monitor = KDMonitor(cfg.warn_ratio)
+        self.missing_ok = False  # rows without stored top-k targets are an error (see for_unseen_rows)
+
+    def for_unseen_rows(self) -> KDTerm:
+        """This term for rows outside the training split (validation loss): stored targets exist
+        for training rows only, so a row without them adds no KD instead of being an error."""
+        other = copy.copy(self)
+        other.missing_ok = True
+        return other
 
     @classmethod
     def from_config(
@@ -181,11 +130,8 @@ class KDTerm:
         """Load what the term needs (teacher, top-k file, label distributions) and check it.
 
         `train` (TrainConfig), `task` and the training `annotations` are needed for
-        kd.label_distribution and let the method/task combination be checked up front."""
-        if train is not None and train.method != "step_by_step" and "label" not in cfg.tasks:
-            raise ConfigError(
-                f"kd.tasks {cfg.tasks}: train.method '{train.method}' has no rationale rows; use [label]"
-            )
+        kd.label_distribution. Combinations of kd: with other sections are checked when the config
+        loads (stepdistill/config.py)."""
         token_tasks = [t for t in cfg.tasks if not (t == "label" and cfg.label_distribution)]
         wants_teacher = (token_tasks and cfg.source == "whitebox") or (
             cfg.label_distribution and cfg.label_distribution_from == "teacher"
@@ -202,24 +148,6 @@ class KDTerm:
                 raise ValueError("kd.label_distribution needs the task and the train config")
             soft = SoftLabels(cfg, task, student_tokenizer, train, teacher, kind, annotations)
         return cls(cfg, teacher=teacher, teacher_kind=kind, topk=topk, soft_labels=soft)
-
-    def _token_kd(self, batch: Any, at: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(token-mean KD, number of tokens it is taken over) per token-level KD task."""
-        if not self.token_tasks:
-            return {}
-        if self.teacher is not None:
-            t_logits = teacher_target_logits(
-                self.teacher, batch.input_ids, batch.attention_mask, batch.labels, self.teacher_kind
-            )
-            means = kd_per_task(self.cfg, at.logits, at.task_ids, t_logits, tasks=self.token_tasks)
-            valid = torch.ones_like(at.task_ids, dtype=torch.bool)
-        else:
-            if batch.keys is None:
-                raise ValueError("kd.source 'topk_file' needs batches encoded with example ids (keys)")
-            sparse = sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
-            means = kd_per_task(self.cfg, at.logits, at.task_ids, sparse=sparse, tasks=self.token_tasks)
-            valid = sparse[2].to(at.task_ids.device)
-        return {t: (m, (valid & (at.task_ids == TASK_IDS[t])).sum()) for t, m in means.items()}
 
     def token_targets(self, batch: Any, at: Any) -> TokenKD | None:
         """The teacher's targets for every target token of `batch` (row-major like `at`, whose
@@ -238,7 +166,7 @@ class KDTerm:
             raise ValueError("kd.source 'topk_file' needs batches encoded with example ids (keys)")
         ids, lps, valid = (
             t.to(at.task_ids.device)
-            for t in sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind)
+            for t in sparse_for_batch(self.topk, batch.keys, batch.labels, batch.kind, self.missing_ok)
         )
         # Placeholder for tokens without targets: one entry (id 0, probability 1).
         ids = torch.where(valid[:, None], ids, torch.full_like(ids, -1))
@@ -246,33 +174,3 @@ class KDTerm:
         lps = torch.where(valid[:, None], lps, torch.full_like(lps, float("-inf")))
         lps[:, 0] = torch.where(valid, lps[:, 0], torch.zeros_like(lps[:, 0]))
         return TokenKD(c.loss, c.temperature, c.jsd_beta, c.sparse_mode, valid, ids=ids, logprobs=lps)
-
-    def __call__(
-        self,
-        model: Any,
-        batch: Any,
-        at: Any,
-        method: str,
-        alpha: float,
-        label: torch.Tensor,
-        rationale: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, terms) for a trainer Batch and its TargetLogits `at` (logits, task_ids).
-
-        Logged terms: kd_loss = sum_t m_t KD_t and kd_ce_loss = sum_t m_t CE_t over the KD tasks
-        (m_t: the method's task weights), so total = plain loss + w * (kd_loss - kd_ce_loss);
-        with two KD tasks also kd_<task>_loss."""
-        kd = {t: mean for t, (mean, _) in self._token_kd(batch, at).items()}
-        if self.soft_labels is not None and "label" in self.cfg.tasks:
-            kd["label"] = self.soft_labels.loss(model, batch)
-        total = mix_task_losses(method, alpha, self.cfg.weight, label, rationale, kd)
-        ce = {"label": label, "rationale": rationale}
-        m = task_weights(method, alpha)
-        kd_loss = sum(m.get(t, 0.0) * v.detach() for t, v in kd.items())
-        kd_ce = sum(m.get(t, 0.0) * ce[t].detach() for t in kd)
-        terms = {"kd_loss": kd_loss, "kd_ce_loss": kd_ce}
-        if len(kd) > 1:
-            terms.update({f"kd_{t}_loss": v.detach() for t, v in kd.items()})
-        w = self.cfg.weight
-        self.monitor.observe({"ce_weighted": (1 - w) * float(kd_ce), "kd_weighted": w * float(kd_loss)})
-        return total, terms

@@ -2,7 +2,7 @@
 
 A curve is one training's evaluations, in order: dicts with `step`, `examples_seen`, `train_flops`
 (useful training FLOPs so far, training/flops.py), `valid_accuracy` and `valid_correct` (per-row
-marks of the validation split, "1"/"0"/"-", training/selection.outcome_bits). Every method of a
+marks of the validation split, "1"/"0"/"-", evaluate.outcome_bits). Every method of a
 study is validated on the same rows, so two curves can be compared row by row.
 
 "At matched compute" means: each training's last evaluation at or below a FLOP budget; the budget is

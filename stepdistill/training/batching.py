@@ -17,6 +17,7 @@ of padded rows (training/packing.py); the step plan, the counts and the passes a
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -140,26 +141,6 @@ class Batch:
         return n if self.kind == "causal" else n + int((self.labels != IGNORE).sum())
 
 
-@dataclass
-class Step:
-    """One optimizer micro-step: its forward passes and the target-token counts of the whole step
-    (every pass's loss is normalised by these, so the passes add up to the loss of the step)."""
-
-    passes: list[Batch]
-    n_examples: int
-    n_label_tokens: int
-    n_rationale_tokens: int
-
-    def to(self, device) -> Step:
-        return Step(
-            [b.to(device) for b in self.passes], self.n_examples, self.n_label_tokens, self.n_rationale_tokens
-        )
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(b.n_tokens for b in self.passes)
-
-
 def padded_cost(rows: list[Encoded], kind: str) -> int:
     """Tokens a pass of `rows` computes once padded: rows x width (seq2seq: encoder + decoder)."""
     if kind == "causal":
@@ -188,23 +169,6 @@ def plan_passes(rows: list[Encoded], kind: str, max_tokens: int | None) -> list[
     return passes
 
 
-def collate_step(
-    examples: list[list[Encoded]],
-    pad_id: int,
-    kind: str,
-    max_tokens: int | None = None,
-    split: bool = True,
-    pack_tokens: int | None = None,
-) -> Step:
-    """A step from whole examples; `split=False` keeps every row in one pass (see `collate`)."""
-    rows = [e for ex in examples for e in ex]
-    n_label = sum(len(e.target) for e in rows if e.task_id == LABEL_TASK)
-    n_rationale = sum(len(e.target) for e in rows if e.task_id == RATIONALE_TASK)
-    groups = plan_passes(rows, kind, max_tokens) if split else [rows]
-    passes = [collate([[e] for e in g], pad_id, kind, pack_tokens) for g in groups]
-    return Step(passes, len(examples), n_label, n_rationale)
-
-
 @dataclass(frozen=True)
 class StepCounts:
     """Loss normalisers of one optimizer step: target tokens per task and label rows, counted over
@@ -223,26 +187,6 @@ def step_counts(examples: list[list[Encoded]]) -> StepCounts:
         sum(len(e.target) for e in rows if e.task_id == RATIONALE_TASK),
         sum(1 for e in rows if e.task_id == LABEL_TASK),
         len(examples),
-    )
-
-
-def step_counts_of_batch(batch: Batch) -> StepCounts:
-    """The counts of a step made of this one batch."""
-    if batch.packed is not None:
-        is_label_token = batch.packed.target_tasks == LABEL_TASK
-        return StepCounts(
-            int(is_label_token.sum()),
-            int((batch.packed.target_tasks == RATIONALE_TASK).sum()),
-            int((batch.task_ids == LABEL_TASK).sum()),
-            batch.n_examples,
-        )
-    per_row = (batch.labels != IGNORE).sum(-1)  # target tokens per row  # [rows]
-    is_label = batch.task_ids == LABEL_TASK
-    return StepCounts(
-        int(per_row[is_label].sum()),
-        int(per_row[batch.task_ids == RATIONALE_TASK].sum()),
-        int(is_label.sum()),
-        batch.n_examples,
     )
 
 
@@ -324,3 +268,44 @@ def collate(examples: list[list[Encoded]], pad_id: int, kind: str, pack_tokens: 
         labels = [e.target for e in rows]
     mask = [[1] * len(r) for r in ids]
     return Batch(_pad(ids, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind, keys)
+
+
+class StepStream:
+    """Optimizer step s of the whole run for one process, computed from (seed, s) alone.
+
+    An epoch is planned in optimizer steps of batch_size * grad_accum examples (so batch 8 x
+    accumulation 2 trains on exactly the steps of batch 16), each cut into micro-batches of
+    batch_size, each dealt out to the processes. `one_pass` keeps a process's rows of a
+    micro-batch in one pass (the soft-target term needs that)."""
+
+    def __init__(self, encoded, tc: TrainConfig, pad_id: int, kind: str, rank: int = 0, world: int = 1,
+                 one_pass: bool = False):  # fmt: skip
+        self.encoded, self.tc, self.pad_id, self.kind = encoded, tc, pad_id, kind
+        self.rank, self.world, self.one_pass = rank, world, one_pass
+        self.lengths = [example_length(e) for e in encoded]
+        self.step_size = tc.batch_size * tc.grad_accum
+        self.per_epoch = math.ceil(len(encoded) / self.step_size)  # optimizer steps per epoch
+        self._plan: tuple[int, list[list[int]]] | None = None
+
+    def _ids(self, step: int) -> list[int]:
+        epoch, index = divmod(step, self.per_epoch)
+        plan = self._plan  # one read: another thread may replace the cached epoch meanwhile
+        if plan is None or plan[0] != epoch:
+            tc = self.tc
+            plan = (epoch, plan_epoch(self.lengths, self.step_size, tc.seed, epoch, tc.group_by_length))
+            self._plan = plan
+        return plan[1][index]
+
+    def rows(self, step: int) -> list[tuple[int, int]]:
+        """(source tokens, target tokens) of every row of step `step` on all processes (FLOP accounting)."""
+        return [(len(e.source), len(e.target)) for i in self._ids(step) for e in self.encoded[i]]
+
+    def __getitem__(self, step: int) -> RankStep:
+        ids = self._ids(step)
+        b = self.tc.batch_size
+        micro = [[self.encoded[i] for i in ids[k : k + b]] for k in range(0, len(ids), b)]
+        return shard_step(
+            micro, self.rank, self.world, self.pad_id, self.kind, self.tc.max_tokens_per_pass,
+            split=not self.one_pass,
+            pack_tokens=self.tc.pack_tokens if self.tc.packing and not self.one_pass else None,
+        )  # fmt: skip

@@ -45,6 +45,21 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def resume_point(run_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); refuses --resume without a checkpoint and
+    a fresh run in a folder that holds checkpoints."""
+    from stepdistill.errors import ConfigError
+
+    last = latest_checkpoint(run_dir)
+    if resume and last is None:
+        raise ConfigError(f"--resume: {run_dir} has no checkpoint to resume from")
+    if not resume and last is not None:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --name"
+        )
+    return last if resume else None
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint whose files match its manifest (damaged newer ones are set aside)."""
     return integrity.newest_intact(list_checkpoints(run_dir))

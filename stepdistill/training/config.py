@@ -93,8 +93,9 @@ class TrainConfig(BaseModel):
     # Seconds the compile warm-up (the first step of each launch) may take before its compiled code
     # is discarded and the run trains eager; checked when the warm-up ends (it is not interrupted).
     compile_timeout_s: float = Field(600.0, gt=0)
-    # Target rows per chunk of the fused lm_head + cross-entropy (+ token-level KD): the [targets,
-    # vocab] logits never exist at once (training/chunked_ce.py). 0 or None: full target logits.
+    # Target rows per chunk of the fused lm_head + cross-entropy (+ token-level KD) for a pass with
+    # more target tokens than this (training/chunked_ce.py): then the [targets, vocab] logits never
+    # exist at once; a pass with at most this many takes the plain path. 0 or None: always plain.
     loss_chunk_tokens: int | None = Field(1024, ge=0)
     # Causal students: pack each pass's rows into token buffers (position_ids restart per row,
     # attention confined to each row) instead of padding them (training/packing.py). Seq2seq

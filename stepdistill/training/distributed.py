@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stepdistill.config import Config
 from stepdistill.errors import ConfigError
 from stepdistill.training import checkpoint as ckpt
-from stepdistill.training.config import TrainConfig
+from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.device import gather_objects
 from stepdistill.training.models import Student
 
@@ -29,17 +28,17 @@ def is_fsdp(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
-def check_launch(cfg: Config, accelerator) -> None:
+def check_launch(accelerator, tc: TrainConfig, student: StudentConfig, config: dict[str, Any]) -> None:
     """Checks every process makes before anything is trained or written, so that all of them fail
     together: FSDP really is on when asked for, the batch divides over the processes, and every
-    process read the same config."""
-    tc, world = cfg.train, accelerator.num_processes
+    process read the same config (`config`: the whole config, as JSON)."""
+    world = accelerator.num_processes
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not is_fsdp(accelerator):
         raise ConfigError(
             "the accelerate config asks for FSDP, which accelerate runs on GPUs only; on CPU launch "
             "with configs/accelerate/ddp-1node.yaml (DDP) instead"
         )
-    if is_fsdp(accelerator) and cfg.student.lora is not None:
+    if is_fsdp(accelerator) and student.lora is not None:
         raise ConfigError("student.lora: LoRA students train under DDP (they fit one GPU); use a DDP config")
     if tc.compile and is_fsdp(accelerator):
         raise ConfigError(
@@ -52,7 +51,7 @@ def check_launch(cfg: Config, accelerator) -> None:
             f"{world} processes; use a multiple of {world}"
         )
     if world > 1:
-        mine = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        mine = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
         seen = gather_objects([mine])
         if len(set(seen)) > 1:
             ranks = [r for r, h in enumerate(seen) if h != seen[0]]

@@ -29,6 +29,7 @@ from stepdistill.training.config import TrainConfig
 
 LABEL_TASK = 0
 RATIONALE_TASK = 1
+TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}  # kd.tasks names -> task ids
 RATIONALE_INPUT_SEP = "\nRationale: "
 # answer_first: the label ends at the first newline (labels never hold one), the rationale follows;
 # at test time generation stops there, so the label costs no rationale tokens.

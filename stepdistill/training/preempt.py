@@ -1,8 +1,8 @@
 """Preemption: SIGTERM (spot instances, SLURM, `docker stop`) and Ctrl-C stop training cleanly.
 
 While `on_signals()` is active the first SIGTERM or SIGINT only sets a flag. The training loop reads
-`requested()` after each optimizer step (several processes compare their flags every few steps,
-loop.stop_vote_due, so that all stop at the same one), writes a checkpoint at that step boundary and raises
+`stop_requested(accelerator)` after each optimizer step (several processes compare their flags, so
+that all stop at the same one), writes a checkpoint at that step boundary and raises
 `Preempted`; the command then exits with code 75 (EX_TEMPFAIL: try again later) and
 `stepdistill train CONFIG --resume` continues exactly where it stopped. A second signal while the
 checkpoint is being written restores the default behaviour, so pressing Ctrl-C twice still stops a
@@ -32,6 +32,26 @@ class Preempted(StepDistillError):
 def requested() -> bool:
     """Whether a stop signal arrived since `on_signals()` was entered."""
     return bool(_received)
+
+
+def stop_requested(accelerator) -> bool:
+    """Whether any process received SIGTERM/SIGINT: all of them stop at the same step boundary (a
+    process that stopped alone would leave the others waiting in a collective). Several processes
+    compare their flags with one all-reduce of one number per step."""
+    flag = requested()
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    votes = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(votes, reduction="sum").item() > 0)
+
+
+def stopped_message(step: int, total_steps: int) -> str:
+    return (
+        f"{signal_name() or 'stop signal'}: stopped at step {step} of {total_steps} with a checkpoint; "
+        "continue with `stepdistill train CONFIG --resume` (re-running `stepdistill run` resumes it too)"
+    )
 
 
 def signal_name() -> str:

@@ -1,8 +1,11 @@
 """Which checkpoint becomes best/: validation accuracy first, validation loss to break ties.
 
 With no validation rows there is nothing to select on: the last checkpoint is exported and the run
-says so. The validation loss is the training objective (same method, alpha and targets) on the valid
-split, token-averaged over the whole split, computed without dropout.
+says so. The validation loss is the training objective at that step (the method, alpha as
+train.alpha_schedule has it at that step, and the kd: term) on the valid split, token-averaged over
+the whole split, computed without dropout. A KD term from stored targets (a top-k file, annotation
+log-probs) has targets for training rows only: on valid rows it adds zero, as for a training token
+without targets, and the KD tasks' cross-entropy keeps its (1 - kd.weight) share.
 """
 
 from __future__ import annotations
@@ -11,35 +14,50 @@ from typing import Any
 
 import torch
 
-from stepdistill.schema import Annotation
-from stepdistill.tasks.base import Task
-from stepdistill.training.batching import collate, encode_examples, step_counts
-from stepdistill.training.formatting import build_pairs
-from stepdistill.training.step import Objective, run_pass, step_weights
+from stepdistill.training.batching import Encoded, collate, step_counts
+from stepdistill.training.step import Objective, step_weights
 
 
 @torch.no_grad()
-def valid_loss(student: Any, task: Task, valid: list[Annotation], cfg: Any) -> float | None:
-    """The training loss on the valid rows the method can use; None when there are none. The whole
-    split is weighed as one step (step_weights with the split's counts), so batching does not change it."""
-    tc = cfg.train
-    formatted = build_pairs(task, valid, tc)
-    if not formatted.examples:
+def valid_loss(
+    objective: Objective,
+    encoded: list[list[Encoded]],
+    method: str,
+    alpha: float,
+    pad_id: int,
+    batch_size: int,
+) -> float | None:
+    """The training loss on the valid rows the method can use (`encoded`); None when there are none.
+    The whole split is weighed as one step (step_weights with the split's counts), so batching does
+    not change it."""
+    if not encoded:
         return None
-    encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
-    weights = step_weights(tc.method, tc.alpha, step_counts(encoded))
-    objective = Objective(student.model, student.kind, tc.method, tc.alpha)
+    weights = step_weights(method, alpha, step_counts(encoded))
     was_training = objective.training
     objective.eval()
     device = next(objective.parameters()).device
     total = 0.0
-    for start in range(0, len(encoded), cfg.eval.batch_size):
-        batch = collate(
-            encoded[start : start + cfg.eval.batch_size], student.tokenizer.pad_token_id, student.kind
-        )
-        total += float(run_pass(objective, batch.to(device), weights).total)
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start : start + batch_size], pad_id, objective.kind)
+        total += float(objective(batch.to(device), weights).total)
     objective.train(was_training)
     return total
+
+
+def record(result: dict[str, Any], state: dict[str, Any], patience_metric: str) -> None:
+    """Fold one validation `result` into the run's `state`: the patience count (evaluations in a row
+    without progress, see `improved`), the lowest validation loss and the best step so far."""
+    if result.get("valid_accuracy") is not None:
+        progress = improved(result, state, patience_metric)
+        state["evals_since_best"] = 0 if progress else state.get("evals_since_best", 0) + 1
+        if result.get("valid_loss") is not None:
+            state["min_valid_loss"] = min(result["valid_loss"], state.get("min_valid_loss") or float("inf"))
+    if is_better(result, state):
+        state.update(
+            best_step=state["step"],
+            best_valid_accuracy=result["valid_accuracy"],
+            best_valid_loss=result.get("valid_loss"),
+        )
 
 
 def is_better(result: dict[str, Any], state: dict[str, Any]) -> bool:
@@ -68,11 +86,3 @@ def improved(result: dict[str, Any], state: dict[str, Any], metric: str = "accur
         return False
     loss, lowest = result.get("valid_loss"), state.get("min_valid_loss")
     return loss is not None and (lowest is None or loss < lowest)
-
-
-def outcome_bits(predictions: list[dict[str, Any]]) -> str:
-    """Per-row correctness of one validation pass as a string, in the split's (fixed) row order:
-    "1" right, "0" wrong, "-" unscored. Logged with every evaluation, so two runs on the same split
-    can be compared row by row at any step (paired intervals at matched compute)."""
-    marks = {True: "1", False: "0", None: "-"}
-    return "".join(marks[None if p.get("correct") is None else bool(p["correct"])] for p in predictions)

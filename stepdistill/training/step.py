@@ -1,4 +1,5 @@
-"""The training objective, written once: the student and its loss in one `nn.Module`.
+"""The training objective: the student and its loss in one `nn.Module` (the only code that
+computes the training loss; the trainer, validation loss and the benchmarks all call `Objective`).
 
 `Objective` is what `accelerator.prepare` wraps, so DDP and FSDP see every use of every parameter:
 the target-only vocabulary projection and the optional soft-target term run inside its `forward`.
@@ -16,9 +17,10 @@ rows), and a token or row without teacher targets adds zero (see kd/term.py).
 Memory and speed: lm_head runs only on the hidden states of target tokens, never on the full
 [rows, seq, vocab] tensor (~80x less lm_head work for a 400-token prompt and a 5-token label). With
 `loss_chunk_tokens` (train.loss_chunk_tokens) the projection, the cross-entropy and the token-level
-KD term run `loss_chunk_tokens` target rows at a time (training/chunked_ce.py), so not even the
-[n_targets, vocab] logits exist; the plain path (full target logits) is used when it is 0/None, when
-the logits are asked for (keep_logits) or when the output layer is not a plain nn.Linear. A packed
+KD term run `loss_chunk_tokens` target rows at a time (training/chunked_ce.py) once a pass has more
+target tokens than that, so the [n_targets, vocab] logits of a long pass never exist at once; the
+plain path (full target logits) is used when it is 0/None, when the pass has at most that many
+target tokens, or when the output layer is not a plain nn.Linear. A packed
 pass of a causal student (train.packing, training/packing.py) gathers the hidden states at target
 indices computed at collation: no `nonzero` or boolean indexing on the device in its forward.
 """
@@ -26,17 +28,14 @@ indices computed at collation: no `nonzero` or boolean indexing on the device in
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from stepdistill.training.batching import IGNORE, Batch, Step, StepCounts, step_counts_of_batch
+from stepdistill.training.batching import IGNORE, Batch, StepCounts
 from stepdistill.training.chunked_ce import chunked_target_loss, plain_target_loss
-from stepdistill.training.config import TrainConfig
-from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
-from stepdistill.training.packing import Packed
+from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK, TASK_IDS
 
 
 @dataclass
@@ -99,7 +98,6 @@ class PassLoss:
 
     total: torch.Tensor
     sums: dict[str, torch.Tensor]
-    at_targets: TargetLogits | None = None
 
 
 def _tweaks(model) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -190,14 +188,13 @@ class Objective(torch.nn.Module):
     """The student and its loss. `model` is a transformers model or a peft model wrapping one;
     `kd_term` a stepdistill.kd.term.KDTerm or None (kept as a plain attribute: the teacher is not a
     submodule, so DDP/FSDP neither broadcast nor shard it); `chunk` the target rows per chunk of the
-    chunked projection + loss (0 or None: the plain path on full target logits)."""
+    chunked projection + loss (0 or None: the plain path on full target logits). How the tasks mix
+    (method, alpha) arrives with each pass as its `Weights`."""
 
-    def __init__(
-        self, model: Any, kind: str, method: str, alpha: float, kd_term: Any = None, chunk: int | None = None
-    ):
+    def __init__(self, model: Any, kind: str, kd_term: Any = None, chunk: int | None = None):
         super().__init__()
         self.model = model
-        self.kind, self.method, self.alpha = kind, method, alpha
+        self.kind = kind
         self.kd_term = kd_term
         self.chunk = chunk
 
@@ -213,18 +210,9 @@ class Objective(torch.nn.Module):
         keys = ["loss", "label", "rationale"]
         return keys + ([f"kd_{t}" for t in self.kd_term.cfg.tasks] if self.kd_term is not None else [])
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor,
-        task_ids: torch.Tensor,
-        weights: Weights,
-        keys: list[str] | None = None,
-        keep_logits: bool = False,
-        packed: Packed | None = None,
-    ) -> PassLoss:
-        batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys, packed)
+    def forward(self, batch: Batch, weights: Weights) -> PassLoss:
+        """This pass's share of the step loss: CE per target token times its task's weight, and per
+        KD task t, (1 - w) * CE_t + w * KD_t in place of CE_t (w = kd.weight)."""
         at = target_hidden(self.base, batch, self.kind)
         is_label = at.task_ids == LABEL_TASK
         unit = {"label": weights.label, "rationale": weights.rationale}
@@ -235,12 +223,11 @@ class Objective(torch.nn.Module):
             w = self.kd_term.cfg.weight
             kd = self.kd_term.token_targets(batch, at)  # teacher targets per target token (or None)
             for task in self.kd_term.cfg.tasks:
-                # (1 - w) * CE_t + w * KD_t on the tokens (rows) of task t.
                 in_task = at.task_ids == TASK_IDS[task]
                 on_token = torch.where(in_task, on_token * (1.0 - w), on_token)
                 if task in self.kd_term.token_tasks:
                     on_kd = torch.where(in_task & kd.valid, w * unit[task], on_kd)
-        total, per_token, per_kd, logits = self._losses(at, on_token, on_kd, kd, keep_logits)
+        total, per_token, per_kd = self._losses(at, on_token, on_kd, kd)
         sums = {
             "label": (per_token * is_label).sum(),
             "rationale": (per_token * (at.task_ids == RATIONALE_TASK)).sum(),
@@ -254,25 +241,18 @@ class Objective(torch.nn.Module):
                 total = total + self.kd_term.cfg.weight * weights.label_row * mean * count
                 sums["kd_label"] = (mean * count).detach()
         sums["loss"] = total.detach()
-        kept = TargetLogits(logits, at.targets, at.rows, at.positions, at.task_ids) if keep_logits else None
-        return PassLoss(total, sums, kept)
+        return PassLoss(total, sums)
 
-    def _losses(self, at: TargetHidden, on_token, on_kd, kd, keep_logits: bool):
-        """(total, CE [n], KD [n], logits or None): chunked unless disabled, logits wanted, the
-        output layer is not a plain Linear or the pass has no more targets than one chunk (then the
-        full logits are no bigger than a chunk's, and the plain path was ~8% faster on CPU at batch 4)."""
+    def _losses(self, at: TargetHidden, on_token, on_kd, kd):
+        """(total, CE [n], KD [n]): chunked unless disabled, the output layer is not a plain Linear
+        or the pass has no more targets than one chunk (then the full logits are no bigger than a
+        chunk's, and the plain path was ~8% faster on CPU at batch 4)."""
         head = _chunkable_head(self.base)
-        if self.chunk and head is not None and not keep_logits and at.hidden.shape[0] > self.chunk:
+        if self.chunk and head is not None and at.hidden.shape[0] > self.chunk:
             tweak = _tweaks(self.base)
-            total, ce, kdv = chunked_target_loss(
-                at.hidden, head, at.targets, on_token, on_kd, kd, tweak, self.chunk
-            )
-            return total, ce, kdv, None
+            return chunked_target_loss(at.hidden, head, at.targets, on_token, on_kd, kd, tweak, self.chunk)
         logits = _project(self.base, at.hidden)  # [n_targets, vocab]
-        return (*plain_target_loss(logits, at.targets, on_token, on_kd, kd), logits)
-
-
-TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
+        return plain_target_loss(logits, at.targets, on_token, on_kd, kd)
 
 
 def loss_terms(
@@ -304,79 +284,3 @@ def loss_terms(
     if len(kd_mean) > 1:
         terms.update({f"kd_{t}_loss": v for t, v in kd_mean.items()})
     return terms
-
-
-@dataclass
-class LossParts:
-    """The loss of one batch on its own (compute_loss): `total` carries the graph; the rest is logging."""
-
-    total: torch.Tensor
-    label: torch.Tensor  # token-mean CE over label rows
-    rationale: torch.Tensor  # token-mean CE over rationale rows (0 when there are none)
-    n_label_tokens: int
-    n_rationale_tokens: int
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    at_targets: TargetLogits | None = None  # kept when compute_loss(keep_logits=True)
-
-
-def _objective(model: Any, kind: str, cfg: TrainConfig, kd_term: Any) -> Objective:
-    if isinstance(model, Objective):
-        return model
-    return Objective(model, kind, cfg.method, cfg.alpha, kd_term, cfg.loss_chunk_tokens)
-
-
-def run_pass(objective: Objective, batch: Batch, weights: Weights, keep_logits: bool = False) -> PassLoss:
-    """One forward of the objective (or of the DDP/FSDP module wrapping it) on a Batch."""
-    return objective(
-        batch.input_ids,
-        batch.attention_mask,
-        batch.labels,
-        batch.task_ids,
-        weights=weights,
-        keys=batch.keys,
-        keep_logits=keep_logits,
-        packed=batch.packed,
-    )
-
-
-def compute_loss(
-    model: Any, batch: Batch, kind: str, cfg: TrainConfig, keep_logits: bool = False, kd_term: Any = None
-) -> LossParts:
-    """The loss of one batch normalised by its own counts (the whole step in one pass).
-    `model` is the plain transformers/peft model or an Objective."""
-    objective = _objective(model, kind, cfg, kd_term)
-    counts = step_counts_of_batch(batch)
-    out = run_pass(objective, batch, step_weights(cfg.method, cfg.alpha, counts), keep_logits)
-    terms = loss_terms(out.sums, counts, cfg.method, cfg.alpha, 1.0, objective.kd_term)
-    terms = {k: torch.as_tensor(v) for k, v in terms.items()}
-    n_lab, n_rat = counts.n_label_tokens, counts.n_rationale_tokens
-    return LossParts(
-        out.total, terms["label_loss"], terms["rationale_loss"], n_lab, n_rat, terms, out.at_targets
-    )
-
-
-def forward_backward(
-    model: Any,
-    step: Step,
-    kind: str,
-    cfg: TrainConfig,
-    backward: Callable[[torch.Tensor], None],
-    autocast: Callable[[], AbstractContextManager] = nullcontext,
-) -> LossParts:
-    """Loss and gradients of one step on one process, one forward and one `backward(loss)` per
-    pass, each weighted by the counts of the whole step: the same gradients as compute_loss on all
-    rows at once. Returns detached parts."""
-    objective = _objective(model, kind, cfg, None)
-    counts = StepCounts(step.n_label_tokens, step.n_rationale_tokens, 0, step.n_examples)
-    weights = step_weights(cfg.method, cfg.alpha, counts)
-    sums: dict[str, torch.Tensor] = {}
-    for batch in step.passes:
-        with autocast():
-            out = run_pass(objective, batch, weights)
-        backward(out.total)
-        for key, value in out.sums.items():
-            sums[key] = sums.get(key, 0.0) + value
-    terms = loss_terms(sums, counts, cfg.method, cfg.alpha, 1.0)
-    terms = {k: torch.as_tensor(v) for k, v in terms.items()}
-    n_lab, n_rat = counts.n_label_tokens, counts.n_rationale_tokens
-    return LossParts(terms["loss"], terms["label_loss"], terms["rationale_loss"], n_lab, n_rat, terms)

@@ -103,16 +103,15 @@ def test_reference_trainer_trains_and_times_steps(smol_tokenizer, tiny_causal_di
 
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
 def test_reference_loss_equals_our_trainers_loss(
-    kind, smol_tokenizer, tiny_causal_dir, tiny_seq2seq_dir, tmp_path
+    kind, smol_tokenizer, tiny_causal_dir, tiny_seq2seq_dir, tmp_path, one_step
 ):
     """Same tokens, same weights: two padded passes with full logits == our one pass at targets."""
     from reference_trainer import PandasTaskPrefixCollator
     from train_speed import reference_features
 
-    from stepdistill.training.batching import collate, encode_examples
+    from stepdistill.training.batching import encode_examples
     from stepdistill.training.config import TrainConfig
     from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK, Pair
-    from stepdistill.training.step import compute_loss
 
     path = tiny_causal_dir if kind == "causal" else tiny_seq2seq_dir
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
@@ -124,9 +123,9 @@ def test_reference_loss_equals_our_trainers_loss(
     ]
     encoded = encode_examples(smol_tokenizer, examples, cfg, kind)
     ref_batch = PandasTaskPrefixCollator(smol_tokenizer, kind)(reference_features(encoded, kind))
-    our_batch = collate(encoded, smol_tokenizer.pad_token_id, kind)
     trainer, _ = build_reference_trainer(model, smol_tokenizer, [], kind, out_dir=str(tmp_path), alpha=0.3)
+    model.eval()
     with torch.no_grad():
         ref = trainer.compute_loss(model, ref_batch)
-        ours = compute_loss(model, our_batch, kind, cfg).total
-    assert ref.item() == pytest.approx(ours.item(), rel=1e-5)
+    ours, _ = one_step(model, kind, encoded, cfg, smol_tokenizer.pad_token_id)  # the training step
+    assert ref.item() == pytest.approx(ours["loss"], rel=1e-5)

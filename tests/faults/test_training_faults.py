@@ -27,7 +27,6 @@ from stepdistill.training import integrity, selection
 from stepdistill.training.checkpoint import list_checkpoints
 from stepdistill.training.models import load_student
 from stepdistill.training.resume_check import MISSING, config_diff, model_default
-from stepdistill.training.step import compute_loss
 
 SHORT = {"max_steps": 4, "eval_every": 2, "save_every": None}
 
@@ -110,24 +109,32 @@ def test_ties_in_accuracy_go_to_the_lower_validation_loss():
 
 
 def test_validation_loss_is_the_token_weighted_training_loss(tmp_path, tiny_causal_dir):
+    from stepdistill.training.batching import collate, encode_examples
+    from stepdistill.training.formatting import build_pairs
+    from stepdistill.training.step import Objective
+
     cfg = load_config(write_train_config(tmp_path, tiny_causal_dir))
     task = get_task(cfg.task)
     valid = read_annotations(tmp_path / "data" / "valid.jsonl")
     student = load_student(cfg.student, seed=0)
-    one_batch = selection.valid_loss(student, task, valid, cfg)
-    cfg.eval.batch_size = 1  # four batches of one example: token-weighted, the same value
-    assert selection.valid_loss(student, task, valid, cfg) == pytest.approx(one_batch, rel=1e-5)
-    # by hand: alpha * label token mean + (1 - alpha) * rationale token mean over every valid row
-    from stepdistill.training.batching import collate_step, encode_examples
-    from stepdistill.training.formatting import build_pairs
-
     pairs = build_pairs(task, valid, cfg.train)
     enc = encode_examples(student.tokenizer, pairs.examples, cfg.train, student.kind, pairs.ids)
-    step = collate_step(enc, student.tokenizer.pad_token_id, student.kind, split=False)
+    pad = student.tokenizer.pad_token_id
+    objective = Objective(student.model, student.kind)
+    one_batch = selection.valid_loss(objective, enc, "step_by_step", 0.3, pad, batch_size=len(enc))
+    # four batches of one example: token-weighted, the same value
+    assert selection.valid_loss(objective, enc, "step_by_step", 0.3, pad, batch_size=1) == pytest.approx(
+        one_batch, rel=1e-5
+    )
+    # by hand: alpha * label token mean + (1 - alpha) * rationale token mean over every valid row,
+    # each mean from transformers' own loss on the rows of one task
     student.model.eval()
     with torch.no_grad():
-        parts = compute_loss(student.model, step.passes[0], student.kind, cfg.train)
-    assert one_batch == pytest.approx(0.5 * float(parts.label) + 0.5 * float(parts.rationale), rel=1e-5)
+        label, rationale = (
+            float(student.model(**{k: getattr(b, k) for k in ("input_ids", "attention_mask", "labels")}).loss)
+            for b in (collate([[ex[t]] for ex in enc], pad, student.kind) for t in (0, 1))
+        )
+    assert one_batch == pytest.approx(0.3 * label + 0.7 * rationale, rel=1e-5)
     assert 0 < one_batch < 20
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from stepdistill.kd.losses import dense_kd_loss, mix_losses
+from stepdistill.kd.losses import dense_kd_loss
 from stepdistill.kd.whitebox import freeze, teacher_target_logits
 
 STEPS = 30  # enough for both students to move well away from their (shared) initialisation
@@ -45,7 +45,7 @@ def _train(config: LlamaConfig, train_ids, teacher_logits, use_kd: bool) -> Llam
         logits = student(input_ids=train_ids[idx]).logits[:, :-1]  # [B, T-1, V]
         target = teacher_logits[idx]
         ce = F.cross_entropy(logits.reshape(-1, vocab), target.argmax(-1).reshape(-1))
-        loss = mix_losses(ce, dense_kd_loss(logits, target), 0.5)[0] if use_kd else ce
+        loss = 0.5 * ce + 0.5 * dense_kd_loss(logits, target) if use_kd else ce
         opt.zero_grad()
         loss.backward()
         opt.step()

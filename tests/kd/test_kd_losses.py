@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stepdistill.kd.losses import KDMonitor, dense_kd_loss, divergence, mix_losses, sparse_kd_loss
+from stepdistill.kd.losses import KDMonitor, dense_kd_loss, divergence, sparse_kd_loss
 
 P = [0.5, 0.5]  # teacher
 Q = [0.25, 0.75]  # student
@@ -129,15 +129,13 @@ def test_no_targets_gives_zero_and_bad_shapes_raise():
         dense_kd_loss(s, s, loss="kl")
 
 
-def test_mix_losses_and_one_time_warning(caplog):
-    ce, kd = torch.tensor(2.0), torch.tensor(0.001)
+def test_monitor_warns_once_when_the_weighted_kd_term_is_negligible(caplog):
     mon = KDMonitor(warn_ratio=0.01)
+    small = {"ce_weighted": 1.5, "kd_weighted": 0.00025}  # what the trainer logs: (1 - w) CE, w KD
     with caplog.at_level(logging.WARNING, logger="stepdistill.kd.losses"):
-        total, parts = mix_losses(ce, kd, 0.25, mon)
-        mix_losses(ce, kd, 0.25, mon)
-    assert total.item() == pytest.approx(0.75 * 2.0 + 0.25 * 0.001)
-    assert parts == pytest.approx({"ce": 2.0, "kd": 0.001, "ce_weighted": 1.5, "kd_weighted": 0.00025})
-    assert len([r for r in caplog.records if "KD term" in r.message]) == 1
+        mon.observe(small)
+        mon.observe(small)
+    assert len([r for r in caplog.records if "KD term" in r.message]) == 1 and len(mon.history) == 2
     mon2 = KDMonitor()
-    mix_losses(ce, torch.tensor(0.5), 0.5, mon2)
+    mon2.observe({"ce_weighted": 1.0, "kd_weighted": 0.25})
     assert not mon2.warned and len(mon2.history) == 1

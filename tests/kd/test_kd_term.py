@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from stepdistill.kd.config import KDConfig
 from stepdistill.kd.losses import dense_kd_loss, sparse_kd_loss
-from stepdistill.kd.term import KDTerm, mix_task_losses, sparse_for_batch
+from stepdistill.kd.term import KDTerm, sparse_for_batch
 from stepdistill.kd.topk import read_topk, target_key
 from stepdistill.kd.whitebox import load_teacher, precompute_topk, topk_from_logits
 from stepdistill.training.batching import collate, encode_examples
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import Pair
 from stepdistill.training.models import load_student
-from stepdistill.training.step import compute_loss
+from stepdistill.training.step import target_logits
 
 EXAMPLES = [("e1", "2 + 3", "5", "2 plus 3 makes 5."), ("e2", "7 - 4", "3", "Take 4 from 7.")]
 
@@ -29,72 +31,66 @@ def _setup(tiny_causal_dir):
             p.add_(torch.randn_like(p) * 0.05)
     tc = TrainConfig(method="step_by_step", alpha=0.5)
     pairs = [[Pair("predict: " + q, a, 0), Pair("explain: " + q, r, 1)] for _, q, a, r in EXAMPLES]
-    batch = collate(encode_examples(student.tokenizer, pairs, tc, kind), student.tokenizer.pad_token_id, kind)
-    batch.keys = [target_key(i, t) for i, *_ in EXAMPLES for t in ("label", "rationale")]
-    return teacher, student, tc, batch, kind
+    enc = encode_examples(student.tokenizer, pairs, tc, kind, [i for i, *_ in EXAMPLES])
+    batch = collate(enc, student.tokenizer.pad_token_id, kind)
+    assert batch.keys == [target_key(i, t) for i, *_ in EXAMPLES for t in ("label", "rationale")]
+    return teacher, student, tc, batch, kind, enc
 
 
-def test_mix_task_losses_arithmetic():
-    one = torch.tensor
-    kd = {"label": one(0.4)}
-    assert float(mix_task_losses("step_by_step", 0.5, 0.25, one(2.0), one(3.0), kd)) == pytest.approx(
-        0.5 * (0.75 * 2.0 + 0.25 * 0.4) + 0.5 * 3.0
-    )
-    both = {"label": one(0.4), "rationale": one(1.0)}
-    assert float(mix_task_losses("step_by_step", 0.5, 0.25, one(2.0), one(3.0), both)) == pytest.approx(
-        0.5 * (0.75 * 2.0 + 0.25 * 0.4) + 0.5 * (0.75 * 3.0 + 0.25 * 1.0)
-    )
-    assert float(mix_task_losses("distill", 0.5, 0.25, one(2.0), one(0.0), kd)) == pytest.approx(1.6)
-
-
-def test_whitebox_term_on_trainer_batch(tiny_causal_dir):
-    teacher, student, tc, batch, kind = _setup(tiny_causal_dir)
-    term = KDTerm(KDConfig(weight=0.3, temperature=2.0), teacher=teacher, teacher_kind=kind)
-    parts = compute_loss(student.model, batch, kind, tc, keep_logits=True)
-    total, terms = term(
-        student.model, batch, parts.at_targets, tc.method, tc.alpha, parts.label, parts.rationale
-    )
-    # reference: full forward passes, label rows only (rows 0 and 2), shifted targets
+def _by_hand(student, teacher, batch, temperature: float):
+    """Per task: the student's CE token mean and the KD token mean from full logits of both models
+    (shifted targets); label rows 0 and 2, rationale rows 1 and 3."""
     with torch.no_grad():
         s_full = student.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
         t_full = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    mask = batch.labels[:, 1:] != -100
-    mask[1] = False
-    mask[3] = False
-    ref_kd = dense_kd_loss(s_full, t_full, mask, temperature=2.0)
-    assert float(terms["kd_loss"]) == pytest.approx(0.5 * float(ref_kd), rel=1e-4)  # alpha * KD_label
-    assert float(terms["kd_ce_loss"]) == pytest.approx(0.5 * float(parts.label.detach()), rel=1e-6)
-    expect = 0.5 * (0.7 * float(parts.label.detach()) + 0.3 * float(ref_kd)) + 0.5 * float(
-        parts.rationale.detach()
-    )
-    assert float(total.detach()) == pytest.approx(expect, rel=1e-5)
-    total.backward()
+    targets = batch.labels[:, 1:]
+    ce, kd = {}, {}
+    for task, rows in (("label", [0, 2]), ("rationale", [1, 3])):
+        mask = targets != -100
+        mask[[r for r in range(4) if r not in rows]] = False
+        ce[task] = float(torch.nn.functional.cross_entropy(s_full[mask], targets[mask]))
+        kd[task] = float(dense_kd_loss(s_full, t_full, mask, temperature=temperature))
+    return ce, kd
+
+
+@pytest.mark.parametrize("tasks", [["label"], ["label", "rationale"]])
+def test_whitebox_term_in_the_training_step(tiny_causal_dir, one_step, tasks):
+    """The step's total is alpha * L_label + (1 - alpha) * L_rationale with (1 - w) * CE_t + w * KD_t
+    for each KD task t, every term computed by hand from full forwards."""
+    teacher, student, tc, batch, kind, enc = _setup(tiny_causal_dir)
+    term = KDTerm(KDConfig(weight=0.25, temperature=2.0, tasks=tasks), teacher=teacher, teacher_kind=kind)
+    terms, _ = one_step(student.model, kind, enc, tc, student.tokenizer.pad_token_id, kd_term=term)
+    ce, kd = _by_hand(student, teacher, batch, 2.0)
+    task_loss = {t: (0.75 * ce[t] + 0.25 * kd[t]) if t in tasks else ce[t] for t in ce}
+    assert terms["loss"] == pytest.approx(0.5 * task_loss["label"] + 0.5 * task_loss["rationale"], rel=1e-5)
+    assert terms["kd_loss"] == pytest.approx(sum(0.5 * kd[t] for t in tasks), rel=1e-4)  # alpha * KD_t
+    assert terms["kd_ce_loss"] == pytest.approx(sum(0.5 * ce[t] for t in tasks), rel=1e-5)
+    if len(tasks) == 2:
+        assert terms["kd_label_loss"] == pytest.approx(kd["label"], rel=1e-4)
+        assert terms["kd_rationale_loss"] == pytest.approx(kd["rationale"], rel=1e-4)
     assert all(p.grad is None for p in teacher.parameters())
     assert student.model.get_output_embeddings().weight.grad.abs().sum() > 0
 
 
-def test_topk_file_term_and_missing_eos_row(tiny_causal_dir, tmp_path):
-    teacher, student, tc, batch, kind = _setup(tiny_causal_dir)
+def test_topk_file_term_and_missing_eos_row(tiny_causal_dir, tmp_path, one_step):
+    teacher, student, tc, batch, kind, enc = _setup(tiny_causal_dir)
     path = tmp_path / "train.topk.safetensors"
     precompute_topk(
         teacher, kind, [(batch.keys, batch.input_ids, batch.attention_mask, batch.labels)], path, k=8
     )
     cfg = KDConfig(source="topk_file", topk_file=str(path), tasks=["label", "rationale"], weight=0.5)
     term = KDTerm.from_config(cfg, student.tokenizer, student.model, "cpu")
-    parts = compute_loss(student.model, batch, kind, tc, keep_logits=True)
-    total, terms = term(
-        student.model, batch, parts.at_targets, tc.method, tc.alpha, parts.label, parts.rationale
-    )
-    at = parts.at_targets
+    terms, _ = one_step(student.model, kind, enc, tc, student.tokenizer.pad_token_id, kd_term=term)
     with torch.no_grad():
         from stepdistill.kd.whitebox import teacher_target_logits
 
+        at = target_logits(student.model, batch, kind)
         sp = topk_from_logits(
             teacher_target_logits(teacher, batch.input_ids, batch.attention_mask, batch.labels, kind), 8
         )
-    ref = sparse_kd_loss(at.logits, sp.ids, sp.logprobs.half().float(), at.task_ids == 1)
-    assert float(terms["kd_rationale_loss"]) == pytest.approx(float(ref.detach()), rel=1e-4)
-    assert torch.isfinite(total)
+        ref = sparse_kd_loss(at.logits, sp.ids, sp.logprobs.half().float(), at.task_ids == 1)
+    assert terms["kd_rationale_loss"] == pytest.approx(float(ref), rel=1e-4)
+    assert math.isfinite(terms["loss"])
 
     # stored targets one token short (no eos row): that token is masked out, not an error
     f = read_topk(path)

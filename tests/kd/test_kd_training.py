@@ -12,6 +12,7 @@ import torch
 from stepdistill.cli import main
 from stepdistill.config import config_from_dict
 from stepdistill.data.io import iter_jsonl, write_jsonl
+from stepdistill.errors import ConfigError
 from stepdistill.kd.config import KDConfig
 from stepdistill.kd.labels import label_kd_loss, label_scores
 from stepdistill.kd.soft_labels import api_distributions, student_label_scores
@@ -25,7 +26,7 @@ from stepdistill.training.batching import collate, encode_examples
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import load_student
-from stepdistill.training.step import compute_loss
+from stepdistill.training.step import target_logits
 
 LABELS = ["yes", "no", "maybe"]
 METHODS = ["standard", "distill", "step_by_step", "single_task", "rationale_input"]
@@ -71,34 +72,35 @@ def _batch(student, method: str, annotations=None):
     tc = TrainConfig(method=method, alpha=0.3)
     formatted = build_pairs(task, annotations or _annotations(), tc)
     enc = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
-    return task, tc, collate(enc, student.tokenizer.pad_token_id, student.kind)
+    return task, tc, collate(enc, student.tokenizer.pad_token_id, student.kind), enc
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_kd_combines_with_every_method(method, tiny_causal_dir, teacher_dir):
+def test_kd_combines_with_every_method(method, tiny_causal_dir, teacher_dir, one_step):
     student = load_student(StudentConfig(model=str(tiny_causal_dir)))
     student.model.eval()
-    task, tc, batch = _batch(student, method)
+    task, tc, batch, enc = _batch(student, method)
     teacher, kind = load_teacher(str(teacher_dir))
-    with torch.no_grad():
-        plain = compute_loss(student.model, batch, kind, tc, keep_logits=True)
-        zero = KDTerm(KDConfig(weight=0.0), teacher=teacher, teacher_kind=kind)
-        same = compute_loss(student.model, batch, kind, tc, kd_term=zero)
-        term = KDTerm(KDConfig(weight=0.4, temperature=2.0), teacher=teacher, teacher_kind=kind)
-        parts = compute_loss(student.model, batch, kind, tc, kd_term=term)
-    assert float(same.total) == float(plain.total)  # weight 0: bit for bit the plain loss
+    pad = student.tokenizer.pad_token_id
+    plain, _ = one_step(student.model, kind, enc, tc, pad, one_pass=True)
+    zero = KDTerm(KDConfig(weight=0.0), teacher=teacher, teacher_kind=kind)
+    same, _ = one_step(student.model, kind, enc, tc, pad, kd_term=zero)
+    term = KDTerm(KDConfig(weight=0.4, temperature=2.0), teacher=teacher, teacher_kind=kind)
+    parts, _ = one_step(student.model, kind, enc, tc, pad, kd_term=term)
+    assert same["loss"] == plain["loss"]  # weight 0: bit for bit the plain loss
     # Hand computation: KD over label-task tokens only, folded into the label task's loss.
-    at = plain.at_targets
-    t_logits = teacher_target_logits(teacher, batch.input_ids, batch.attention_mask, batch.labels, kind)
+    with torch.no_grad():
+        at = target_logits(student.model, batch, kind)
+        t_logits = teacher_target_logits(teacher, batch.input_ids, batch.attention_mask, batch.labels, kind)
     p = torch.log_softmax(t_logits / 2.0, -1)
     q = torch.log_softmax(at.logits / 2.0, -1)
     kl = (p.exp() * (p - q)).sum(-1) * 4.0
     kd_label = float(kl[at.task_ids == 0].mean())
     m = 0.3 if method == "step_by_step" else 1.0
-    expect = float(plain.total) + m * 0.4 * (kd_label - float(plain.label))
-    assert float(parts.total) == pytest.approx(expect, rel=1e-5)
-    assert float(parts.terms["kd_loss"]) == pytest.approx(m * kd_label, rel=1e-5)
-    assert float(parts.terms["kd_ce_loss"]) == pytest.approx(m * float(plain.label), rel=1e-6)
+    expect = plain["loss"] + m * 0.4 * (kd_label - plain["label_loss"])
+    assert parts["loss"] == pytest.approx(expect, rel=1e-5)
+    assert parts["kd_loss"] == pytest.approx(m * kd_label, rel=1e-5)
+    assert parts["kd_ce_loss"] == pytest.approx(m * plain["label_loss"], rel=1e-6)
 
 
 def _write_data(tmp_path, annotations=None) -> str:
@@ -161,26 +163,24 @@ def test_train_with_kd_end_to_end_logs_terms(tmp_path, tiny_causal_dir, teacher_
 
 
 def test_kd_refuses_a_token_budget_per_pass(tmp_path, tiny_causal_dir, teacher_dir):
-    from stepdistill.errors import ConfigError
-
-    cfg = _config(tmp_path, tiny_causal_dir, {"teacher_model": str(teacher_dir)})
-    cfg.train.max_tokens_per_pass = 64
-    with pytest.raises(ConfigError, match="train.max_tokens_per_pass"):
-        train(cfg)
+    raw = _config(tmp_path, tiny_causal_dir, {"teacher_model": str(teacher_dir)}).model_dump(mode="json")
+    raw["train"]["max_tokens_per_pass"] = 64
+    with pytest.raises(ConfigError, match="train.max_tokens_per_pass: not available with a kd: section"):
+        config_from_dict(raw)  # refused when the config loads, before any model
 
 
 def test_kd_rationale_only_refused_without_rationale_rows(tmp_path, tiny_causal_dir, teacher_dir):
-    from stepdistill.errors import ConfigError
-
     kd = {"teacher_model": str(teacher_dir), "tasks": ["rationale"]}
-    with pytest.raises(ConfigError, match="train.method 'distill' has no rationale rows"):
-        train(_config(tmp_path, tiny_causal_dir, kd, method="distill"))
+    with pytest.raises(
+        ConfigError, match=r"kd.tasks \['rationale'\]: train.method 'distill' has no rationale rows"
+    ):
+        _config(tmp_path, tiny_causal_dir, kd, method="distill")
 
 
-def test_label_distribution_matches_hand_scoring(tiny_causal_dir, teacher_dir):
+def test_label_distribution_matches_hand_scoring(tiny_causal_dir, teacher_dir, one_step):
     student = load_student(StudentConfig(model=str(tiny_causal_dir)))
     student.model.eval()
-    task, tc, batch = _batch(student, "step_by_step")
+    task, tc, batch, enc = _batch(student, "step_by_step")
     teacher, kind = load_teacher(str(teacher_dir))
     cfg = KDConfig(label_distribution=True, weight=0.5)
     term = KDTerm.from_config(
@@ -192,8 +192,8 @@ def test_label_distribution_matches_hand_scoring(tiny_causal_dir, teacher_dir):
         task=task,
         annotations=_annotations(),
     )
+    parts, _ = one_step(student.model, kind, enc, tc, student.tokenizer.pad_token_id, kd_term=term)
     with torch.no_grad():
-        parts = compute_loss(student.model, batch, kind, tc, kd_term=term)
         # by hand: full-logits scoring of " yes"/" no"/" maybe" (label + eos) after each label prompt
         tok = student.tokenizer
         cands = [tok(lab, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for lab in LABELS]
@@ -208,10 +208,10 @@ def test_label_distribution_matches_hand_scoring(tiny_causal_dir, teacher_dir):
     assert gathered.tolist() == [pytest.approx(r, abs=1e-4) for r in s_scores.tolist()]
     p, q = t_probs, torch.softmax(s_scores, -1)
     hand = float((p * (p.log() - q.log())).sum(-1).mean())
-    assert float(parts.terms["kd_loss"]) == pytest.approx(0.3 * hand, rel=1e-4)  # alpha 0.3
+    assert parts["kd_loss"] == pytest.approx(0.3 * hand, rel=1e-4)  # alpha 0.3
     assert hand > 0
-    expect = 0.3 * (0.5 * float(parts.label) + 0.5 * hand) + 0.7 * float(parts.rationale)
-    assert float(parts.total) == pytest.approx(expect, rel=1e-5)
+    expect = 0.3 * (0.5 * parts["label_loss"] + 0.5 * hand) + 0.7 * parts["rationale_loss"]
+    assert parts["loss"] == pytest.approx(expect, rel=1e-5)
     assert len(term.soft_labels.cache) == 6  # teacher scored once per example
 
 
@@ -239,7 +239,7 @@ def test_label_distribution_from_api_logprobs_trains(tmp_path, tiny_causal_dir):
     assert label_kd_loss(torch.zeros(1, 3), torch.full((1, 3), 1 / 3)).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_kd_targets_round_trip_equals_online_teacher(tmp_path, tiny_causal_dir, teacher_dir):
+def test_kd_targets_round_trip_equals_online_teacher(tmp_path, tiny_causal_dir, teacher_dir, one_step):
     vocab = 49152  # every token kept: the stored targets are the teacher's full distribution
     kd = {
         "teacher_model": str(teacher_dir),
@@ -257,15 +257,14 @@ def test_kd_targets_round_trip_equals_online_teacher(tmp_path, tiny_causal_dir, 
 
     student = load_student(StudentConfig(model=str(tiny_causal_dir)))
     student.model.eval()
-    _, tc, batch = _batch(student, "step_by_step")
+    _, tc, batch, enc = _batch(student, "step_by_step")
     online = KDTerm.from_config(cfg.kd, student.tokenizer, student.model, "cpu", train=tc)
     stored_cfg = cfg.kd.model_copy(update={"source": "topk_file", "topk_file": str(path)})
     stored = KDTerm.from_config(stored_cfg, student.tokenizer, student.model, "cpu", train=tc)
-    with torch.no_grad():
-        a = compute_loss(student.model, batch, "causal", tc, kd_term=online)
-        b = compute_loss(student.model, batch, "causal", tc, kd_term=stored)
+    a, _ = one_step(student.model, "causal", enc, tc, student.tokenizer.pad_token_id, kd_term=online)
+    b, _ = one_step(student.model, "causal", enc, tc, student.tokenizer.pad_token_id, kd_term=stored)
     for key in ("kd_label_loss", "kd_rationale_loss", "loss"):
-        assert float(b.terms[key]) == pytest.approx(float(a.terms[key]), rel=2e-3), key
+        assert b[key] == pytest.approx(a[key], rel=2e-3), key
 
 
 def test_kd_targets_from_api_logprobs(tmp_path, tiny_causal_dir, smol_tokenizer):

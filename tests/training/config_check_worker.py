@@ -19,7 +19,7 @@ if __name__ == "__main__":
     cfg = load_config(sys.argv[1], overrides)
     accelerator = make_accelerator("fp32", 60)
     try:
-        check_launch(cfg, accelerator)
+        check_launch(accelerator, cfg.train, cfg.student, cfg.model_dump(mode="json"))
     except ConfigError as err:
         print(f"rank {accelerator.process_index}: {err}", flush=True)
         sys.exit(2)

@@ -3,7 +3,7 @@
 
 accelerate applies FSDP on GPUs only, so on CPU this script stands in for `accelerator.prepare`:
 it shards every decoder block and the root like accelerate's TRANSFORMER_BASED_WRAP policy, and
-an adapter gives `loop._train_step` the four accelerator members it uses. Run by
+an adapter gives `loop._forward_backward` the four accelerator members it uses. Run by
 tests/training/test_distributed.py:
 
     torchrun --nproc_per_node 2 tests/training/fsdp_worker.py STUDENT_DIR OUT_DIR
@@ -19,18 +19,18 @@ from pathlib import Path
 
 import torch
 
-from stepdistill.training.batching import encode_examples
+from stepdistill.training.batching import StepStream, encode_examples
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import Pair
-from stepdistill.training.loop import StepStream, _train_step
+from stepdistill.training.loop import _forward_backward
 from stepdistill.training.models import load_student, save_student
-from stepdistill.training.step import Objective
+from stepdistill.training.step import Objective, step_weights
 
 STEPS = 3
 
 
 class FSDPAdapter:
-    """The members of an Accelerator that `_train_step` uses, for a fully_shard-ed module."""
+    """The members of an Accelerator that `_forward_backward` uses, for a fully_shard-ed module."""
 
     def __init__(self, world: int, rank: int):
         self.num_processes, self.process_index, self.device = world, rank, torch.device("cpu")
@@ -74,7 +74,7 @@ def main(student_dir: str, out_dir: str) -> None:
     student = load_student(StudentConfig(model=student_dir), seed=0)
     enc = encode_examples(student.tokenizer, examples(), tc, student.kind)
     stream = StepStream(enc, tc, student.tokenizer.pad_token_id, student.kind, rank, world)
-    objective = Objective(student.model, student.kind, tc.method, tc.alpha)
+    objective = Objective(student.model, student.kind)
     if world > 1:
         from torch.distributed.fsdp import fully_shard
 
@@ -84,7 +84,11 @@ def main(student_dir: str, out_dir: str) -> None:
     optimizer = torch.optim.AdamW(objective.parameters(), lr=tc.lr)  # after sharding: DTensor params
     keys = objective.sum_keys()
     for step in range(STEPS):
-        _train_step(FSDPAdapter(world, rank), objective, stream[step], tc, step, keys)
+        plan = stream[step]
+        weights = step_weights(tc.method, tc.alpha, plan.counts, scale=world)
+        _forward_backward(
+            FSDPAdapter(world, rank), objective, plan, weights, keys, tc.seed, step * tc.grad_accum
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     state = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepdistill.training.batching import Encoded, collate_step, padded_cost, plan_passes
+from stepdistill.training.batching import Encoded, padded_cost, plan_passes, shard_step
 
 
 def _row(n_src: int, n_tgt: int, task: int) -> Encoded:
@@ -46,13 +46,15 @@ def test_budget_bounds_every_pass_and_keeps_every_row(kind, budget):
 
 
 def test_step_counts_target_tokens_of_the_whole_step():
-    step = collate_step(_examples(), pad_id=0, kind="causal", max_tokens=80)
-    assert step.n_examples == 3
-    assert step.n_label_tokens == 2 + 3 + 2 and step.n_rationale_tokens == 30 + 5 + 60
-    assert sum(int((b.labels[:, 1:] != -100).sum()) for b in step.passes) == 7 + 95
+    step = shard_step([_examples()], 0, 1, pad_id=0, kind="causal", max_tokens=80)
+    passes = [batch for batch, real in step.micro[0] if real]
+    assert step.n_examples == step.counts.n_examples == 3
+    assert step.counts.n_label_tokens == 2 + 3 + 2 and step.counts.n_rationale_tokens == 30 + 5 + 60
+    assert step.counts.n_label_rows == 3
+    assert sum(int((b.labels[:, 1:] != -100).sum()) for b in passes) == 7 + 95
     assert step.n_tokens == (10 + 2) + (10 + 30) + (12 + 3) + (12 + 5) + (8 + 2) + (8 + 60)  # no padding
-    one = collate_step(_examples(), pad_id=0, kind="causal", split=False)
-    assert len(one.passes) == 1 and one.passes[0].task_ids.tolist() == [0, 1, 0, 1, 0, 1]
+    one = shard_step([_examples()], 0, 1, pad_id=0, kind="causal", max_tokens=None, split=False)
+    assert len(one.micro[0]) == 1 and one.micro[0][0][0].task_ids.tolist() == [0, 1, 0, 1, 0, 1]
 
 
 def test_shard_step_deals_examples_and_pads_passes():

@@ -16,7 +16,7 @@ from stepdistill.training.chunked_ce import chunked_target_loss, plain_target_lo
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import Pair
 from stepdistill.training.models import load_student
-from stepdistill.training.step import Objective, run_pass, step_weights
+from stepdistill.training.step import Objective, step_weights
 
 N, H, V = 13, 8, 50  # 13 targets: chunk sizes 4 and 5 do not divide it
 EXAMPLES = [("e1", "2 + 3", "5", "2 plus 3 makes 5."), ("e2", "7 - 4", "3", "Take 4 from 7 and 3 is left.")]
@@ -171,20 +171,23 @@ def _student(path, lora: bool = False):
 
 
 def _run(model, kind, batch, tc, chunk, kd_term=None):
-    objective = Objective(model, kind, tc.method, tc.alpha, kd_term, chunk)
+    objective = Objective(model, kind, kd_term, chunk)
     objective.zero_grad()
-    weights = step_weights(tc.method, tc.alpha, StepCounts(*_counts(batch)))
-    out = run_pass(objective, batch, weights)
+    weights = step_weights(tc.method, tc.alpha, _counts(batch))
+    out = objective(batch, weights)
     out.total.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads
 
 
-def _counts(batch):
-    from stepdistill.training.batching import step_counts_of_batch
-
-    c = step_counts_of_batch(batch)
-    return c.n_label_tokens, c.n_rationale_tokens, c.n_label_rows, c.n_examples
+def _counts(batch) -> StepCounts:
+    """The counts of a step made of this one padded batch."""
+    per_row = (batch.labels != -100).sum(-1)  # target tokens per row  # [rows]
+    is_label = batch.task_ids == 0
+    n_label_rows = int(is_label.sum())
+    return StepCounts(
+        int(per_row[is_label].sum()), int(per_row[~is_label].sum()), n_label_rows, batch.n_examples
+    )
 
 
 def _assert_objective_same(model, kind, batch, tc, kd_term=None, chunk=5):

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from stepdistill.data.io import iter_jsonl
+from stepdistill.train import train_on
 from stepdistill.training.compile import Compiled, stacks, warm_up
-from stepdistill.training.loop import fit
 
 TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
 TRAIN = dict(max_steps=3, eval_every=3, log_every=1, lr=5e-3)
@@ -33,8 +33,8 @@ def test_compiled_training_gives_the_eager_losses(
 ):
     # Inductor on CPU (it needs a C++ compiler, present wherever these tests run).
     splits = make_splits(4)
-    eager = fit(make_config(tmp_path / "eager", tiny_causal_dir, **TRAIN), toy_task, splits)
-    compiled = fit(
+    eager = train_on(make_config(tmp_path / "eager", tiny_causal_dir, **TRAIN), toy_task, splits)
+    compiled = train_on(
         make_config(tmp_path / "compiled", tiny_causal_dir, compile=True, **TRAIN), toy_task, splits
     )
     a, b = _losses(eager), _losses(compiled)
@@ -52,9 +52,11 @@ def test_failing_compile_falls_back_to_eager_with_identical_results(
     tmp_path, make_config, make_splits, tiny_causal_dir, toy_task, monkeypatch, capsys
 ):
     splits = make_splits(4)
-    eager = fit(make_config(tmp_path / "eager", tiny_causal_dir, **TRAIN), toy_task, splits)
+    eager = train_on(make_config(tmp_path / "eager", tiny_causal_dir, **TRAIN), toy_task, splits)
     monkeypatch.setattr(Compiled, "backend", staticmethod(_backend_that_fails))
-    fallback = fit(make_config(tmp_path / "fb", tiny_causal_dir, compile=True, **TRAIN), toy_task, splits)
+    fallback = train_on(
+        make_config(tmp_path / "fb", tiny_causal_dir, compile=True, **TRAIN), toy_task, splits
+    )
     # The warm-up's gradients are dropped and dropout is re-seeded per step: exactly the eager run.
     assert _losses(fallback) == _losses(eager)
     train = _train_metrics(fallback)
@@ -97,8 +99,8 @@ def test_seq2seq_student_compiles_both_stacks(
     # aot_eager traces forward and backward as inductor does, without generating code: quick.
     monkeypatch.setattr(Compiled, "backend", "aot_eager")
     splits = make_splits(4)
-    eager = fit(make_config(tmp_path / "eager", tiny_seq2seq_dir, **TRAIN), toy_task, splits)
-    compiled = fit(
+    eager = train_on(make_config(tmp_path / "eager", tiny_seq2seq_dir, **TRAIN), toy_task, splits)
+    compiled = train_on(
         make_config(tmp_path / "compiled", tiny_seq2seq_dir, compile=True, **TRAIN), toy_task, splits
     )
     assert _train_metrics(compiled)["compiled"] is True

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from stepdistill.data.io import iter_jsonl
+from stepdistill.train import train_on
 from stepdistill.training.batching import encode_examples
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
-from stepdistill.training.loop import fit
 from stepdistill.training.models import load_student
 from stepdistill.training.schedule import alpha_at
 
@@ -26,7 +26,7 @@ def test_patience_stops_when_validation_accuracy_stalls(
     # lr 0: the student never changes, so validation accuracy never improves after the first evaluation
     cfg = make_config(tmp_path, tiny_causal_dir, method="standard", lr=1e-12, max_steps=20, eval_every=1,
                       eval_schedule="geometric", eval_growth=2.0, patience=2, log_every=1)  # fmt: skip
-    run = fit(cfg, toy_task, make_splits())
+    run = train_on(cfg, toy_task, make_splits())
     valid = [r for r in _rows(run) if "valid_accuracy" in r]
     assert [r["step"] for r in valid] == [1, 2, 4]  # geometric 1, 2, 4: two stale evaluations, stop
     metrics = json.loads((run / "metrics.json").read_text())
@@ -40,7 +40,7 @@ def test_learning_curve_columns_count_examples_and_flops(
     cfg = make_config(tmp_path, tiny_causal_dir, method="step_by_step", max_steps=4, eval_every=2,
                       batch_size=4, log_every=1)  # fmt: skip
     splits = make_splits(4)  # one step holds all 4 examples: every step trains on the same rows
-    run = fit(cfg, toy_task, splits)
+    run = train_on(cfg, toy_task, splits)
     student = load_student(cfg.student, seed=0)
     pairs = build_pairs(toy_task, splits["train"], cfg.train)
     encoded = encode_examples(student.tokenizer, pairs.examples, cfg.train, student.kind)
@@ -59,7 +59,7 @@ def test_learning_curve_columns_count_examples_and_flops(
 def test_alpha_schedule_mixes_each_logged_step(tmp_path, make_config, make_splits, tiny_causal_dir, toy_task):
     cfg = make_config(tmp_path, tiny_causal_dir, method="step_by_step", max_steps=5, eval_every=5,
                       log_every=1, alpha=0.2, alpha_schedule="linear", alpha_end=1.0)  # fmt: skip
-    run = fit(cfg, toy_task, make_splits())
+    run = train_on(cfg, toy_task, make_splits())
     logged = [r for r in _rows(run) if "loss" in r]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]
     for r in logged:  # one step per row: the loss mixes that step's alpha (0.2, 0.4, ..., 1.0)
@@ -74,7 +74,7 @@ def test_each_evaluation_logs_per_row_validation_outcomes(
     tmp_path, make_config, make_splits, tiny_causal_dir, toy_task
 ):
     cfg = make_config(tmp_path, tiny_causal_dir, method="standard", max_steps=2, eval_every=1, log_every=1)
-    run = fit(cfg, toy_task, make_splits())
+    run = train_on(cfg, toy_task, make_splits())
     valid = [r for r in _rows(run) if "valid_accuracy" in r]
     assert [r["step"] for r in valid] == [1, 2]
     for r in valid:  # one mark per validation row; the marks add up to the logged accuracy

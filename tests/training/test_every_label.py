@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from stepdistill.annotate import apply_gold_filter
+from stepdistill.train import train_on
 from stepdistill.training.config import TrainConfig
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK, Pair, build_pairs
-from stepdistill.training.loop import fit
 
 
 def _mixed_rows(make_splits):
@@ -75,7 +75,7 @@ def test_gold_filtered_run_trains_labels_on_as_many_examples_as_standard(
         "sbs": {"method": "step_by_step", "label_source": "gold", "gold_filter": True},
     }.items():
         cfg = make_config(tmp_path, tiny_causal_dir, name=name, max_steps=2, eval_every=2, **train)
-        metrics[name] = json.loads((fit(cfg, toy_task, splits) / "metrics.json").read_text())["train"]
+        metrics[name] = json.loads((train_on(cfg, toy_task, splits) / "metrics.json").read_text())["train"]
     assert metrics["standard"]["label_examples"] == metrics["sbs"]["label_examples"] == 6
     assert metrics["standard"]["rationale_examples"] == 0
     assert metrics["sbs"]["rationale_examples"] == 3 and metrics["sbs"]["examples"] == 6

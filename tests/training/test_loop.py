@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 from stepdistill.data.io import iter_jsonl
 from stepdistill.errors import ConfigError
+from stepdistill.train import train_on
 from stepdistill.training import checkpoint as ckpt
 from stepdistill.training.config import LoraConfig
-from stepdistill.training.loop import fit
 
 TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
 
@@ -31,7 +31,7 @@ def test_causal_student_overfits_to_full_accuracy(
         log_every=10,
         schedule="constant",
     )
-    run = fit(cfg, toy_task, make_splits())
+    run = train_on(cfg, toy_task, make_splits())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["splits"]["test"] == {
         "accuracy": 1.0,
@@ -75,7 +75,7 @@ def test_seq2seq_step_by_step_student_overfits(
     # Dropout off: at d_model 32 T5's 10% dropout slows memorisation several-fold.
     cfg = make_config(tmp_path, tiny_seq2seq_dir, max_steps=20, eval_every=10, schedule="constant")
     cfg.student.config_overrides = {"dropout_rate": 0.0}
-    run = fit(cfg, toy_task, make_splits())
+    run = train_on(cfg, toy_task, make_splits())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["splits"]["valid"]["accuracy"] == 1.0 and metrics["splits"]["test"]["accuracy"] == 1.0
     assert metrics["student"]["kind"] == "seq2seq" and metrics["alpha"] == 0.5
@@ -112,18 +112,18 @@ def test_resume_equals_uninterrupted_run(
     splits = make_splits(6)
     full_cfg = make_config(tmp_path / "a", tiny_causal_dir, **train)
     full_cfg.student.config_overrides = {"attention_dropout": 0.2}
-    full = fit(full_cfg, toy_task, splits)
+    full = train_on(full_cfg, toy_task, splits)
 
     cfg = make_config(tmp_path / "b", tiny_causal_dir, **train)
     cfg.student.config_overrides = {"attention_dropout": 0.2}
     with monkeypatch.context() as m:
         _stop_after(m, 2)
         with pytest.raises(KeyboardInterrupt):
-            fit(cfg, toy_task, splits)
+            train_on(cfg, toy_task, splits)
     assert not (cfg.run_dir / "metrics.json").exists()
     with pytest.raises(ConfigError, match="--resume"):
-        fit(cfg, toy_task, splits)
-    resumed = fit(cfg, toy_task, splits, resume=True)
+        train_on(cfg, toy_task, splits)
+    resumed = train_on(cfg, toy_task, splits, resume=True)
 
     def log(run):
         return [
@@ -142,7 +142,7 @@ def test_resume_equals_uninterrupted_run(
 def test_lora_student_trains_and_saves_merged(tmp_path, make_config, make_splits, tiny_causal_dir, toy_task):
     cfg = make_config(tmp_path, tiny_causal_dir, max_steps=3, eval_every=3, lr=5e-2)
     cfg.student.lora = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
-    run = fit(cfg, toy_task, make_splits())
+    run = train_on(cfg, toy_task, make_splits())
     best = load_file(run / "best" / "model.safetensors")
     base = load_file(tiny_causal_dir / "model.safetensors")
     assert not any("lora" in k for k in best)

@@ -9,19 +9,20 @@ import pytest
 import torch
 
 from stepdistill.data.io import iter_jsonl
+from stepdistill.train import train_on
 from stepdistill.training.batching import (
     IGNORE,
+    StepStream,
     collate,
     encode_examples,
     shard_step,
-    step_counts_of_batch,
+    step_counts,
 )
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import build_pairs
-from stepdistill.training.loop import StepStream, fit
 from stepdistill.training.models import load_student
 from stepdistill.training.packing import pack, place_rows
-from stepdistill.training.step import Objective, run_pass, step_weights
+from stepdistill.training.step import Objective, step_weights
 
 
 def test_place_rows_first_fit_by_decreasing_length():
@@ -65,10 +66,10 @@ def _rows(student, tc, toy_task, toy_annotations):
     )
 
 
-def _loss_and_grads(model, batch, tc, chunk):
-    objective = Objective(model, "causal", tc.method, tc.alpha, None, chunk)
+def _loss_and_grads(model, batch, counts, tc, chunk):
+    objective = Objective(model, "causal", None, chunk)
     objective.zero_grad()
-    out = run_pass(objective, batch, step_weights(tc.method, tc.alpha, step_counts_of_batch(batch)))
+    out = objective(batch, step_weights(tc.method, tc.alpha, counts))
     out.total.backward()
     return out.sums, {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -94,9 +95,10 @@ def test_packed_pass_equals_padded_pass(tiny_causal_dir, toy_task, toy_annotatio
     packed = collate(enc, pad_id, "causal", pack_tokens=2 * longest + 1)  # buffers with tails
     assert packed.packed is not None and packed.input_ids.shape[0] < padded.input_ids.shape[0]
     assert packed.n_tokens == padded.n_tokens
-    assert step_counts_of_batch(packed) == step_counts_of_batch(padded)
+    counts = step_counts(enc)
     _assert_same(
-        _loss_and_grads(student.model, packed, tc, chunk), _loss_and_grads(student.model, padded, tc, chunk)
+        _loss_and_grads(student.model, packed, counts, tc, chunk),
+        _loss_and_grads(student.model, padded, counts, tc, chunk),
     )
 
 
@@ -121,13 +123,13 @@ def test_sharded_packed_passes_equal_padded_ones(tiny_causal_dir, toy_task, toy_
         packed = shard_step(micro, rank, 2, pad_id, "causal", None, pack_tokens=96)
         assert packed.counts == padded.counts and packed.n_tokens == padded.n_tokens
         weights = step_weights(tc.method, tc.alpha, padded.counts, scale=2)
-        objective = Objective(student.model, "causal", tc.method, tc.alpha, None, 1024)
+        objective = Objective(student.model, "causal", None, 1024)
         for m_pad, m_pack in zip(padded.micro, packed.micro):
             assert [real for _, real in m_pad] == [real for _, real in m_pack]
             for (b_pad, _), (b_pack, _) in zip(m_pad, m_pack):
                 assert b_pack.packed is not None and b_pack.keys == b_pad.keys
                 with torch.no_grad():
-                    one, two = run_pass(objective, b_pad, weights), run_pass(objective, b_pack, weights)
+                    one, two = objective(b_pad, weights), objective(b_pack, weights)
                 for key in one.sums:
                     torch.testing.assert_close(one.sums[key], two.sums[key], atol=1e-5, rtol=1e-5)
 
@@ -140,7 +142,7 @@ def test_fit_with_packing_matches_fit_without(tmp_path, make_config, make_splits
     for packing in (False, True):
         cfg = make_config(tmp_path / str(packing), tiny_causal_dir, method="step_by_step", max_steps=4,
                           eval_every=4, log_every=1, packing=packing, pack_tokens=64)  # fmt: skip
-        run = fit(cfg, toy_task, make_splits(6))
+        run = train_on(cfg, toy_task, make_splits(6))
         logs.append([r for _, r in iter_jsonl(run / "train_log.jsonl") if "loss" in r])
     plain, packed = logs
     student = load_student(cfg.student, seed=0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from stepdistill.data.io import iter_jsonl
-from stepdistill.training.batching import Batch, Encoded, RankStep
+from stepdistill.train import train_on
+from stepdistill.training.batching import Batch, Encoded, RankStep, StepStream
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.loop import StepStream, fit
 from stepdistill.training.prefetch import Prefetcher, pin, to_device
 
 TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
@@ -128,7 +128,7 @@ def test_fit_with_prefetch_equals_fit_without(tmp_path, make_config, make_splits
     for depth in (0, 3):
         cfg = make_config(tmp_path / str(depth), tiny_causal_dir, prefetch_steps=depth, **train)
         cfg.student.config_overrides = {"attention_dropout": 0.2}
-        runs.append(fit(cfg, toy_task, splits))
+        runs.append(train_on(cfg, toy_task, splits))
 
     def log(run):
         return [

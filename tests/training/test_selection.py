@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stepdistill.training.selection import improved, outcome_bits
+from stepdistill.evaluate import outcome_bits
+from stepdistill.training.selection import improved
 
 
 def test_accuracy_rule_needs_a_strictly_better_accuracy():
