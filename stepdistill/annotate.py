@@ -25,11 +25,12 @@ from stepdistill.data.io import write_annotations, write_json
 from stepdistill.errors import ConfigError, StepDistillError, TeacherError
 from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
-from stepdistill.teachers.base import Completion, Job, LazyTeacher, Sampling, Teacher
+from stepdistill.teachers.base import Completion, Job, Sampling, Teacher
 from stepdistill.teachers.cache import ResponseCache, request_key, teacher_identity
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
 from stepdistill.teachers.parse_health import ParseHealth
 from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
+from stepdistill.teachers.registry import LazyTeacher
 
 
 @dataclass
@@ -350,7 +351,7 @@ def annotate_from_config(cfg: Any) -> dict[str, Any]:
     """The `stepdistill annotate` command: annotate cfg.annotate.splits into cfg.run_dir/annotations.
 
     The whole training set is annotated (train_fraction subsamples the annotated file later), and
-    validation rows carved from train are written too (data/runfiles.py), so `train` reads them.
+    validation rows carved from train are written too (runfiles.py), so `train` reads them.
     """
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
@@ -370,7 +371,7 @@ def annotate_from_config(cfg: Any) -> dict[str, Any]:
 
 
 def _annotate_splits(cfg: Any, task: Task, splits: dict[str, list[Annotation]]) -> dict[str, Any]:
-    from stepdistill.data.runfiles import keep_carved_valid
+    from stepdistill.runfiles import keep_carved_valid
 
     out_dir = Path(cfg.run_dir) / "annotations"
     fresh = not out_dir.exists()

@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from stepdistill.evaluate import evaluate_run
+    from stepdistill.predict import evaluate_run
 
     evaluate_run(
         args.target, args.split, args.checkpoint, args.overrides, overwrite=args.overwrite
@@ -62,8 +62,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from stepdistill.evaluate import predict_file
     from stepdistill.outcomes import predict_line
+    from stepdistill.predict import predict_file
 
     path = predict_file(
         args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint
@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_kd_targets(args: argparse.Namespace) -> None:
-    from stepdistill.kd.targets import kd_targets
+    from stepdistill.kd_targets import kd_targets
 
     kd_targets(_config(args), source=args.source, out=args.out)
 

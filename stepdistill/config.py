@@ -22,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from stepdistill.data.config import DataConfig
 from stepdistill.errors import ConfigError, suggest
+from stepdistill.evaluate_config import EvalConfig
 from stepdistill.kd.config import KDConfig
-from stepdistill.report.config import ReportConfig, SweepConfig
+from stepdistill.report.config import ReportConfig
+from stepdistill.run_config import SweepConfig
 from stepdistill.tasks.config import TaskConfig
 from stepdistill.teachers.config import AnnotateConfig, TeacherConfig
-from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
+from stepdistill.training.config import StudentConfig, TrainConfig
 
 
 class Config(BaseModel):

@@ -26,9 +26,10 @@ from collections.abc import Sequence
 import torch
 
 from stepdistill.errors import ConfigError
+from stepdistill.evaluate_config import EvalConfig
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import IGNORE, encode_source, pad_rows
-from stepdistill.training.config import EvalConfig, TrainConfig
+from stepdistill.training.config import TrainConfig
 from stepdistill.training.device import autocast, gather_objects, rank_world
 from stepdistill.training.formatting import ANSWER_FIRST_SEP
 from stepdistill.training.models import Student

@@ -34,7 +34,8 @@ from stepdistill.config import Config, config_from_dict, save_config
 from stepdistill.data.io import read_annotations, write_json
 from stepdistill.errors import ConfigError
 from stepdistill.report.collect import TIMING_FILE
-from stepdistill.report.config import MethodSpec, method_spec, student_folder
+from stepdistill.run_config import MethodSpec, method_spec
+from stepdistill.schema import student_folder
 from stepdistill.threads import sleep_idle_cpu_threads
 
 SPLITS = ("train", "valid", "test")
@@ -141,7 +142,7 @@ def _student_section(cfg: Config, entry: str | dict[str, Any] | None) -> tuple[d
     merged = {**base, "name": None, **entry}
     if "model" in entry and "keep_layers" not in entry:
         merged["keep_layers"] = None  # another model: the base student's layer cut does not apply
-    return merged, student_folder(cfg.student.model_validate(merged))
+    return merged, student_folder(cfg.student.model_validate(merged).model_dump())
 
 
 def training_config(
@@ -242,8 +243,8 @@ def measure_teacher(cfg: Config, examples: list) -> dict[str, Any]:
     """
     from stepdistill.annotate import make_sampling
     from stepdistill.tasks import get_task
-    from stepdistill.teachers.base import make_teacher
     from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
+    from stepdistill.teachers.registry import make_teacher
 
     task = get_task(cfg.task)
     spec = load_prompt_spec(task, cfg.teacher)

@@ -22,6 +22,8 @@ An example without a teacher (raw data) simply has the teacher_* keys null.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -78,3 +80,30 @@ class Annotation:
         if unknown:
             raise KeyError(", ".join(sorted(unknown)))
         return cls(**d)
+
+
+# Methods whose labels are fixed by what they are: standard learns gold labels, distill the teacher's.
+FIXED_LABELS = {"standard": "gold", "distill": "teacher"}
+
+
+def label_source(method: str, configured: str) -> str:
+    """Which labels a method trains on: "gold" or "teacher" (`configured` is train.label_source)."""
+    return FIXED_LABELS.get(method, configured)
+
+
+def _folder_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "student"
+
+
+def student_folder(student: Mapping[str, Any]) -> str:
+    """A short name for a student (the `student:` section, as a mapping) in reports and folder
+    names: student.name, else the model's last path part plus its layer count when cut
+    (embedded:smollm2 with 8 keep_layers -> smollm2-L8). `run` names folders with it and `report`
+    names run folders' students with it, so both say the same."""
+    if student.get("name"):
+        return _folder_safe(student["name"])
+    base = re.split(r"[/:]", str(student["model"]).rstrip("/"))[-1]
+    layers = student.get("keep_layers") and len(student["keep_layers"])
+    over = student.get("config_overrides") or {}
+    layers = layers or over.get("num_hidden_layers") or over.get("num_layers") or over.get("n_layer")
+    return _folder_safe(f"{base}-L{layers}" if layers else base)

@@ -31,8 +31,8 @@ def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) 
     Holds the run folder's lock; SIGTERM/SIGINT stop at the next step with a checkpoint (preempt.py)."""
     from stepdistill import runlock
     from stepdistill.config import resolved
-    from stepdistill.data.runfiles import with_annotations
     from stepdistill.data.splits import load_splits
+    from stepdistill.runfiles import with_annotations
     from stepdistill.tasks import get_task
     from stepdistill.training import preempt
 
@@ -112,7 +112,8 @@ def _finish(cfg: Config, task: Task, splits, state: dict[str, Any], accelerator)
     """Export the best student to best/, evaluate it (generation shared by all processes) and
     write metrics.json (main process)."""
     from stepdistill.data.io import write_json
-    from stepdistill.evaluate import base_metrics, evaluate_splits
+    from stepdistill.evaluate import evaluate_splits
+    from stepdistill.predict import base_metrics
     from stepdistill.training import checkpoint as ckpt
     from stepdistill.training.device import device_of
     from stepdistill.training.models import load_saved_student
@@ -127,7 +128,7 @@ def _finish(cfg: Config, task: Task, splits, state: dict[str, Any], accelerator)
     student = load_saved_student(run_dir / "best", kind=cfg.student.kind)
     student.model.to(device_of(accelerator.device))
     wanted = [s for s in cfg.eval.splits if s in splits]
-    results, latency = evaluate_splits(student, task, splits, cfg, wanted, run_dir)
+    results, latency = evaluate_splits(student, task, splits, cfg.train, cfg.eval, wanted, run_dir)
     wall = state["elapsed_s"]
     metrics = base_metrics(cfg, student)
     metrics.update(

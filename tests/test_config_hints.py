@@ -44,3 +44,41 @@ def _write(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "e.yaml"
     path.write_text("task: {name: svamp}\ndata: {train: t.jsonl}\n" + extra)
     return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"train": {"max_tokens_per_pass": 64}}, "train.max_tokens_per_pass: not available with a kd: section"),
+        ({"train": {"method": "distill"}, "kd": {"tasks": ["rationale"]}},
+         "kd.tasks ['rationale']: train.method 'distill' has no rationale rows; use kd.tasks: [label]"),
+        ({"train": {"method": "single_task"}, "kd": {"label_distribution": True}},
+         "kd.label_distribution: train.method 'single_task' has no label-only target; use standard, distill, "
+         "step_by_step or rationale_input"),
+        ({"task": {"name": "svamp"}, "kd": {"label_distribution": True}},
+         "kd.label_distribution: task 'svamp' has no closed label set (task.labels)"),
+        ({"kd": {"teacher_model": None}},
+         "kd.teacher_model: required with kd.source 'whitebox' (or set kd.source: topk_file)"),
+    ],
+)  # fmt: skip
+def test_run_plan_refuses_a_bad_combination_of_sections(tmp_path, capsys, changes, message):
+    """Checks across sections run when the config loads: `run --plan` (which loads no model) stops
+    with the field names and what to do."""
+    import yaml
+
+    from stepdistill.cli import main
+
+    raw = {
+        "task": {"name": "generic", "input_template": "{text}", "label_field": "label", "labels": ["a", "b"]},
+        "data": {"train": str(tmp_path / "train.jsonl")},
+        "student": {"model": "some/student"},
+        "train": {"method": "step_by_step"},
+        "kd": {"teacher_model": "some/teacher"},
+    }
+    for section, values in changes.items():
+        raw[section] = {**raw[section], **values} if section != "task" else values
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"invalid config {path}" in err

@@ -6,7 +6,7 @@ import pytest
 
 from stepdistill.config import apply_overrides, load_config
 from stepdistill.errors import ConfigError
-from stepdistill.report.config import method_spec
+from stepdistill.run_config import method_spec
 from stepdistill.tasks import get_task
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

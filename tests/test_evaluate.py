@@ -116,10 +116,11 @@ def test_single_task_generation_budget_covers_the_rationale(tiny_causal_dir):
     """A single_task student writes its rationale before the label: the label budget alone would cut
     the answer off, so generation gets max_target_length more tokens."""
     from stepdistill.evaluate import generation_budget, predict_labels
+    from stepdistill.evaluate_config import EvalConfig
     from stepdistill.schema import Annotation
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
-    from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
+    from stepdistill.training.config import StudentConfig, TrainConfig
     from stepdistill.training.models import load_student
 
     eval_cfg = EvalConfig(max_new_tokens=3)

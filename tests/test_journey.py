@@ -202,7 +202,7 @@ def test_a_run_whose_first_answers_do_not_parse_stops_with_exit_2(journey, capsy
 
 def test_train_before_annotate_says_where_it_looked(journey, capsys):
     from stepdistill.config import load_config
-    from stepdistill.data.runfiles import with_annotations
+    from stepdistill.runfiles import with_annotations
 
     said: list[str] = []
     cfg = load_config("sentiment-run.yaml")

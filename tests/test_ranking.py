@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from stepdistill.errors import ConfigError
+from stepdistill.evaluate_config import EvalConfig
 from stepdistill.schema import Annotation
 from stepdistill.tasks import get_task
 from stepdistill.tasks.config import TaskConfig
 from stepdistill.training.batching import encode_source
-from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
+from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import eval_source
 
 CHOICES = ["bank", "library", "garden center", "math problem", "river"]

@@ -221,10 +221,10 @@ class _FakeTeacher(Teacher):
 
 
 def test_measure_teacher_warms_up_then_times_all_examples(tmp_path, monkeypatch):
-    import stepdistill.teachers.base
+    import stepdistill.teachers.registry
 
     fake = _FakeTeacher()
-    monkeypatch.setattr(stepdistill.teachers.base, "make_teacher", lambda cfg: fake)
+    monkeypatch.setattr(stepdistill.teachers.registry, "make_teacher", lambda cfg: fake)
     cfg = _config(tmp_path, tmp_path / "m")
     cfg = cfg.model_copy(update={"report": cfg.report.model_copy(update={"teacher_params": 540e9})})
     examples = [Annotation(id=f"e{i}", fields={"question": f"Ann has {i} pens."}) for i in range(3)]

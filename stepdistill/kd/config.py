@@ -64,5 +64,7 @@ class KDConfig(BaseModel):
         if token_tasks and self.source == "whitebox":
             return "kd.teacher_model: required with kd.source 'whitebox' (or set kd.source: topk_file)"
         if self.label_distribution and self.label_distribution_from == "teacher":
-            return "kd.teacher_model: required with kd.label_distribution_from 'teacher' (or use 'annotations')"
+            return (
+                "kd.teacher_model: required with kd.label_distribution_from 'teacher' (or use 'annotations')"
+            )
         return None

@@ -23,10 +23,9 @@ import yaml
 
 from stepdistill.data.io import iter_jsonl
 from stepdistill.errors import DataError
-from stepdistill.training.formatting import FIXED_LABELS, label_source
+from stepdistill.schema import FIXED_LABELS, label_source, student_folder
 
 TIMING_FILE = "teacher_timing.json"
-# Methods whose labels are fixed by what they are.
 
 
 @dataclass
@@ -51,7 +50,15 @@ class Training:
 
     @property
     def gold_filter(self) -> bool:
-        return bool(((self.config or {}).get("train") or {}).get("gold_filter"))
+        """Whether the rationales it learned from were filtered to those whose teacher label agrees
+        with gold: by the trainer (train.gold_filter) or already when annotating the training split
+        (annotate.gold_filter, which drops the other rationales from the annotations)."""
+        cfg = self.config or {}
+        annotate = cfg.get("annotate") or {}
+        at_annotation = bool(annotate.get("gold_filter")) and "train" in annotate.get(
+            "gold_filter_splits", ["train", "valid"]
+        )
+        return bool((cfg.get("train") or {}).get("gold_filter")) or at_annotation
 
     @property
     def variant(self) -> str:
@@ -81,13 +88,7 @@ class Training:
         """The student's name: the model, with its layer count when the sweep cut it."""
         section = (self.config or {}).get("student")
         if isinstance(section, dict) and section.get("model"):
-            from stepdistill.report.config import student_folder
-            from stepdistill.training.config import StudentConfig
-
-            try:
-                return student_folder(StudentConfig.model_validate(section))
-            except ValueError:
-                pass
+            return student_folder(section)
         return str((self.metrics.get("student") or {}).get("model", "?"))
 
     @property

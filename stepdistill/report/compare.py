@@ -26,7 +26,7 @@ from stepdistill.report.collect import Training
 from stepdistill.report.curves import compare_matched, matched_verdict
 from stepdistill.report.paired import Interval, discordant, mcnemar_exact, paired_bootstrap, verdict
 from stepdistill.report.stats import MeanSE, mean_se, method_key
-from stepdistill.training.formatting import FIXED_LABELS
+from stepdistill.schema import FIXED_LABELS
 
 TEACHER = "teacher"
 SETTING = {"gold": "gold labels", "teacher": "teacher labels"}

@@ -1,4 +1,4 @@
-"""Student, training and evaluation sections of the config."""
+"""Student and training sections of the config (`student:`, `train:`)."""
 
 from __future__ import annotations
 
@@ -103,14 +103,3 @@ class TrainConfig(BaseModel):
     packing: bool = False
     # Tokens per packing buffer (a row longer than this gets a buffer of its own length).
     pack_tokens: int = Field(2048, ge=1)
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
-    splits: list[str] = Field(default_factory=lambda: ["valid", "test"])
-    # How the label is predicted: generate it (greedy), or rank the example's possible labels (its
-    # multiple-choice options, or task.labels) by the student's likelihood (stepdistill/ranking.py).
-    label_decoding: Literal["generate", "rank"] = "generate"

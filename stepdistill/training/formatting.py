@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from stepdistill.schema import Annotation
+from stepdistill.schema import Annotation, label_source
 from stepdistill.tasks.base import Task
 from stepdistill.training.config import TrainConfig
 
@@ -71,14 +71,6 @@ class Formatted:
 
 
 # standard always learns the gold labels and distill the teacher's, whatever train.label_source says
-FIXED_LABELS = {"standard": "gold", "distill": "teacher"}
-
-
-def label_source(method: str, configured: str) -> str:
-    """Which labels a method trains on: "gold" or "teacher" (`configured` is train.label_source)."""
-    return FIXED_LABELS.get(method, configured)
-
-
 def _label(ann: Annotation, cfg: TrainConfig) -> tuple[str | None, str]:
     """The label the student is trained on, and the skip reason when it is missing."""
     if label_source(cfg.method, cfg.label_source) == "gold":

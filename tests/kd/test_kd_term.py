@@ -108,3 +108,38 @@ def test_topk_file_term_and_missing_eos_row(tiny_causal_dir, tmp_path, one_step)
 
     with pytest.raises(DataError, match="e1\tlabel' has"):
         sparse_for_batch(read_topk(tmp_path / "bad.safetensors"), batch.keys, batch.labels, kind)
+
+
+def test_validation_loss_is_the_training_objective_with_kd(tiny_causal_dir, tmp_path, one_step):
+    """selection.valid_loss with the run's KD term gives the step loss of the same rows (KD
+    included); stored top-k targets exist for training rows only, so a row outside the file adds no
+    KD there and keeps the (1 - w) share of its cross-entropy, where training would refuse it."""
+    from stepdistill.kd.topk import write_topk
+    from stepdistill.training.selection import valid_loss
+    from stepdistill.training.step import Objective
+
+    teacher, student, tc, batch, kind, enc = _setup(tiny_causal_dir)
+    pad = student.tokenizer.pad_token_id
+    term = KDTerm(KDConfig(weight=0.25, temperature=2.0, tasks=["label", "rationale"]), teacher, kind)
+    terms, _ = one_step(student.model, kind, enc, tc, pad, kd_term=term, alpha=0.7)
+    got = valid_loss(Objective(student.model, kind, term.for_unseen_rows()), enc, tc.method, 0.7, pad, 1)
+    assert got == pytest.approx(terms["loss"], rel=1e-5) and terms["kd_loss"] > 0
+
+    path = tmp_path / "train.topk.safetensors"  # targets of e1 only: e2 is a validation row
+    precompute_topk(
+        teacher, kind, [(batch.keys, batch.input_ids, batch.attention_mask, batch.labels)], path, k=8
+    )
+    stored = read_topk(path)
+    write_topk(tmp_path / "e1.safetensors", {k: stored.get(k) for k in batch.keys[:2]})
+    cfg = KDConfig(source="topk_file", topk_file=str(tmp_path / "e1.safetensors"), tasks=["label", "rationale"],
+                   weight=0.25)  # fmt: skip
+    topk = KDTerm.from_config(cfg, student.tokenizer, student.model, "cpu")
+    plain = valid_loss(Objective(student.model, kind), enc[1:], tc.method, 0.7, pad, 4)
+    unseen = valid_loss(
+        Objective(student.model, kind, topk.for_unseen_rows()), enc[1:], tc.method, 0.7, pad, 4
+    )
+    assert unseen == pytest.approx(0.75 * plain, rel=1e-6)
+    from stepdistill.errors import DataError
+
+    with pytest.raises(DataError, match="no targets for 'e2\tlabel'"):
+        valid_loss(Objective(student.model, kind, topk), enc[1:], tc.method, 0.7, pad, 4)

@@ -276,7 +276,7 @@ def test_kd_targets_from_api_logprobs(tmp_path, tiny_causal_dir, smol_tokenizer)
             for i in ids
         ]
     cfg = _config(tmp_path, tiny_causal_dir, None, data=_write_data(tmp_path, anns))
-    from stepdistill.kd.targets import kd_targets
+    from stepdistill.kd_targets import kd_targets
 
     path = kd_targets(cfg, source="annotations", out=str(tmp_path / "api.topk.safetensors"))
     f = read_topk(path)

@@ -129,3 +129,24 @@ def test_label_weight_variants_are_named_and_each_compared_with_distillation(fin
         ("step_by_step (teacher labels, α 0.5→1)", "distill"),
         ("step_by_step (teacher labels, α 0.8)", "distill"),
     ]
+
+
+@pytest.mark.parametrize(
+    "config, filtered",
+    [
+        ("train:\n  gold_filter: true\n", True),
+        ("annotate:\n  gold_filter: true\n  gold_filter_splits: [train, valid]\n", True),
+        ("annotate:\n  gold_filter: true\n  gold_filter_splits: [valid]\n", False),
+        ("annotate:\n  gold_filter: false\ntrain:\n  gold_filter: false\n", False),
+    ],
+)
+def test_a_run_filtered_when_annotating_is_labelled_filtered(finished_run, training_writer, config, filtered):
+    folder = finished_run / "step_by_step-gold-f1-s0"
+    training_writer(folder, "step_by_step", 1.0, 0, 8)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["label_source"] = "gold"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "config.yaml").write_text(config)
+    [training] = [t for t in collect([finished_run])[0].trainings if t.path == folder]
+    expected = "step_by_step (gold labels, filtered rationales)" if filtered else "step_by_step (gold labels)"
+    assert training.variant == expected

@@ -9,11 +9,12 @@ import json
 import pytest
 
 from stepdistill.errors import ConfigError, DataError, TeacherError
-from stepdistill.teachers.base import Job, Prompt, Sampling, make_teacher
+from stepdistill.teachers.base import Job, Prompt, Sampling
 from stepdistill.teachers.config import TeacherConfig
 from stepdistill.teachers.hf_local import cut_at_stop
 from stepdistill.teachers.openai_http import OpenAIHTTPTeacher
 from stepdistill.teachers.precomputed import PrecomputedTeacher, read_completions
+from stepdistill.teachers.registry import make_teacher
 
 P = Prompt("Q: x\nA:", ({"role": "user", "content": "x"},))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from stepdistill.evaluate_config import EvalConfig
 from stepdistill.schema import Annotation
-from stepdistill.training.config import EvalConfig, StudentConfig, TrainConfig
+from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.formatting import Pair, build_pairs, eval_source, split_answer_first
 
 ANN = Annotation(

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from stepdistill.config import Config
 from stepdistill.data.io import write_annotations
 from stepdistill.schema import Annotation
-
-if TYPE_CHECKING:
-    from stepdistill.config import Config
 
 SPLITS = ("train", "valid", "test")
 
