@@ -1,8 +1,9 @@
 """One run folder, one writer: `train`, `run` and `annotate` hold an exclusive lock on <run>/.lock.
 
-The lock is `fcntl.flock` on an open file, so the kernel releases it when the process ends however it
-ends (SIGKILL included): a killed run never leaves a stale lock behind. A second command on the same
-folder while the first is alive fails at once, naming the holder's pid and command. Within one process
+The lock is a `filelock.FileLock` on <run>/.lock (an OS lock on an open file: flock on POSIX), so the
+system releases it when the process ends however it ends (SIGKILL included): a killed run never
+leaves a stale lock behind. A second command on the same folder while the first is alive fails at
+once, naming the holder's pid and command (the holder writes them into the lock file). Within one process
 the lock is re-entrant (`run` annotates and trains in folders it already holds); under torchrun only
 rank 0 takes it.
 
@@ -12,17 +13,18 @@ command fails (e.g. the training data turned out empty) is removed, so no half-m
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from stepdistill.errors import StepDistillError
 
 LOCK_NAME = ".lock"
-_held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (fd, depth)
+_held: dict[Path, tuple[FileLock, int]] = {}  # resolved folder -> (lock, depth)
 _SCAFFOLD = {LOCK_NAME, "config.yaml"}
 
 
@@ -33,31 +35,31 @@ class RunFolderBusy(StepDistillError):
 def _acquire(folder: Path, command: str) -> None:
     key = folder.resolve()
     if key in _held:
-        fd, depth = _held[key]
-        _held[key] = (fd, depth + 1)
+        lock, depth = _held[key]
+        _held[key] = (lock, depth + 1)
         return
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    path = folder / LOCK_NAME
+    lock = FileLock(path, timeout=0)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-        os.close(fd)
+        lock.acquire()
+    except Timeout:
+        holder = path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
         raise RunFolderBusy(
             f"{folder} is in use by {holder}; wait for it to finish (or stop it), or choose another --name"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"`stepdistill {command}` (pid {os.getpid()})\n".encode(), 0)
-    _held[key] = (fd, 1)
+    # Another descriptor may write the file: the OS lock belongs to the one the FileLock holds.
+    path.write_text(f"`stepdistill {command}` (pid {os.getpid()})\n", encoding="utf-8")
+    _held[key] = (lock, 1)
 
 
 def _release(folder: Path) -> None:
     key = folder.resolve()
-    fd, depth = _held[key]
+    lock, depth = _held[key]
     if depth > 1:
-        _held[key] = (fd, depth - 1)
+        _held[key] = (lock, depth - 1)
         return
     del _held[key]
-    os.close(fd)  # closing the descriptor releases the flock
+    lock.release()
 
 
 @contextmanager

@@ -1,16 +1,19 @@
 """Render a report as ONE self-contained HTML file: inline CSS, figures as base64 PNG, no scripts.
 
-Nothing is fetched when the page is viewed, so it can be mailed or archived as a single file. Every
-piece of text, model output included, goes through html.escape.
+Nothing is fetched when the page is viewed, so it can be mailed or archived as a single file. The
+page is a jinja2 template with autoescape on: every piece of text, model output included, is
+escaped unless the code marks it safe (only the summary's **bold** spans, built from escaped text).
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from html import escape
 
-from stepdistill.report.content import Report, Table
+from jinja2 import Environment
+from markupsafe import Markup, escape
+
+from stepdistill.report.content import Report
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 70rem;
@@ -30,70 +33,55 @@ img { max-width: 100%; display: block; margin: 0.8rem 0; }
 """
 
 
-def _paragraph(text: str) -> str:
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ r.title }}</title><style>{{ css }}</style></head><body>
+<h1>{{ r.title }}</h1>
+{% for p in summary %}<p class="summary">{{ p }}</p>
+{% endfor %}<p class="runs">Runs: {% for run in r.runs %}<code>{{ run }}</code>{{ ", " if not loop.last }}{% endfor %}</p>
+{% for s in r.sections %}<section><h2>{{ s.title }}</h2>
+{% if s.intro %}<p>{{ s.intro }}</p>
+{% endif %}{% if s.figure in figures %}<img alt="{{ s.title }}" data-figure="{{ s.figure }}" \
+src="data:image/png;base64,{{ figures[s.figure] }}">
+{% if s.caption %}<p class="caption">{{ s.caption }}</p>
+{% endif %}{% endif %}{% for t in s.tables %}{{ table(t) }}
+{% endfor %}</section>
+{% endfor %}{% if r.samples %}<section><h2>Sample of {{ r.sample_split }} examples</h2>
+{% for ex in r.samples %}<div class="example"><b>{{ ex.id }}</b><pre>{{ ex.input }}</pre><table>\
+<tr><th>gold</th><td><code>{{ ex.gold }}</code></td><td></td></tr>\
+<tr><th>teacher</th><td><code>{{ ex.teacher_label }}</code> {{ mark(ex.teacher_correct) }}</td>\
+<td class="why">{{ ex.teacher_rationale or "" }}</td></tr>\
+{% for method, ans in ex.answers.items() %}<tr><th>{{ method }}</th><td><code>{{ ans.pred }}</code> \
+{{ mark(ans.correct) }}</td><td class="why">{{ ans.rationale or "" }}</td></tr>{% endfor %}</table></div>
+{% endfor %}</section>
+{% endif %}</body></html>
+"""
+
+_TABLE = """<table><thead><tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>\
+{% for row in t.rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>"""
+
+_ENV = Environment(autoescape=True, keep_trailing_newline=True)
+
+
+def _paragraph(text: str) -> Markup:
     """Escaped text with **bold** spans (the only markup the summary uses)."""
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escape(text))
+    return Markup(re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", str(escape(text))))
 
 
-def table_html(table: Table) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(name: str, png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{escape(alt)}" data-figure="{escape(name)}" src="data:image/png;base64,{data}">'
-
-
-def _mark(correct: object) -> str:
+def _mark(correct: object) -> Markup:
     if correct is None:
-        return ""
-    return '<span class="ok">✓ right</span>' if correct else '<span class="bad">✗ wrong</span>'
+        return Markup("")
+    return Markup('<span class="ok">✓ right</span>' if correct else '<span class="bad">✗ wrong</span>')
 
 
-def _example_html(ex: dict) -> str:
-    rows = [f"<tr><th>gold</th><td><code>{escape(str(ex['gold']))}</code></td><td></td></tr>"]
-    rationale = ex.get("teacher_rationale") or ""
-    rows.append(
-        f"<tr><th>teacher</th><td><code>{escape(str(ex['teacher_label']))}</code> "
-        f'{_mark(ex["teacher_correct"])}</td><td class="why">{escape(str(rationale))}</td></tr>'
-    )
-    for method, ans in ex["answers"].items():
-        why = escape(str(ans.get("rationale") or ""))
-        rows.append(
-            f"<tr><th>{escape(method)}</th><td><code>{escape(str(ans['pred']))}</code> "
-            f'{_mark(ans["correct"])}</td><td class="why">{why}</td></tr>'
-        )
-    return (
-        f'<div class="example"><b>{escape(str(ex["id"]))}</b><pre>{escape(str(ex["input"]))}</pre>'
-        f"<table>{''.join(rows)}</table></div>"
-    )
+def table_html(table) -> Markup:
+    return Markup(_ENV.from_string(_TABLE).render(t=table))
 
 
 def render_html(report: Report) -> str:
     """The whole page as a string."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(report.title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(report.title)}</h1>",
-        *(f'<p class="summary">{_paragraph(p)}</p>' for p in report.summary),
-        '<p class="runs">Runs: ' + ", ".join(f"<code>{escape(r)}</code>" for r in report.runs) + "</p>",
-    ]
-    for section in report.sections:
-        parts.append(f"<section><h2>{escape(section.title)}</h2>")
-        if section.intro:
-            parts.append(f"<p>{escape(section.intro)}</p>")
-        if section.figure in report.figures:
-            parts.append(_img(section.figure, report.figures[section.figure], section.title))
-            if section.caption:
-                parts.append(f'<p class="caption">{escape(section.caption)}</p>')
-        parts += [table_html(t) for t in section.tables]
-        parts.append("</section>")
-    if report.samples:
-        parts.append(f"<section><h2>Sample of {escape(report.sample_split)} examples</h2>")
-        parts += [_example_html(ex) for ex in report.samples]
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    figures = {name: base64.b64encode(png).decode("ascii") for name, png in report.figures.items()}
+    return _ENV.from_string(_PAGE).render(
+        r=report, css=Markup(_CSS), summary=[_paragraph(p) for p in report.summary], figures=figures,
+        table=table_html, mark=_mark,
+    )  # fmt: skip

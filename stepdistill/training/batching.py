@@ -20,6 +20,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,6 +201,20 @@ class RankStep:
     n_examples: int  # examples of this process
     n_tokens: int  # non-padding tokens of this process's real passes
 
+    def pin_memory(self) -> RankStep:
+        """This step with every batch's tensors in pinned host memory, so that copies to the GPU
+        can be asynchronous (DataLoader's pin_memory calls it; a batch used twice, such as the
+        filler of zero-weight passes, is pinned once)."""
+        pinned: dict[int, Batch] = {}
+
+        def one(batch: Batch) -> Batch:
+            if id(batch) not in pinned:
+                pinned[id(batch)] = batch.map_tensors(torch.Tensor.pin_memory)
+            return pinned[id(batch)]
+
+        micro = [[(one(batch), real) for batch, real in passes] for passes in self.micro]
+        return dataclasses.replace(self, micro=micro)
+
 
 def shard_step(
     micro_batches: list[list[list[Encoded]]],
@@ -309,3 +324,34 @@ class StepStream:
             split=not self.one_pass,
             pack_tokens=self.tc.pack_tokens if self.tc.packing and not self.one_pass else None,
         )  # fmt: skip
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Steps `steps` of a StepStream as a dataset for DataLoader: item i is (this process's passes
+    of step steps[i], that step's FLOPs as `flops` counts them from its (source, target) lengths)."""
+
+    def __init__(self, stream: StepStream, steps: range, flops: Callable[[list[tuple[int, int]]], int]):
+        self.stream, self.steps, self.flops = stream, steps, flops
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> tuple[RankStep, int]:
+        step = self.steps[i]
+        return self.stream[step], self.flops(self.stream.rows(step))
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def step_loader(stream: StepStream, steps: range, flops: Callable[[list[tuple[int, int]]], int], ahead: int,
+                pin: bool) -> torch.utils.data.DataLoader:  # fmt: skip
+    """The steps in order from a DataLoader: with `ahead` > 0 one worker process collates up to that
+    many steps ahead while the current one trains (train.prefetch_steps), and `pin` puts them in
+    pinned memory (CUDA). Every step is a pure function of (seed, step), so the batches, and the
+    run, are the same whatever `ahead` is and wherever a resumed run starts."""
+    return torch.utils.data.DataLoader(
+        StepBatches(stream, steps, flops), batch_size=None, shuffle=False, collate_fn=_as_is,
+        num_workers=1 if ahead else 0, prefetch_factor=ahead or None, pin_memory=pin,
+    )  # fmt: skip

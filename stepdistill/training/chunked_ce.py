@@ -21,8 +21,9 @@ by the incoming gradient (the loss is backpropagated once, as in training).
 KD in chunks: dense teacher logits ([n, vocab], one row per target token) or sparse top-k targets
 ([n, K] ids and log-probs) are sliced per chunk; the teacher's own dense logits are still a full
 [n, vocab] tensor (the teacher computes them), but no student-side [n, vocab] tensor or its graph is
-kept. `plain_target_loss` is the same sum on full logits (the reference the tests compare against,
-and the path used when the output layer is not a plain nn.Linear, e.g. a peft-wrapped lm_head).
+kept. `plain_target_loss` is the same sum on full logits: the path training takes for a pass with
+at most `loss_chunk_tokens` target tokens (most passes at the default 1024), with chunking off, or
+when the output layer is not a plain nn.Linear (e.g. a peft-wrapped lm_head).
 """
 
 from __future__ import annotations

@@ -83,8 +83,8 @@ class TrainConfig(BaseModel):
     # Seconds a process waits in a collective for the others before it fails (process-group timeout):
     # the bound on a hang when a rank dies and the launcher does not stop the others first.
     dist_timeout_s: float = Field(600.0, gt=0)
-    # Optimizer steps collated ahead on a background thread while the current one trains (0: collate
-    # on the training thread). Any value trains on the same batches in the same order.
+    # Optimizer steps a DataLoader worker process collates ahead while the current one trains (0: no
+    # worker, collate in the training process). Any value trains on the same batches in the same order.
     prefetch_steps: int = Field(2, ge=0)
     # Run the student's encoder/decoder stacks under torch.compile inside training steps; a compile
     # that fails or overruns compile_timeout_s falls back to eager (training/compile.py). Off by

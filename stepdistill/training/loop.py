@@ -15,9 +15,9 @@ float summation order.
 Where the parts live: the step's batches (training/batching.py StepStream), the objective and the
 α mixing (training/step.py), model selection and validation loss (training/selection.py), stop
 signals (training/preempt.py), checkpoints (training/checkpoint.py, training/distributed.py), the
-log (training/train_log.py). The next steps are collated on a background thread while the current
-one trains (train.prefetch_steps, training/prefetch.py); train.compile runs the student's stacks
-under torch.compile (training/compile.py).
+log (training/train_log.py). A DataLoader worker collates the next steps while the current one
+trains (train.prefetch_steps; pinned memory on CUDA); train.compile runs the student's stacks under
+torch.compile (training/compile.py).
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ from stepdistill.tasks.base import Task
 from stepdistill.training import checkpoint as ckpt
 from stepdistill.training import distributed as dist
 from stepdistill.training import integrity, preempt, selection
-from stepdistill.training.batching import RankStep, StepCounts, StepStream, encode_examples
+from stepdistill.training.batching import RankStep, StepCounts, StepStream, encode_examples, step_loader
 from stepdistill.training.compile import Compiled, warm_up
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.device import gather_objects, make_adamw
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
-from stepdistill.training.prefetch import Prefetcher, pin, to_device
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, Weights, loss_terms, step_weights
 from stepdistill.training.train_log import TrainLog
@@ -102,72 +101,70 @@ def fit(
     eval_at = set(eval_steps(tc, total_steps))  # every eval_every steps, or geometric
     fsdp = dist.is_fsdp(accelerator)
     steps = range(state["step"], total_steps)
-    with Prefetcher(_collate(stream, flop_model, accelerator.device), steps, tc.prefetch_steps) as batches:
-        for step in steps:
-            plan, step_flops = batches.get(step)  # this process's passes of the step, its FLOPs
-            # loss = alpha * L_label + (1 - alpha) * L_rationale, each a token mean over the whole
-            # step, with (1 - w) * CE_t + w * KD_t for each KD task t: the weights of each token
-            # come from the counts of the whole step (all micro-batches, all processes).
-            alpha = alpha_at(tc, step, total_steps)
-            weights = step_weights(tc.method, alpha, plan.counts, scale=world)
-            objective.train()
-            with compiled.active() if compiled is not None else nullcontext():
-                sums = _forward_backward(
-                    accelerator, objective, plan, weights, keys, tc.seed, step * tc.grad_accum
-                )
-            if tc.max_grad_norm:
-                accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
-            optimizer.step()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+    pin = accelerator.device.type == "cuda"  # page-locked batches: asynchronous copies to the GPU
+    batches = step_loader(stream, steps, flop_model.train_flops, tc.prefetch_steps, pin)
+    for step, (plan, step_flops) in zip(steps, batches):  # this process's passes of the step, its FLOPs
+        # loss = alpha * L_label + (1 - alpha) * L_rationale, each a token mean over the whole
+        # step, with (1 - w) * CE_t + w * KD_t for each KD task t: the weights of each token
+        # come from the counts of the whole step (all micro-batches, all processes).
+        alpha = alpha_at(tc, step, total_steps)
+        weights = step_weights(tc.method, alpha, plan.counts, scale=world)
+        objective.train()
+        with compiled.active() if compiled is not None else nullcontext():
+            sums = _forward_backward(
+                accelerator, objective, plan, weights, keys, tc.seed, step * tc.grad_accum
+            )
+        if tc.max_grad_norm:
+            accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
 
-            done = step + 1
-            window.add(sums, plan, alpha)
-            mine += plan.n_examples
-            state.update(step=done, elapsed_s=time.perf_counter() - clock,
-                         train_flops=state.get("train_flops", 0) + step_flops)  # fmt: skip
-            bar.update(1)
-            is_eval = done in eval_at
-            stop = preempt.stop_requested(accelerator)  # SIGTERM/SIGINT: checkpoint here, then exit
-            is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
-            if done % tc.log_every == 0 or is_save:  # checkpoints end a log window: resume logs alike
-                terms = _log_window(
-                    accelerator, window, keys, tc, kd_term, state, log, done / stream.per_epoch, lr
-                )
-                bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
-                window = Window()
-            if is_eval and not fsdp:
-                _validate(
-                    student, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size
-                )
-            if is_save:
-                _checkpoint(
-                    accelerator,
-                    run_dir,
-                    student,
-                    objective,
-                    optimizer,
-                    scheduler,
-                    state,
-                    is_eval and not fsdp,
-                    tc,
-                )
-            if is_eval and fsdp:  # sharded weights cannot generate: validate the checkpoint just written
-                saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
-                saved.model.to(accelerator.device)
-                _validate(
-                    saved, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size
-                )
-                dist.record_best(accelerator, run_dir, state, tc)
-            if stop:
-                raise preempt.Preempted(preempt.stopped_message(done, total_steps))
-            if is_eval and patience_exhausted(tc, state.get("evals_since_best", 0)):
-                state["stopped_early"] = True
-                if main:
-                    print(f"[train] {name}: no better validation accuracy in {tc.patience} evaluations; "
-                          f"stopping at step {done} of {total_steps}", flush=True)  # fmt: skip
-                break
+        done = step + 1
+        window.add(sums, plan, alpha)
+        mine += plan.n_examples
+        state.update(step=done, elapsed_s=time.perf_counter() - clock,
+                     train_flops=state.get("train_flops", 0) + step_flops)  # fmt: skip
+        bar.update(1)
+        is_eval = done in eval_at
+        stop = preempt.stop_requested(accelerator)  # SIGTERM/SIGINT: checkpoint here, then exit
+        is_save = is_eval or (tc.save_every is not None and done % tc.save_every == 0) or stop
+        if done % tc.log_every == 0 or is_save:  # checkpoints end a log window: resume logs alike
+            terms = _log_window(
+                accelerator, window, keys, tc, kd_term, state, log, done / stream.per_epoch, lr
+            )
+            bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
+            window = Window()
+        if is_eval and not fsdp:
+            _validate(
+                student, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size
+            )
+        if is_save:
+            _checkpoint(
+                accelerator,
+                run_dir,
+                student,
+                objective,
+                optimizer,
+                scheduler,
+                state,
+                is_eval and not fsdp,
+                tc,
+            )
+        if is_eval and fsdp:  # sharded weights cannot generate: validate the checkpoint just written
+            saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
+            saved.model.to(accelerator.device)
+            _validate(saved, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size)
+            dist.record_best(accelerator, run_dir, state, tc)
+        if stop:
+            raise preempt.Preempted(preempt.stopped_message(done, total_steps))
+        if is_eval and patience_exhausted(tc, state.get("evals_since_best", 0)):
+            state["stopped_early"] = True
+            if main:
+                print(f"[train] {name}: no better validation accuracy in {tc.patience} evaluations; "
+                      f"stopping at step {done} of {total_steps}", flush=True)  # fmt: skip
+            break
     bar.close()
     log.close()
     state["examples_per_process"] = gather_objects([mine])  # this launch (a resume counts anew)
@@ -217,17 +214,6 @@ def _scheduler(optimizer, tc: TrainConfig, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def _collate(stream: StepStream, flop_model: FlopModel, device: torch.device) -> Callable[[int], tuple]:
-    """step -> (this process's passes of the step, the step's FLOPs); runs on the prefetch thread.
-    On CUDA the batches go to page-locked memory, so the copies to the GPU are asynchronous."""
-
-    def collate(step: int) -> tuple[RankStep, int]:
-        plan = stream[step]
-        return (pin(plan) if device.type == "cuda" else plan), flop_model.train_flops(stream.rows(step))
-
-    return collate
-
-
 def _micro_seed(seed: int, micro_step: int, rank: int = 0) -> int:
     # Distinct, reproducible torch seed per micro-step and process: dropout depends on these only.
     return (seed * 1_000_003 + micro_step + rank * 7_919_993) % (2**63 - 1)
@@ -246,7 +232,9 @@ def _forward_backward(accelerator, objective, plan: RankStep, weights: Weights, 
         last = i == len(passes) - 1
         with nullcontext() if last else accelerator.no_sync(objective):
             with accelerator.autocast():
-                out = objective(to_device(batch, accelerator.device), weights if real else NO_WEIGHT)
+                out = objective(
+                    batch.to(accelerator.device, non_blocking=True), weights if real else NO_WEIGHT
+                )
             accelerator.backward(out.total)
         if real:
             sums += torch.stack([out.sums[key].float() for key in keys])

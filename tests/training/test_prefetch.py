@@ -1,18 +1,17 @@
-"""Collating ahead: exactly the batches of the plain path, in order, and the same training run."""
+"""Collating ahead in a DataLoader worker: exactly the batches of the plain path, in order, and the
+same training run."""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import pytest
 import torch
 
 from stepdistill.data.io import iter_jsonl
 from stepdistill.train import train_on
-from stepdistill.training.batching import Batch, Encoded, RankStep, StepStream
+from stepdistill.training.batching import Batch, Encoded, RankStep, StepStream, step_loader
 from stepdistill.training.config import TrainConfig
-from stepdistill.training.prefetch import Prefetcher, pin, to_device
 
 TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
 
@@ -46,51 +45,37 @@ def _same_step(a: RankStep, b: RankStep) -> bool:
     )
 
 
-@pytest.mark.parametrize("depth", [0, 1, 3])
+def _flops(rows: list[tuple[int, int]]) -> int:
+    return sum(s + t for s, t in rows)
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
 @pytest.mark.parametrize(("rank", "world"), [(0, 1), (1, 2)])
-def test_prefetched_steps_are_the_plain_steps_in_order(depth, rank, world):
+def test_loaded_steps_are_the_plain_steps_in_order(ahead, rank, world):
     tc = TrainConfig(batch_size=4, grad_accum=2, seed=3, max_tokens_per_pass=30)
     plain = StepStream(_encoded(11), tc, 0, "causal", rank, world)
-    ahead_stream = StepStream(_encoded(11), tc, 0, "causal", rank, world)
+    loaded = StepStream(_encoded(11), tc, 0, "causal", rank, world)
     steps = range(1, 3 * plain.per_epoch + 1)  # three epochs, starting mid-run as a resume does
-    with Prefetcher(lambda s: ahead_stream[s], steps, depth) as ahead:
-        got = [ahead.get(s) for s in steps]
-    assert all(_same_step(g, plain[s]) for g, s in zip(got, steps))
+    got = list(step_loader(loaded, steps, _flops, ahead, pin=False))
+    assert len(got) == len(steps)
+    assert all(_same_step(g, plain[s]) and f == _flops(plain.rows(s)) for (g, f), s in zip(got, steps))
 
 
-def test_steps_must_be_asked_for_in_order():
-    with Prefetcher(lambda s: s * 10, range(5), depth=2) as ahead:
-        assert ahead.get(0) == 0
-        with pytest.raises(RuntimeError, match="step 2 asked for, step 1 collated"):
-            ahead.get(2)
+def _failing_flops(rows: list[tuple[int, int]]) -> int:
+    raise ValueError("a row has no target")
 
 
-def test_a_collation_error_is_raised_on_the_training_thread():
-    def collate(step: int) -> int:
-        if step == 2:
-            raise ValueError("row 2 has no target")
-        return step
-
-    with Prefetcher(collate, range(5), depth=2) as ahead:
-        assert [ahead.get(0), ahead.get(1)] == [0, 1]
-        with pytest.raises(ValueError, match="row 2 has no target"):
-            ahead.get(2)
-
-
-def test_leaving_early_stops_the_background_thread():
-    with Prefetcher(lambda s: s, range(1000), depth=2) as ahead:
-        assert ahead.get(0) == 0
-        thread = ahead._thread
-        assert thread is not None and thread.is_alive()
-    assert not thread.is_alive()
-    assert "stepdistill-prefetch" not in [t.name for t in threading.enumerate()]
+def test_a_collation_error_reaches_the_training_process():
+    tc = TrainConfig(batch_size=4)
+    with pytest.raises(ValueError, match="a row has no target"):
+        next(iter(step_loader(StepStream(_encoded(4), tc, 0, "causal"), range(2), _failing_flops, 2, False)))
 
 
 def test_to_device_keeps_every_field():
     tc = TrainConfig(batch_size=4)
     plan = StepStream(_encoded(4), tc, 0, "seq2seq")[0]
     batch = plan.micro[0][0][0]
-    moved = to_device(batch, torch.device("cpu"))
+    moved = batch.to(torch.device("cpu"), non_blocking=True)
     assert _same_batch(moved, batch) and moved.keys == batch.keys
 
 
@@ -107,7 +92,7 @@ def test_mapping_a_packed_batch_reaches_its_packed_tensors():
         value = getattr(mapped.packed, field.name)
         if isinstance(value, torch.Tensor):
             assert value.dtype == torch.float64, field.name
-    moved = to_device(batch, torch.device("cpu"))
+    moved = batch.to(torch.device("cpu"), non_blocking=True)
     assert torch.equal(moved.packed.target_index, batch.packed.target_index)
 
 
@@ -115,7 +100,7 @@ def test_mapping_a_packed_batch_reaches_its_packed_tensors():
 def test_pinned_steps_equal_the_plain_ones():
     tc = TrainConfig(batch_size=4, grad_accum=2)
     plan = StepStream(_encoded(8), tc, 0, "causal")[0]
-    pinned = pin(plan)
+    pinned = plan.pin_memory()
     assert _same_step(pinned, plan)
     assert all(b.input_ids.is_pinned() for passes in pinned.micro for b, _ in passes)
 
