@@ -1,4 +1,4 @@
-"""Training speed of the real trainer (stepdistill.training.loop.fit) against the reference design.
+"""Training speed of the real trainer (stepdistill.training.loop.fit, run by stepdistill.train.train_on) against the reference design.
 
     .venv/bin/python bench/train_speed.py --device cpu --quick                  # minutes on 2 cores
     .venv/bin/python bench/train_speed.py --device cpu --batch-sizes 4,16,64    # the paper's sizes
@@ -18,7 +18,7 @@ The timed window runs from the start of the first timed step to the start of the
 one (each start is taken after that step's batch was collated, in both designs), so it holds the
 same data loading, forward, backward, optimizer and logging work for every design. fit is driven
 through three patches of its module (no change to stepdistill/): load_student hands it a copy of the
-already-loaded student, plan_epoch hands it the fixed batch sequence, and _train_step is wrapped to
+already-loaded student, plan_epoch hands it the fixed batch sequence, and _forward_backward is wrapped to
 take the clock and stop the run once the window closes (no checkpoint or evaluation is timed).
 Results: bench/results/train_speed-<device>.json and the `train_speed` section of BENCHMARKS.md.
 """
@@ -337,15 +337,16 @@ def run_fit(make_student: Callable[[], Any], cfg, anns: list, seq: list[list[int
             flops: int) -> dict[str, Any]:  # fmt: skip
     """One run of the real trainer over the fixed batch sequence; the timed window's measures."""
     from stepdistill.tasks import get_task
-    from stepdistill.training import loop
+    from stepdistill.train import train_on
+    from stepdistill.training import batching, loop
 
     window, sizes = Window(args.device, args.warmup, args.steps), []
-    real_step = loop._train_step
+    real_step = loop._forward_backward
     signature = inspect.signature(real_step)  # bound by name: robust to added parameters
 
     def timed_step(*a, **k):
         called = signature.bind(*a, **k).arguments
-        step, plan = called["step"], called["plan"]
+        step, plan = called["first_micro"] // cfg.train.grad_accum, called["plan"]
         window.at_step(step)
         if step >= args.warmup:
             sizes.append((plan.n_examples, plan.n_tokens, sum(len(m) for m in plan.micro)))
@@ -358,9 +359,13 @@ def run_fit(make_student: Callable[[], Any], cfg, anns: list, seq: list[list[int
     def cached_student(student_cfg, seed=None):
         return make_student()
 
-    with _patched(loop, _train_step=timed_step, plan_epoch=fixed_plan, load_student=cached_student):
+    # The DataLoader worker is forked after the patches: it collates the fixed plan too.
+    with (
+        _patched(loop, _forward_backward=timed_step, load_student=cached_student),
+        _patched(batching, plan_epoch=fixed_plan),
+    ):
         try:
-            loop.fit(cfg, get_task(cfg.task), {"train": anns})
+            train_on(cfg, get_task(cfg.task), {"train": anns})
         except _WindowDone:
             pass
     return window.result(sizes, flops)

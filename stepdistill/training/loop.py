@@ -141,17 +141,8 @@ def fit(
                 student, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size
             )
         if is_save:
-            _checkpoint(
-                accelerator,
-                run_dir,
-                student,
-                objective,
-                optimizer,
-                scheduler,
-                state,
-                is_eval and not fsdp,
-                tc,
-            )
+            _checkpoint(accelerator, run_dir, student, objective, optimizer, scheduler, state,
+                        is_eval and not fsdp, tc)  # fmt: skip
         if is_eval and fsdp:  # sharded weights cannot generate: validate the checkpoint just written
             saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
             saved.model.to(accelerator.device)
