@@ -74,7 +74,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "ours with full target logits (train.loss_chunk_tokens=0)",
         {"train.loss_chunk_tokens": 0},
     ),
-    "compiled": ("ours + train.compile", {"train.compile": True}),
 }
 REFERENCE_TITLE = "HF Trainer, two padded passes per step, full logits"
 

@@ -190,7 +190,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     apply_overrides(raw, list(overrides or []))
-    return config_from_dict(raw, str(path))
+    from stepdistill.training.resume_check import without_removed
+
+    return config_from_dict(without_removed(raw, str(path)), str(path))
 
 
 def resolved(cfg: Config) -> Config:

@@ -145,11 +145,6 @@ def _finish(cfg: Config, task: Task, splits, state: dict[str, Any], accelerator)
             "examples_per_process": state["examples_per_process"],
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
-            # train.compile: seconds of the compile warm-up (all launches), excluded from wall_s;
-            # compiled: whether this launch trained compiled; compile_fallback: why not, if it asked.
-            "compile_s": state.get("compile_s", 0.0),
-            "compiled": state.get("compiled", False),
-            "compile_fallback": state.get("compile_fallback"),
             "train_flops": state.get("train_flops"),  # training/flops.py: useful FLOPs, no padding
             "stopped_early": state.get("stopped_early", False),  # train.patience ended it
         },

@@ -86,13 +86,6 @@ class TrainConfig(BaseModel):
     # Optimizer steps a DataLoader worker process collates ahead while the current one trains (0: no
     # worker, collate in the training process). Any value trains on the same batches in the same order.
     prefetch_steps: int = Field(2, ge=0)
-    # Run the student's encoder/decoder stacks under torch.compile inside training steps; a compile
-    # that fails or overruns compile_timeout_s falls back to eager (training/compile.py). Off by
-    # default: compiling takes minutes and pays off only on long GPU runs.
-    compile: bool = False
-    # Seconds the compile warm-up (the first step of each launch) may take before its compiled code
-    # is discarded and the run trains eager; checked when the warm-up ends (it is not interrupted).
-    compile_timeout_s: float = Field(600.0, gt=0)
     # Target rows per chunk of the fused lm_head + cross-entropy (+ token-level KD) for a pass with
     # more target tokens than this (training/chunked_ce.py): then the [targets, vocab] logits never
     # exist at once; a pass with at most this many takes the plain path. 0 or None: always plain.

@@ -40,11 +40,6 @@ def check_launch(accelerator, tc: TrainConfig, student: StudentConfig, config: d
         )
     if is_fsdp(accelerator) and student.lora is not None:
         raise ConfigError("student.lora: LoRA students train under DDP (they fit one GPU); use a DDP config")
-    if tc.compile and is_fsdp(accelerator):
-        raise ConfigError(
-            "train.compile: not available under FSDP (the compile warm-up runs the unsharded module); "
-            "launch with a DDP config or set train.compile: false"
-        )
     if tc.batch_size % world:
         raise ConfigError(
             f"train.batch_size: {tc.batch_size} examples per micro-batch cannot be split evenly over "

@@ -16,8 +16,7 @@ Where the parts live: the step's batches (training/batching.py StepStream), the 
 α mixing (training/step.py), model selection and validation loss (training/selection.py), stop
 signals (training/preempt.py), checkpoints (training/checkpoint.py, training/distributed.py), the
 log (training/train_log.py). A DataLoader worker collates the next steps while the current one
-trains (train.prefetch_steps; pinned memory on CUDA); train.compile runs the student's stacks under
-torch.compile (training/compile.py).
+trains (train.prefetch_steps; pinned memory on CUDA).
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from stepdistill.training import checkpoint as ckpt
 from stepdistill.training import distributed as dist
 from stepdistill.training import integrity, preempt, selection
 from stepdistill.training.batching import RankStep, StepCounts, StepStream, encode_examples, step_loader
-from stepdistill.training.compile import Compiled, warm_up
 from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.device import gather_objects, make_adamw
 from stepdistill.training.flops import FlopModel
@@ -93,9 +91,6 @@ def fit(
         print(f"[train] {name}: {world} process(es); an optimizer step takes {stream.step_size} "
               f"examples, {tc.batch_size // world} per process per micro-batch", flush=True)  # fmt: skip
     bar = tqdm(total=total_steps, initial=state["step"], desc=name, disable=None if main else True)
-    compiled, state["compiled"], state["compile_fallback"] = None, False, None  # this launch's
-    if tc.compile and state["step"] < total_steps:  # before the clock starts: not part of wall_s
-        compiled = _compile(accelerator, objective, stream, tc, state, total_steps, keys)
     window, clock = Window(), time.perf_counter() - state["elapsed_s"]
     mine = 0  # examples this process trained on in this launch
     eval_at = set(eval_steps(tc, total_steps))  # every eval_every steps, or geometric
@@ -110,10 +105,7 @@ def fit(
         alpha = alpha_at(tc, step, total_steps)
         weights = step_weights(tc.method, alpha, plan.counts, scale=world)
         objective.train()
-        with compiled.active() if compiled is not None else nullcontext():
-            sums = _forward_backward(
-                accelerator, objective, plan, weights, keys, tc.seed, step * tc.grad_accum
-            )
+        sums = _forward_backward(accelerator, objective, plan, weights, keys, tc.seed, step * tc.grad_accum)
         if tc.max_grad_norm:
             accelerator.clip_grad_norm_(objective.parameters(), tc.max_grad_norm)
         optimizer.step()
@@ -311,27 +303,3 @@ def _checkpoint(accelerator, run_dir: Path, student: Student, objective, optimiz
         f"checkpoint step-{done}", run_dir / "checkpoints" / f".tmp-step-{done}"
     ):
         dist.save(accelerator, run_dir, student, objective, optimizer, scheduler, state, is_eval, tc)
-
-
-def _compile(accelerator, objective, stream: StepStream, tc: TrainConfig, state: dict[str, Any],
-             total_steps: int, keys: list[str]) -> Compiled | None:  # fmt: skip
-    """train.compile: compile the student's stacks on the first step of this launch (training/compile.py);
-    the stacks to run inside training steps, or None when compilation failed or overran its limit."""
-    inner = accelerator.unwrap_model(objective)  # no DDP hooks: the warm-up synchronises nothing
-    compiled = Compiled(inner.base, inner.kind)
-    step = state["step"]
-    inner.train()  # the mode is part of what is compiled: the same as the steps'
-
-    def run() -> None:
-        plan = stream[step]
-        weights = step_weights(
-            tc.method, alpha_at(tc, step, total_steps), plan.counts, accelerator.num_processes
-        )
-        _forward_backward(accelerator, inner, plan, weights, keys, tc.seed, step * tc.grad_accum)
-
-    report = warm_up(compiled, run, tc.compile_timeout_s)
-    for param in inner.parameters():  # the warm-up's gradients are not part of the step
-        param.grad = None
-    state.update(compile_s=state.get("compile_s", 0.0) + report.seconds, compiled=report.compiled,
-                 compile_fallback=report.fallback)  # fmt: skip
-    return compiled if report.compiled else None

@@ -32,7 +32,6 @@ SAFE_TO_CHANGE = frozenset(
         "train.save_every",
         "train.keep_checkpoints",
         "train.prefetch_steps",
-        "train.compile_timeout_s",
         "annotate.progress",
         "annotate.allow_incomplete",
         "teacher.concurrency",
@@ -62,6 +61,29 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 MISSING = object()
 
+# Options an older version had and this one dropped (no measured gain: BENCHMARKS.md), with the value
+# that changed nothing. A saved config.yaml holding them at that value still loads and resumes.
+REMOVED = {("train", "compile"): False, ("train", "compile_timeout_s"): None}
+
+
+def without_removed(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """`raw` (a config as a nested dict) without the REMOVED options; one set to anything but its
+    harmless value is refused, naming it."""
+    from stepdistill.errors import ConfigError
+
+    out = dict(raw)
+    for (section, key), harmless in REMOVED.items():
+        node = out.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if harmless is not None and node[key] != harmless:
+            raise ConfigError(
+                f"{source}: {section}.{key} is no longer an option (it showed no measured gain and was "
+                f"removed); delete it"
+            )
+        out[section] = {k: v for k, v in node.items() if k != key}
+    return out
+
 
 def config_diff(
     old: dict[str, Any], new: dict[str, Any], default: Callable[[str], Any] | None = None
@@ -69,7 +91,7 @@ def config_diff(
     """(dotted key, old value, new value) for every leaf that differs, sorted by key. With
     `default` (dotted key -> the option's default, or MISSING), a key absent from `old` whose new
     value is its default is left out: `old` was written before that option existed."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = _flatten(without_removed(old)), _flatten(new)
     changed = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, MISSING), b.get(key, MISSING)

@@ -62,6 +62,24 @@ def test_config_diff_lists_leaves():
     assert config_diff(old, new) == [("kd", None, None), ("kd.temperature", None, 2), ("train.lr", 0.1, 0.2)]
 
 
+def test_a_run_saved_with_a_removed_option_still_loads_and_resumes(tmp_path, tiny_causal_dir, capsys):
+    """train.compile and train.compile_timeout_s were removed: a config.yaml an older version wrote
+    (compile off) loads and resumes; one that turned compile on is refused, naming the key."""
+    cfg = write_train_config(tmp_path, tiny_causal_dir, **SHORT)
+    assert main(["train", str(cfg), "--train.max_steps", "2"]) == 0
+    saved_path = tmp_path / "runs" / "k" / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text())
+    saved["train"].update(compile=False, compile_timeout_s=600.0)  # as an older version wrote it
+    saved_path.write_text(yaml.safe_dump(saved))
+    assert load_config(saved_path).train.max_steps == 2
+    assert main(["train", str(cfg), "--resume", "--train.max_steps", "2"]) == 0
+    saved["train"]["compile"] = True
+    saved_path.write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "runs" / "k")]) == 2
+    assert "train.compile is no longer an option" in capsys.readouterr().err
+
+
 def test_a_run_saved_before_an_option_existed_resumes_while_the_option_keeps_its_default(
     tmp_path, tiny_causal_dir, capsys
 ):
@@ -69,14 +87,14 @@ def test_a_run_saved_before_an_option_existed_resumes_while_the_option_keeps_its
     assert main(["train", str(cfg), "--train.max_steps", "2"]) == 0
     saved_path = tmp_path / "runs" / "k" / "config.yaml"
     saved = yaml.safe_load(saved_path.read_text())
-    for key in ("packing", "pack_tokens", "compile", "loss_chunk_tokens"):  # as an older version wrote it
+    for key in ("packing", "pack_tokens", "loss_chunk_tokens"):  # as an older version wrote it
         del saved["train"][key]
     saved_path.write_text(yaml.safe_dump(saved))
     capsys.readouterr()
 
     assert main(["train", str(cfg), "--resume", "--train.packing", "true"]) == 2  # not the default
     err = capsys.readouterr().err
-    assert "  train.packing: None -> True\n" in err and "compile" not in err
+    assert "  train.packing: None -> True\n" in err and "loss_chunk_tokens" not in err
     assert main(["train", str(cfg), "--resume", "--train.max_steps", "2"]) == 0  # missing = default
 
     new = load_config(cfg).model_dump(mode="json")
