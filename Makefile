@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch; on a GPU machine use e.g. `make test TORCH_SPEC="torch==2.13.0"` with the
-# CUDA index (see README "Install on a GPU machine").
+# CUDA index (see docs/install.md, "On a GPU machine").
 TORCH_SPEC ?= torch==2.13.0
 PIP_INDEX_ARGS ?=
 # The llama.cpp server used by the teacher integration tests; the native build uses CPU

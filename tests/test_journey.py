@@ -222,7 +222,7 @@ def readme_journey() -> dict[str, list]:
     import shlex
 
     text = README.read_text(encoding="utf-8")
-    start = text.index("### Your own task")
+    start = text.index("\n## Your own task\n") + 1
     section = text[start : text.index("\n## ", start)]
     blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
     commands = [
