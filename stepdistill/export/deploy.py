@@ -19,9 +19,11 @@ card) and an Ollama Modelfile (card.py).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,26 +161,43 @@ def tokenizer_agreement(path: Path, hf_tokenizer, task: Task, rows: list[Annotat
 def write_files(
     model_dir: Path, cfg: Config, targets: dict[str, Path], threads: int | None, tokenizer
 ) -> None:
-    """The f16 GGUF and its quantized versions at `targets` (format -> path), each written under a
-    temporary name and renamed when complete; partial files are removed whatever goes wrong."""
+    """The f16 GGUF and its quantized versions at `targets` (format -> path). All are written under
+    temporary names and renamed once every one is complete, so a failure (a full disk) leaves the
+    folder as it was; an OSError names the file the user asked for, not its temporary name."""
     folder = next(iter(targets.values())).parent
     folder.mkdir(parents=True, exist_ok=True)
     tmp = {fmt: folder / f".{path.name}.tmp-{os.getpid()}" for fmt, path in targets.items()}
     f16 = tmp.get("f16", folder / f".f16.gguf.tmp-{os.getpid()}")
+    writing = targets.get("f16", f16)
     try:
-        try:
-            write_gguf(model_dir, tokenizer, f16, name=cfg.name, extra=student_settings(cfg))
-        except OSError as err:  # name the file the user will look for, not the temporary one
-            raise OSError(err.errno, err.strerror, str(targets.get("f16", f16))) from None
-        for fmt, path in targets.items():
+        write_gguf(model_dir, tokenizer, f16, name=cfg.name, extra=student_settings(cfg))
+        for fmt in targets:
             if fmt != "f16":
+                writing = targets[fmt]
                 quantize(f16, tmp[fmt], fmt, threads)
-                os.replace(tmp[fmt], path)
-        if "f16" in targets:
-            os.replace(f16, targets["f16"])
+        for fmt, path in targets.items():
+            os.replace(tmp[fmt], path)
+    except OSError as err:
+        # numpy's tofile reports a short write without an errno: the free space left tells
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) or shutil.disk_usage(folder).free < 1 << 20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(writing)) from None
+        raise
     finally:
         for p in [*tmp.values(), f16]:
             p.unlink(missing_ok=True)
+
+
+def _split_rows(cfg: Config, task: Task, split: str) -> list[Annotation]:
+    """The rows of `split`: its own file when the config names one for valid or test (training warned about
+    any overlap with train), else as training carved it from train."""
+    from stepdistill.data.readers import load_examples
+    from stepdistill.data.splits import load_splits
+
+    path = getattr(cfg.data, split, None) if split in ("valid", "test") else None  # train is subsampled
+    if isinstance(path, str):
+        rows = load_examples(path, task)
+        return rows[: cfg.data.max_examples] if cfg.data.max_examples is not None else rows
+    return load_splits(cfg.data, task).get(split) or []
 
 
 def _teacher_timing(training: Path) -> dict[str, Any] | None:
@@ -199,7 +218,6 @@ def export_run(
     """Export, score and describe a run's student (see the module docstring); returns deploy.json."""
     from transformers import AutoTokenizer
 
-    from stepdistill.data.splits import load_splits
     from stepdistill.export.card import write_card
     from stepdistill.tasks import get_task
 
@@ -216,7 +234,7 @@ def export_run(
     if present and not overwrite:
         raise ConfigError(f"{present[0]} exists: pass --overwrite to replace this export")
     task = get_task(cfg.task)
-    rows = load_splits(cfg.data, task).get(split) or []
+    rows = _split_rows(cfg, task, split)
     if not rows:
         raise ConfigError(f"the run's config has no {split} rows to score the export on (data.{split})")
 
