@@ -187,7 +187,7 @@ def write_files(
             p.unlink(missing_ok=True)
 
 
-def _split_rows(cfg: Config, task: Task, split: str) -> list[Annotation]:
+def split_rows(cfg: Config, task: Task, split: str) -> list[Annotation]:
     """The rows of `split`: its own file when the config names one for valid or test (training warned about
     any overlap with train), else as training carved it from train."""
     from stepdistill.data.readers import load_examples
@@ -234,7 +234,7 @@ def export_run(
     if present and not overwrite:
         raise ConfigError(f"{present[0]} exists: pass --overwrite to replace this export")
     task = get_task(cfg.task)
-    rows = _split_rows(cfg, task, split)
+    rows = split_rows(cfg, task, split)
     if not rows:
         raise ConfigError(f"the run's config has no {split} rows to score the export on (data.{split})")
 

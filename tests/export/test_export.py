@@ -224,6 +224,15 @@ def test_a_missing_run_and_an_unknown_format_are_one_line(tmp_path, capsys):
     )
 
 
+def test_without_llama_cpp_export_says_how_to_get_it(trained_run, tmp_path, monkeypatch, capsys):
+    from stepdistill.export.quantize import LLAMA_MISSING
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now fails as if not installed
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {LLAMA_MISSING}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_t5_student_is_refused_naming_the_supported_architectures(tmp_path, tiny_seq2seq_dir, capsys):
     cfg = write_run_config(tmp_path, tiny_seq2seq_dir, max_steps=1, eval_every=1)
     assert main(["train", str(cfg)]) == 0
@@ -280,3 +289,14 @@ def test_a_full_disk_leaves_no_half_written_file(
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def test_a_sweep_folder_exports_its_training_with_the_best_validation_accuracy(tmp_path):
+    from stepdistill.export.deploy import find_training
+
+    for name, valid in (("distill-f1-s0", 0.4), ("standard-f1-s0", 0.8), ("step_by_step-f1-s0", 0.8)):
+        (tmp_path / name / "best").mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"splits": {"valid": {"accuracy": valid}}}))
+    (tmp_path / "annotations").mkdir()
+    assert find_training(tmp_path) == tmp_path / "standard-f1-s0"  # the first of the two best, by name
+    assert find_training(tmp_path / "distill-f1-s0") == tmp_path / "distill-f1-s0"
