@@ -144,6 +144,29 @@ def score_file(
     return preds, timing
 
 
+def score_and_compare(
+    fmt: str,
+    path: Path,
+    task: Task,
+    rows: list[Annotation],
+    cfg: Config,
+    torch_rows: list[dict[str, Any]],
+    threads: int | None,
+    split: str,
+) -> dict[str, Any]:
+    """deploy.json's entry of one file; its predictions go to predictions/<format>-<split>.jsonl
+    beside it."""
+    preds, timing = score_file(path, task, rows, cfg, threads)
+    write_jsonl(path.parent / "predictions" / f"{fmt}-{split}.jsonl", preds)
+    return {
+        "format": fmt,
+        "file": path.name,
+        "size_bytes": path.stat().st_size,
+        **compare(preds, torch_rows),
+        **timing,
+    }
+
+
 def tokenizer_agreement(path: Path, hf_tokenizer, task: Task, rows: list[Annotation], cfg: Config) -> dict:
     """On how many test prompts llama.cpp's embedded tokenizer gives the training tokenizer's ids."""
     student = LlamaStudent(path, threads=1, n_ctx=64)
@@ -200,6 +223,20 @@ def split_rows(cfg: Config, task: Task, split: str) -> list[Annotation]:
     return load_splits(cfg.data, task).get(split) or []
 
 
+def pytorch_summary(
+    model_dir: Path, torch_rows: list[dict[str, Any]], metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """The PyTorch student the files are compared with: accuracy, size, latency (from training)."""
+    ref = [bool(r["correct"]) for r in torch_rows if r.get("correct") is not None]
+    latency = metrics.get("latency") or {}
+    return {
+        "accuracy": sum(ref) / len(ref) if ref else None,
+        "n": len(ref),
+        "size_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
+        **{k: latency.get(k) for k in ("ms_per_example", "examples_per_s", "device")},
+    }
+
+
 def _teacher_timing(training: Path) -> dict[str, Any] | None:
     for folder in (training, training.parent):
         if (folder / TIMING_FILE).is_file():
@@ -240,27 +277,12 @@ def export_run(
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     write_files(model_dir, cfg, targets, threads, tokenizer)
-    results = []
-    for fmt, path in targets.items():
-        preds, timing = score_file(path, task, rows, cfg, threads)
-        write_jsonl(out_dir / "predictions" / f"{fmt}-{split}.jsonl", preds)
-        results.append(
-            {
-                "format": fmt,
-                "file": path.name,
-                "size_bytes": path.stat().st_size,
-                **compare(preds, torch_rows),
-                **timing,
-            }
-        )
+    results = [
+        score_and_compare(fmt, path, task, rows, cfg, torch_rows, threads, split)
+        for fmt, path in targets.items()
+    ]
     metrics = json.loads((training / "metrics.json").read_text())
     first = {r["id"]: r for r in torch_rows}[rows[0].id]
-    example = {
-        "prompt": eval_source(task, rows[0], cfg.train) + CAUSAL_SEP,
-        "pytorch_pred": first["pred"],
-        "gold": rows[0].gold,
-    }
-    ref = [bool(r["correct"]) for r in torch_rows if r.get("correct") is not None]
     deploy = {
         "run": str(training),
         "name": cfg.name,
@@ -269,18 +291,14 @@ def export_run(
         "split": split,
         "label_decoding": cfg.eval.label_decoding,
         "folder": str(out_dir),
-        "pytorch": {
-            "accuracy": sum(ref) / len(ref) if ref else None,
-            "n": len(ref),
-            "size_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
-            **{
-                k: (metrics.get("latency") or {}).get(k)
-                for k in ("ms_per_example", "examples_per_s", "device")
-            },
-        },
+        "pytorch": pytorch_summary(model_dir, torch_rows, metrics),
         "teacher": _teacher_timing(training),
         "formats": results,
-        "example": example,
+        "example": {  # the model card's example request
+            "prompt": eval_source(task, rows[0], cfg.train) + CAUSAL_SEP,
+            "pytorch_pred": first["pred"],
+            "gold": rows[0].gold,
+        },
         "tokenizer_agreement": tokenizer_agreement(next(iter(targets.values())), tokenizer, task, rows, cfg),
         "machine": {
             "platform": platform.platform(),
