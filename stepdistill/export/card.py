@@ -172,7 +172,7 @@ def write_card(out_dir: Path, deploy: dict[str, Any], cfg: Config, metrics: dict
         f"scored on the run's {deploy['pytorch']['n']} {deploy['split']} examples with the student's own "
         "prompt and greedy decoding, against the PyTorch student on the same examples (paired bootstrap "
         "interval, exact McNemar test; ms / example: llama.cpp, one example at a time, "
-        f"{deploy['formats'][0]['threads']} threads).",
+        f"{deploy['formats'][0]['threads']} thread{'s' * (deploy['formats'][0]['threads'] != 1)}).",
         "",
         *_table(deploy),
         "",

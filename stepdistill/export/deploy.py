@@ -70,6 +70,16 @@ def find_training(run: Path) -> Path:
     return max(trainings, key=valid)
 
 
+def export_name(training: Path, cfg: Config) -> str:
+    """The files' name: the run's name, prefixed with its sweep's ("demo-standard-f1-s0") when the
+    training is one of a `stepdistill run` folder."""
+    name = cfg.name.replace("/", "-")
+    sweep = training.parent
+    if (sweep / "config.yaml").is_file() and not (sweep / "metrics.json").is_file():
+        return f"{sweep.name}-{name}"
+    return name
+
+
 def student_settings(cfg: Config) -> dict[str, Any]:
     """What a bare GGUF file needs to be prompted and parsed like the student (stored inside it)."""
     from stepdistill.tasks import resolve_generic
@@ -182,7 +192,7 @@ def tokenizer_agreement(path: Path, hf_tokenizer, task: Task, rows: list[Annotat
 
 
 def write_files(
-    model_dir: Path, cfg: Config, targets: dict[str, Path], threads: int | None, tokenizer
+    model_dir: Path, cfg: Config, targets: dict[str, Path], threads: int | None, tokenizer, name: str
 ) -> None:
     """The f16 GGUF and its quantized versions at `targets` (format -> path). All are written under
     temporary names and renamed once every one is complete, so a failure (a full disk) leaves the
@@ -193,7 +203,7 @@ def write_files(
     f16 = tmp.get("f16", folder / f".f16.gguf.tmp-{os.getpid()}")
     writing = targets.get("f16", f16)
     try:
-        write_gguf(model_dir, tokenizer, f16, name=cfg.name, extra=student_settings(cfg))
+        write_gguf(model_dir, tokenizer, f16, name=name, extra=student_settings(cfg))
         for fmt in targets:
             if fmt != "f16":
                 writing = targets[fmt]
@@ -266,7 +276,8 @@ def export_run(
     cfg = with_annotations(load_config(training / "config.yaml"), say=None)
     torch_rows = _pytorch_rows(training, split)
     out_dir = Path(out) if out else training / "export"
-    targets = {fmt: out_dir / f"{cfg.name.replace('/', '-')}-{fmt}.gguf" for fmt in formats}
+    stem = export_name(training, cfg)
+    targets = {fmt: out_dir / f"{stem}-{fmt}.gguf" for fmt in formats}
     present = [p for p in targets.values() if p.exists()]
     if present and not overwrite:
         raise ConfigError(f"{present[0]} exists: pass --overwrite to replace this export")
@@ -276,7 +287,7 @@ def export_run(
         raise ConfigError(f"the run's config has no {split} rows to score the export on (data.{split})")
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    write_files(model_dir, cfg, targets, threads, tokenizer)
+    write_files(model_dir, cfg, targets, threads, tokenizer, stem)
     results = [
         score_and_compare(fmt, path, task, rows, cfg, torch_rows, threads, split)
         for fmt, path in targets.items()
@@ -285,7 +296,7 @@ def export_run(
     first = {r["id"]: r for r in torch_rows}[rows[0].id]
     deploy = {
         "run": str(training),
-        "name": cfg.name,
+        "name": stem,
         "task": metrics.get("task_title") or cfg.task.name,
         "method": cfg.train.method,
         "split": split,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stepdistill.errors import ConfigError
+from stepdistill.errors import ConfigError, suggest
 
 LLAMA_MISSING = (
     "llama.cpp is not installed (llama-cpp-python): `make setup-server` builds it, or "
@@ -42,8 +42,9 @@ def check_formats(formats: list[str]) -> list[str]:
     """The formats, checked against FTYPES (ConfigError naming the allowed ones); f16 first."""
     bad = [f for f in formats if f not in FTYPES]
     if bad or not formats:
+        hint = suggest(bad[0], FTYPES) if bad else ""
         raise ConfigError(
-            f"--quant: unknown format {', '.join(bad) or '(none)'}; choose from {', '.join(FTYPES)}"
+            f"--quant: unknown format {', '.join(bad) or '(none)'}{hint}; choose from {', '.join(FTYPES)}"
         )
     return sorted(dict.fromkeys(formats), key=lambda f: f != "f16")
 
