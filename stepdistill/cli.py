@@ -4,10 +4,11 @@
     stepdistill annotate CONFIG [--section.key value ...]
     stepdistill train CONFIG [--resume [--allow-config-change]] [--section.key value ...]
     stepdistill evaluate RUN_DIR_OR_CONFIG [--split test] [--checkpoint DIR] [--overwrite]
-    stepdistill predict RUN_DIR --input FILE [--rationale] [--out FILE]
+    stepdistill predict RUN_DIR_OR_GGUF --input FILE [--rationale] [--out FILE]
     stepdistill run CONFIG [--section.key value ...] [--plan]
     stepdistill kd-targets CONFIG [--from whitebox|annotations] [--out FILE]
     stepdistill report RUN_DIR [RUN_DIR ...] [--out DIR]
+    stepdistill export RUN_DIR [--format gguf] [--quant f16,q8_0,q4_k_m] [--out DIR] [--overwrite]
 
 No logic lives here: each handler parses its arguments and calls one function.
 
@@ -65,9 +66,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from stepdistill.outcomes import predict_line
     from stepdistill.predict import predict_file
 
-    path = predict_file(
-        args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint
-    )
+    if args.run_dir.endswith(".gguf"):  # a student exported by `stepdistill export`
+        from stepdistill.export.predict import predict_gguf
+
+        path = predict_gguf(args.run_dir, args.input, out=args.out, rationale=args.rationale)
+    else:
+        from stepdistill.evaluate import predict_file
+
+        path = predict_file(
+            args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint
+        )
     print(predict_line(path))
 
 
@@ -93,6 +101,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     path = build_report(args.run_dirs, out=args.out)
     print(f"report: {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from stepdistill.export.deploy import export_line, export_run
+
+    deploy = export_run(
+        args.run_dir, args.quant.split(","), out=args.out, overwrite=args.overwrite, split=args.split
+    )
+    print(export_line(deploy))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="label new inputs with a trained student")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="a run folder, or a .gguf file written by `stepdistill export`")
     s.add_argument("--input", required=True, help="JSONL/CSV/Parquet of task records")
-    s.add_argument("--out", help="output JSONL; default: <run_dir>/predictions-<input name>.jsonl")
+    s.add_argument("--out", help="output JSONL; default: predictions-<input name>.jsonl in the run's folder")
     s.add_argument("--rationale", action="store_true", help="also generate a rationale")
     s.add_argument("--checkpoint")
     s.set_defaults(func=cmd_predict)
@@ -151,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="source", default="whitebox", choices=["whitebox", "annotations"])
     s.add_argument("--out", help="output file; default: kd.topk_file or next to the training data")
     s.set_defaults(func=cmd_kd_targets)
+
+    s = sub.add_parser("export", help="write the student as GGUF files, score each, add a model card")
+    s.add_argument("run_dir", help="a training folder, or a `stepdistill run` folder (its best training)")
+    s.add_argument("--format", default="gguf", choices=["gguf"], help="file format (GGUF: llama.cpp, Ollama)")
+    s.add_argument("--quant", default="f16,q8_0,q4_k_m", help="comma-separated: f16, q8_0, q4_k_m, ...")
+    s.add_argument("--out", help="folder for the files; default: <run_dir>/export")
+    s.add_argument("--split", default="test", help="split to score the exported files on")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("report", help="build or combine reports from finished runs")
     s.add_argument("run_dirs", nargs="+")
@@ -165,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     # Everything after the known flags is a `--section.key value` override.
     args.overrides = rest
-    if rest and args.command in ("import-official", "predict", "report"):
+    if rest and args.command in ("import-official", "predict", "report", "export"):
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     try:
         args.func(args)

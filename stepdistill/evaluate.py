@@ -18,6 +18,7 @@ runs/<name>/evaluation/ (into the run folder with --overwrite).
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,14 +129,22 @@ def _teacher_correct(task: Task, ann: Annotation) -> bool | None:
 
 
 def predict_labels(
-    student: Student,
+    student: Student | Any,
     task: Task,
     annotations: list[Annotation],
     train_cfg: TrainConfig,
     eval_cfg: EvalConfig,
     rationale: bool = False,
 ) -> list[dict[str, Any]]:
-    """One prediction row per annotation (see the run-folder contract in the README)."""
+    """One prediction row per annotation (see the run-folder contract in the README).
+
+    `student` is a PyTorch Student, or any model with `generate` and `rank` methods taking the
+    arguments of `generate` and `rank_labels` after the student (a GGUF file run by llama.cpp:
+    export/llama_student.py), so an exported student is prompted, parsed and scored by this code."""
+    if isinstance(student, Student):
+        gen, rank = partial(generate, student), partial(rank_labels, student)
+    else:
+        gen, rank = student.generate, student.rank
     method = train_cfg.method
     # single_task writes its rationale first; answer_first writes one after the label only when asked.
     with_rationale = method == "single_task" or (method == "answer_first" and rationale)
@@ -148,10 +157,10 @@ def predict_labels(
     if ranking:  # the label is the most likely possible one; no text is generated for it
         candidates = [task.candidates(a.fields) for a in annotations]
         check_rankable(method, task, candidates)
-        ranked, _ = rank_labels(student, task, sources, candidates, train_cfg, eval_cfg)
+        ranked, _ = rank(task, sources, candidates, train_cfg, eval_cfg)
         preds = list(ranked)
     if not ranking or (method == "answer_first" and rationale):
-        texts = generate(student, sources, train_cfg, eval_cfg, max_new_tokens=budget, stop_at=stop)
+        texts = gen(sources, train_cfg, eval_cfg, max_new_tokens=budget, stop_at=stop)
         labels: list[str | None]
         if method == "single_task":
             split = [split_single_task(task, t) for t in texts]
@@ -165,7 +174,7 @@ def predict_labels(
             preds = labels
     if rationale and method == "step_by_step":
         asks = [rationale_source(task, a, train_cfg) for a in annotations]
-        rationales = list(generate(student, asks, train_cfg, eval_cfg, train_cfg.max_target_length))
+        rationales = list(gen(asks, train_cfg, eval_cfg, train_cfg.max_target_length))
     rows = []
     for ann, pred, why in zip(annotations, preds, rationales):
         row = {

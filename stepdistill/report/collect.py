@@ -7,6 +7,7 @@ Two layouts are accepted:
         <method>-f<fraction>-s<seed>/  one training each (the layout below)
     runs/<name>/                       a plain `stepdistill train` folder
         config.yaml  metrics.json  train_log.jsonl  predictions/<split>.jsonl
+        export/deploy.json             when `stepdistill export` ran on it
 
 A folder that is neither raises DataError naming it; a malformed file raises DataError naming the
 file, the line (for JSONL) and the field.
@@ -38,6 +39,7 @@ class Training:
     eval_rows: list[dict[str, Any]] = field(default_factory=list)  # rows with "valid_accuracy"
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     config: dict[str, Any] | None = None  # the training's resolved config.yaml, when present
+    deploy: dict[str, Any] | None = None  # export/deploy.json written by `stepdistill export`
 
     @property
     def method(self) -> str:
@@ -172,6 +174,9 @@ def read_training(path: str | Path) -> Training:
                 tr.eval_rows.append(row)
             elif "loss" in row:
                 tr.train_rows.append(row)
+    deploy = path / "export" / "deploy.json"
+    if deploy.is_file():
+        tr.deploy = _read_json(deploy)
     pred_dir = path / "predictions"
     if pred_dir.is_dir():
         for f in sorted(pred_dir.glob("*.jsonl")):

@@ -12,6 +12,7 @@ from typing import Any
 from stepdistill.report import plots, story
 from stepdistill.report.collect import RunData, all_trainings
 from stepdistill.report.compare import Comparison, MatchedComparison, at_matched_compute, comparisons
+from stepdistill.report.deploy import HEADERS, deploy_reading, deploy_rows
 from stepdistill.report.stats import (
     AccuracyRow,
     accuracy_rows,
@@ -356,6 +357,18 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
     if speed:
         figures["speed"] = plots.speed_figure(speed_rows(runs))
         sections.append(speed)
+    deploy = deploy_rows(runs)
+    if deploy:
+        sections.append(
+            Section(
+                "Deploy",
+                "The student exported by `stepdistill export` to GGUF and run by llama.cpp on the same "
+                "test rows, one example at a time, with the student's label-only prompt and greedy "
+                "decoding; Δ pairs each file with the PyTorch student on those rows (bootstrap 95% "
+                "interval, exact McNemar p). Read: " + deploy_reading(runs),
+                [Table(HEADERS, deploy)],
+            )
+        )
     annotation = _annotation_section(runs)
     if annotation:
         sections.append(annotation)

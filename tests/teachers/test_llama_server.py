@@ -42,7 +42,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_llama(port: int) -> subprocess.Popen:
+def start_llama(port: int, model: str | None = None) -> subprocess.Popen:
+    """A llama.cpp server on `port` serving `model` (default: the embedded SmolLM2 GGUF)."""
     from stepdistill.embedded import smollm2_gguf
 
     cmd = [
@@ -50,7 +51,7 @@ def start_llama(port: int) -> subprocess.Popen:
         "-m",
         "llama_cpp.server",
         "--model",
-        str(smollm2_gguf()),
+        model or str(smollm2_gguf()),
         "--model_alias",
         "smollm2",
     ]
