@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks_md import machine_info, write_section  # noqa: E402
-from stepdistill.data.runfiles import with_annotations  # noqa: E402
 
 from stepdistill.config import load_config  # noqa: E402
 from stepdistill.data.io import write_json  # noqa: E402
 from stepdistill.export.deploy import DEFAULT_FORMATS, export_run, find_training, score_file, split_rows  # noqa: E402
 from stepdistill.export.llama_student import default_threads  # noqa: E402
+from stepdistill.runfiles import with_annotations  # noqa: E402
 from stepdistill.tasks import get_task  # noqa: E402
 from stepdistill.teachers.config import TeacherConfig  # noqa: E402
 

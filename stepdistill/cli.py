@@ -71,8 +71,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         path = predict_gguf(args.run_dir, args.input, out=args.out, rationale=args.rationale)
     else:
-        from stepdistill.evaluate import predict_file
-
         path = predict_file(
             args.run_dir, args.input, out=args.out, rationale=args.rationale, checkpoint=args.checkpoint
         )

@@ -37,6 +37,7 @@ STAGES: list[tuple[str, set[str]]] = [
             "kd_targets",
             "run",
             "run_plan",
+            "export",
             "cli",
         },
     ),  # fmt: skip

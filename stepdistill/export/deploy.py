@@ -31,7 +31,6 @@ from typing import Any
 
 from stepdistill.config import Config, load_config
 from stepdistill.data.io import iter_jsonl, write_json, write_jsonl
-from stepdistill.data.runfiles import with_annotations
 from stepdistill.errors import ConfigError
 from stepdistill.evaluate import predict_labels
 from stepdistill.export.gguf_file import check_exportable, write_gguf
@@ -39,6 +38,7 @@ from stepdistill.export.llama_student import LlamaStudent
 from stepdistill.export.quantize import check_formats, llama_cpp_module, quantize
 from stepdistill.report.collect import TIMING_FILE
 from stepdistill.report.paired import discordant, mcnemar_exact, paired_bootstrap
+from stepdistill.runfiles import with_annotations
 from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import CAUSAL_SEP, encode_source

@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from stepdistill.evaluate_config import EvalConfig
 from stepdistill.export.gguf_file import EXTRA_KEY
 from stepdistill.export.quantize import llama_cpp_module
 from stepdistill.ranking import candidate_ids
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import encode_source
-from stepdistill.training.config import EvalConfig, TrainConfig
+from stepdistill.training.config import TrainConfig
 
 
 def default_threads() -> int:

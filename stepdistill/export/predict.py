@@ -13,10 +13,11 @@ from pathlib import Path
 from stepdistill.data.io import write_jsonl
 from stepdistill.errors import ConfigError
 from stepdistill.evaluate import predict_labels
+from stepdistill.evaluate_config import EvalConfig
 from stepdistill.export.gguf_file import EXTRA_KEY
 from stepdistill.export.llama_student import LlamaStudent, stored_settings
 from stepdistill.tasks.config import TaskConfig
-from stepdistill.training.config import EvalConfig, TrainConfig
+from stepdistill.training.config import TrainConfig
 
 
 def predict_gguf(
