@@ -18,6 +18,7 @@ import torch
 import stepdistill.annotate
 import stepdistill.run_parallel
 import stepdistill.train
+from stepdistill.cli import main
 from stepdistill.config import config_from_dict, load_config
 from stepdistill.data.io import write_jsonl
 from stepdistill.demo_data import demo_splits
@@ -307,12 +308,25 @@ def _parallel_config(tmp_path: Path, model_dir: Path, name: str, workers: int | 
 def test_concurrent_trainings_give_the_weights_and_metrics_of_trainings_in_turn(
     tmp_path, tiny_causal_dir, monkeypatch, capfd
 ):
+    from transformers.utils import logging as hf_logging
+
     _teacher_file(tmp_path / "teacher.jsonl")
     monkeypatch.setattr(stepdistill.run_parallel, "cpu_cores", lambda: 2)  # one thread per child
-    run(_parallel_config(tmp_path, tiny_causal_dir, "seq", 1))
-    capfd.readouterr()
-    run(_parallel_config(tmp_path, tiny_causal_dir, "par", "auto"))
-    out = capfd.readouterr().out
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored after the test
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)  # as on a fresh start, restored after the test
+    said = {}
+    for name, workers in (("seq", 1), ("par", "auto")):  # the command as typed, its output captured
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(_parallel_config(tmp_path, tiny_causal_dir, name, workers).model_dump()))
+        assert main(["run", str(path)]) == 0
+        captured = capfd.readouterr()
+        said[name] = captured.out + captured.err
+    out = said["par"]
+    for text in said.values():
+        # library bars are off (our training bars are off too: the output is not a terminal), and the
+        # trainings, which read the run's annotations, do not say they found none
+        assert not re.search(r"Loading weights|Writing model shards|it/s\]", text), text
+        assert "no annotations in" not in text
     names = ("standard-f1-s0", "step_by_step-f1-s0")
     for name in names:
         seq, par = tmp_path / "runs" / "seq" / name, tmp_path / "runs" / "par" / name
