@@ -180,6 +180,12 @@ def _bar(total: int):
     return tqdm(total=total, desc="trainings", unit="step", disable=None)  # None: off unless a terminal
 
 
+def _expected_cost(sub: Config) -> int:
+    """A training's relative cost, to start the longest first (so that the last to finish is short):
+    its step budget, twice for step_by_step, whose every step trains a label and a rationale pass."""
+    return (sub.train.max_steps or 0) * (2 if sub.train.method == "step_by_step" else 1)
+
+
 def train_concurrently(
     todo: list[tuple[Config, bool]],
     workers: int,
@@ -187,9 +193,10 @@ def train_concurrently(
     say: Callable[[str], None],
     finished: Callable[[Config, float], None],
 ) -> None:
-    """Train every (config, resume) of `todo`, `workers` at a time with `threads` threads each.
+    """Train every (config, resume) of `todo`, `workers` at a time with `threads` threads each, the
+    costliest first (with 2 workers, the demo's two step-by-step students start together).
     `finished(sub, seconds)` runs in this process after each training that succeeded."""
-    waiting = deque(todo)
+    waiting = deque(sorted(todo, key=lambda point: -_expected_cost(point[0])))
     live: list[_Job] = []
     failed: list[tuple[_Job, int]] = []
     done_steps: dict[str, int] = {}
