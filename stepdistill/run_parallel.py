@@ -241,7 +241,7 @@ def _raise_for(failed: list[tuple[_Job, int]], received: list[int], not_started:
 
     later = f"; not started: {', '.join(s.run_dir.name for s in not_started)}" if not_started else ""
     if received:
-        names = ", ".join(job.sub.run_dir.name for job, _ in failed) or "none running"
+        names = ", ".join(sorted(job.sub.run_dir.name for job, _ in failed)) or "none running"
         raise TrainingFailed(
             f"{signal.Signals(received[0]).name}: stopped trainings {names} (a checkpoint each where "
             f"one was due){later}; re-run the same `stepdistill run` to resume them",
