@@ -399,3 +399,18 @@ def test_ctrl_c_stops_concurrent_trainings_with_checkpoints_and_exit_75(tmp_path
     for name in ("standard-f1-s0", "step_by_step-f1-s0"):
         state = next(line for line in lines if line.startswith(f"train {name}: "))
         assert re.fullmatch(rf"train {name}: resumes at step \d+", state), state
+
+
+def test_workers_share_the_cores(monkeypatch):
+    from stepdistill.run_parallel import plan_workers
+
+    monkeypatch.setattr(stepdistill.run_parallel, "_has_accelerator", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert plan_workers("auto", pending=4, cores=2) == (2, 1)  # the demo on 2 cores
+    assert plan_workers("auto", pending=2, cores=8) == (2, 4)  # never more workers than trainings
+    assert plan_workers("auto", pending=1, cores=2) == (1, 2)  # one training: in this process
+    assert plan_workers(3, pending=4, cores=8) == (3, 2)
+    monkeypatch.setattr(stepdistill.run_parallel, "_has_accelerator", lambda: True)
+    assert plan_workers("auto", pending=4, cores=16) == (1, 16)  # trainings would share one GPU
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert plan_workers(4, pending=4, cores=16)[0] == 1  # under torchrun every training uses all ranks
