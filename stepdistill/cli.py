@@ -24,7 +24,7 @@ import errno
 import sys
 
 from stepdistill.errors import StepDistillError
-from stepdistill.threads import sleep_idle_cpu_threads
+from stepdistill.threads import quiet_library_bars, sleep_idle_cpu_threads
 
 
 def _config(args: argparse.Namespace):
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     sleep_idle_cpu_threads()  # before torch loads: spinning OpenMP threads stall shared CPUs
+    quiet_library_bars()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Everything after the known flags is a `--section.key value` override.

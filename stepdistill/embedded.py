@@ -17,10 +17,14 @@ crash or two processes converting at once never leave a half-written model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import io
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from stepdistill.errors import StepDistillError
@@ -78,6 +82,19 @@ def plain_copy(auto, loaded):
     return model
 
 
+@contextlib.contextmanager
+def _bars_held_back() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar, which no setting switches off: what it writes
+    to stderr is held back, and shown only if the conversion fails."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+
+
 def convert_gguf(gguf: Path, out: Path) -> Path:
     """Write `gguf` as a plain transformers causal-LM folder at `out` (float32 safetensors, config,
     generation config, tokenizer); a no-op when `out` is already complete."""
@@ -86,8 +103,12 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    print(f"[model] converting {gguf.name} once to {out} (later loads read that folder)", flush=True)
+    with _bars_held_back():
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     model = plain_copy(AutoModelForCausalLM, loaded)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

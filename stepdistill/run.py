@@ -17,7 +17,8 @@ Everything goes into <out_dir>/<name>/:
 
 Re-running the same command reuses every finished stage: annotation is skipped when its inputs are
 unchanged (re-asking a cache would overwrite summary.json with a bill of zero), a training whose
-metrics.json exists is skipped, an interrupted one resumes from its last checkpoint.
+metrics.json exists is skipped, an interrupted one resumes from its last checkpoint. With
+sweep.workers > 1 independent trainings run at once, one process each (run_parallel.py).
 """
 
 from __future__ import annotations
@@ -187,44 +188,63 @@ def sweep_points(cfg: Config, files: dict[str, str | None]) -> Iterator[Config]:
                     yield training_config(cfg, method, fraction, seed, files, student)
 
 
-def _train_one(cfg: Config, sub: Config) -> None:
-    """Train one sweep point unless its metrics.json exists; a stale finished folder is an error."""
-    from stepdistill.train import train
+def _to_train(cfg: Config, sub: Config) -> bool | None:
+    """None when the sweep point is done (its metrics.json exists), else whether it resumes from a
+    checkpoint; a finished folder trained with another config is an error."""
     from stepdistill.training.checkpoint import latest_checkpoint
-    from stepdistill.training.device import is_main
 
     folder = sub.run_dir
-    stamp = training_stamp(sub)
     if (folder / "metrics.json").exists():
-        if trained_differently(cfg, sub, stamp):
+        if trained_differently(cfg, sub, training_stamp(sub)):
             raise ConfigError(
                 f"{folder} was trained with a different config; choose another --name "
                 "or delete that folder to retrain it"
             )
         _say(f"train {folder.name}: done before, skipped")
-        return
-    resume = latest_checkpoint(folder) is not None
-    _say(f"train {folder.name}" + (" (resuming)" if resume else ""))
+        return None
+    return latest_checkpoint(folder) is not None
+
+
+def _finished(cfg: Config, sub: Config, seconds: float) -> None:
+    from stepdistill.run_parallel import summary_line
+
+    _mark_done(cfg.run_dir, f"train:{sub.run_dir.name}", training_stamp(sub))
+    _say(summary_line(sub.run_dir, seconds))
+
+
+def _train_one(cfg: Config, sub: Config, resume: bool) -> None:
+    """Train one sweep point in this process (all processes of a launcher take part)."""
+    from stepdistill.train import train
+    from stepdistill.training.device import is_main
+
+    _say(f"train {sub.run_dir.name}" + (" (resuming)" if resume else ""))
     start = time.perf_counter()
     # A re-run resumes an interrupted training; changes that cannot alter it (e.g. teacher.concurrency)
     # are accepted, any other change is refused with the diff.
     train(sub, resume=resume, allow_config_change=True)
     if is_main():
-        _mark_done(cfg.run_dir, f"train:{folder.name}", stamp)
-        _say(f"train {folder.name}: finished in {time.perf_counter() - start:.0f} s")
+        _finished(cfg, sub, time.perf_counter() - start)
 
 
 def train_stage(cfg: Config, files: dict[str, str | None]) -> list[Path]:
-    """Train every student x fraction x method x seed of the sweep; returns the training folders."""
+    """Train every student x fraction x method x seed of the sweep; returns the training folders.
+    With sweep.workers > 1 (or auto on a machine with several cores) trainings run at once, each in
+    its own process (run_parallel.py); else one after another in this one."""
+    from stepdistill.run_parallel import plan_workers, train_concurrently
+
     if files["train"] is None:
         raise ConfigError(
             f"no annotated training file in {cfg.run_dir / 'annotations'}: annotate.splits lacks 'train'"
         )
-    folders = []
-    for sub in sweep_points(cfg, files):
-        _train_one(cfg, sub)
-        folders.append(sub.run_dir)
-    return folders
+    points = list(sweep_points(cfg, files))
+    todo = [(sub, resume) for sub in points if (resume := _to_train(cfg, sub)) is not None]
+    workers, threads = plan_workers(cfg.sweep.workers, len(todo))
+    if workers > 1:
+        train_concurrently(todo, workers, threads, _say, lambda sub, s: _finished(cfg, sub, s))
+    else:
+        for sub, resume in todo:
+            _train_one(cfg, sub, resume)
+    return [sub.run_dir for sub in points]
 
 
 def _teacher_model_facts(teacher: Any) -> tuple[int | None, str | None]:

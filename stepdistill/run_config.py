@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -77,6 +77,9 @@ class SweepConfig(BaseModel):
     # Test examples the teacher answers again, uncached, to time its chain-of-thought generation per
     # example against the student's label-only prediction; 0 skips the measurement.
     teacher_timing_examples: int = Field(8, ge=0)
+    # Trainings at once, each in its own process with cores // workers threads (run_parallel.py);
+    # auto: one per core on a CPU-only machine, 1 where a GPU would be shared. 1: in turn, in-process.
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
 
     @field_validator("methods")
     @classmethod

@@ -45,12 +45,19 @@ def _shown(path: Path) -> Path:
         return path
 
 
+def _annotated(cfg: Config) -> bool:
+    """data.train is a file `annotate` wrote (its folder holds the annotation summary)."""
+    return cfg.data.train is not None and (Path(cfg.data.train).parent / "summary.json").exists()
+
+
 def with_annotations(cfg: Config, say: Callable[[str], None] | None = print, verb: str = "train") -> Config:
     """`cfg` reading the run's annotated split files where they exist (the data section as given
     otherwise); says so in one line when that changes what is read."""
     folder = find_annotations(cfg)
     if folder is None:
-        if say is not None and cfg.teacher is not None and verb == "train":
+        # Nothing to say when the data section already names annotated files (as each training of
+        # `stepdistill run` does): only a `train` that forgot `annotate` reads unannotated data.
+        if say is not None and cfg.teacher is not None and verb == "train" and not _annotated(cfg):
             say(
                 f"train: no annotations in {_shown(cfg.run_dir.resolve() / 'annotations')}: reading "
                 "data.* as written (`stepdistill annotate` on this config writes them)"

@@ -1,4 +1,5 @@
-"""CPU thread behaviour, set once before torch is imported."""
+"""Process-wide settings made once where the CLI starts, before torch and transformers load: how idle
+CPU threads wait, and which progress bars show."""
 
 from __future__ import annotations
 
@@ -17,3 +18,16 @@ def sleep_idle_cpu_threads() -> bool:
         return False
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     return True
+
+
+def quiet_library_bars() -> None:
+    """Progress bars belong to our stages (one per training, one for annotation): transformers' and
+    the hub's bars ("Loading weights", "Writing model shards", downloads) are switched off, unless the
+    user set HF_HUB_DISABLE_PROGRESS_BARS. The variable is read when huggingface_hub is imported and
+    is inherited by child processes; where transformers is loaded already, it is told directly."""
+    if os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") != "1":
+        return
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()

@@ -35,6 +35,7 @@ STAGES: list[tuple[str, set[str]]] = [
             "train",
             "predict",
             "kd_targets",
+            "run_parallel",
             "run",
             "run_plan",
             "export",

@@ -4,12 +4,21 @@ real trainings, the report; then a second run that reuses every stage."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import stepdistill.annotate
+import stepdistill.run_parallel
 import stepdistill.train
+from stepdistill.cli import main
 from stepdistill.config import config_from_dict, load_config
 from stepdistill.data.io import write_jsonl
 from stepdistill.demo_data import demo_splits
@@ -280,3 +289,128 @@ def test_sweep_students_are_validated(tmp_path):
     raw["sweep"]["methods"] = ["step_by_step", {"method": "step_by_step"}]
     with pytest.raises(ConfigError, match="the same method and label settings twice"):
         config_from_dict(raw)
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "best" / "model.safetensors"))
+
+
+def _parallel_config(tmp_path: Path, model_dir: Path, name: str, workers: int | str):
+    raw = _config(tmp_path, model_dir, max_steps=4, eval_every=2).model_dump(mode="json")
+    raw["name"] = name
+    raw["data"] = {s: str(tmp_path / "data" / f"{s}.jsonl") for s in SIZES}
+    raw["sweep"].update(fractions=[1.0], workers=workers)
+    return config_from_dict(raw)
+
+
+def test_concurrent_trainings_give_the_weights_and_metrics_of_trainings_in_turn(
+    tmp_path, tiny_causal_dir, monkeypatch, capfd
+):
+    from transformers.utils import logging as hf_logging
+
+    _teacher_file(tmp_path / "teacher.jsonl")
+    monkeypatch.setattr(stepdistill.run_parallel, "cpu_cores", lambda: 2)  # one thread per child
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored after the test
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)  # as on a fresh start, restored after the test
+    said = {}
+    for name, workers in (("seq", 1), ("par", "auto")):  # the command as typed, its output captured
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(_parallel_config(tmp_path, tiny_causal_dir, name, workers).model_dump()))
+        assert main(["run", str(path)]) == 0
+        captured = capfd.readouterr()
+        said[name] = captured.out + captured.err
+    out = said["par"]
+    # the costlier training (two passes a step) starts first, so the last one to finish is short
+    assert out.index("train step_by_step-f1-s0: started") < out.index("train standard-f1-s0: started")
+    for text in said.values():
+        # library bars are off (our training bars are off too: the output is not a terminal), and the
+        # trainings, which read the run's annotations, do not say they found none
+        assert not re.search(r"Loading weights|Writing model shards|it/s\]", text), text
+        assert "no annotations in" not in text
+    names = ("standard-f1-s0", "step_by_step-f1-s0")
+    for name in names:
+        seq, par = tmp_path / "runs" / "seq" / name, tmp_path / "runs" / "par" / name
+        assert f"[run] train {name}: started, 1 thread, output in {par / 'train.log'}" in out
+        assert re.search(rf"\[run\] train {name}: finished in \d+ s, 4 steps \(at its step budget\); ", out)
+        a, b = json.loads((seq / "metrics.json").read_text()), json.loads((par / "metrics.json").read_text())
+        assert a["best_step"] == b["best_step"]
+        assert a["splits"] == b["splits"]  # accuracies, losses and predictions' outcomes
+        assert [r["loss"] for r in _log(seq) if "loss" in r] == [r["loss"] for r in _log(par) if "loss" in r]
+        wa, wb = _weights(seq), _weights(par)
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0)
+        # a child's output went to its log, not to the run's
+        assert "[train] " in (par / "train.log").read_text() and f"[train] {name}:" not in out
+    stages = json.loads((tmp_path / "runs" / "par" / "stages.json").read_text())
+    assert {f"train:{n}" for n in names} <= set(stages)
+    run(_parallel_config(tmp_path, tiny_causal_dir, "par", "auto"))  # a re-run skips both
+    out = capfd.readouterr().out
+    assert all(f"train {n}: done before, skipped" in out for n in names)
+
+
+def _log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_a_failed_concurrent_training_is_named_with_its_exit_code(tmp_path, tiny_causal_dir, monkeypatch):
+    from stepdistill import runlock
+    from stepdistill.run_parallel import TrainingFailed
+
+    _teacher_file(tmp_path / "teacher.jsonl")
+    monkeypatch.setattr(stepdistill.run_parallel, "cpu_cores", lambda: 2)
+    cfg = _parallel_config(tmp_path, tiny_causal_dir, "par", 2)
+    busy = cfg.run_dir / "standard-f1-s0"
+    with runlock.hold(busy, "train"), pytest.raises(TrainingFailed) as err:  # another process has it
+        run(cfg)
+    assert err.value.exit_code == 2  # the child's own exit code: a busy run folder
+    assert str(err.value).startswith("training standard-f1-s0 failed (exit 2); the end of ")
+    assert f"{busy} is in use by `stepdistill train`" in str(err.value)
+    # the other training ran to its end and is recorded, so a re-run skips it
+    assert (cfg.run_dir / "step_by_step-f1-s0" / "metrics.json").exists()
+    stages = json.loads((cfg.run_dir / "stages.json").read_text())
+    assert "train:step_by_step-f1-s0" in stages and "train:standard-f1-s0" not in stages
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_concurrent_trainings_with_checkpoints_and_exit_75(tmp_path, tiny_causal_dir):
+    _teacher_file(tmp_path / "teacher.jsonl")
+    cfg = _parallel_config(tmp_path, tiny_causal_dir, "par", 2)
+    raw = cfg.model_dump(mode="json")
+    raw["train"].update(max_steps=5000, eval_every=5000, log_every=1, patience=None)
+    (tmp_path / "par.yaml").write_text(json.dumps(raw))  # JSON is YAML
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stepdistill.cli", "run", str(tmp_path / "par.yaml")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    logs = [cfg.run_dir / n / "train_log.jsonl" for n in ("standard-f1-s0", "step_by_step-f1-s0")]
+    deadline = time.monotonic() + 300
+    while not all(p.exists() for p in logs) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the command (the children have their own group)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err
+    assert "SIGINT: stopped trainings standard-f1-s0, step_by_step-f1-s0" in err
+    lines = plan(config_from_dict(raw))
+    for name in ("standard-f1-s0", "step_by_step-f1-s0"):
+        state = next(line for line in lines if line.startswith(f"train {name}: "))
+        assert re.fullmatch(rf"train {name}: resumes at step \d+", state), state
+
+
+def test_workers_share_the_cores(monkeypatch):
+    from stepdistill.run_parallel import plan_workers
+
+    monkeypatch.setattr(stepdistill.run_parallel, "_has_accelerator", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert plan_workers("auto", pending=4, cores=2) == (2, 1)  # the demo on 2 cores
+    assert plan_workers("auto", pending=2, cores=8) == (2, 4)  # never more workers than trainings
+    assert plan_workers("auto", pending=1, cores=2) == (1, 2)  # one training: in this process
+    assert plan_workers(3, pending=4, cores=8) == (3, 2)
+    monkeypatch.setattr(stepdistill.run_parallel, "_has_accelerator", lambda: True)
+    assert plan_workers("auto", pending=4, cores=16) == (1, 16)  # trainings would share one GPU
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert plan_workers(4, pending=4, cores=16)[0] == 1  # under torchrun every training uses all ranks
