@@ -27,10 +27,11 @@ def kd_builder(cfg: Config, task: Task, train_rows: list[Annotation]) -> Callabl
     run when it is called), else None."""
     if cfg.kd is None:
         return None
+    from stepdistill.kd import on_policy
     from stepdistill.kd.term import KDTerm
 
     def make_kd(student, device):
-        return KDTerm.from_config(
+        term = KDTerm.from_config(
             cfg.kd,
             student.tokenizer,
             student.base,
@@ -39,6 +40,8 @@ def kd_builder(cfg: Config, task: Task, train_rows: list[Annotation]) -> Callabl
             task=task,
             annotations=train_rows,
         )
+        # kd.on_policy: the same term, with the student sampling its KD rows on a share of the steps
+        return on_policy.build(term, cfg.train, student.tokenizer, student.base, student.kind)
 
     return make_kd
 

@@ -347,6 +347,7 @@ def fit(
     student, formatted, stream, total_steps = _prepare(cfg, task, splits["train"], last, rank, world)
     student.model.to(accelerator.device)
     kd_term = make_kd(student, accelerator.device) if make_kd is not None else None
+    on_policy = kd_term if hasattr(kd_term, "sample_step") else None
     objective = Objective(student.model, student.kind, tc.method, tc.alpha, kd_term, tc.loss_chunk_tokens)
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
     optimizer = make_adamw(_param_groups(objective, tc.weight_decay), tc.lr, accelerator.device)
@@ -398,6 +399,10 @@ def fit(
         for step in steps:
             objective.train()
             plan, step_flops = ahead.get(step)
+            if on_policy is not None:  # kd.on_policy: the student writes this step's KD rows
+                totals = state.setdefault("on_policy", {})
+                plan, sample_flops = on_policy.sample_step(accelerator, objective, plan, step, totals)
+                step_flops += sample_flops
             mine += plan.n_examples
             alpha = alpha_at(tc, step, total_steps)
             with compiled.active() if compiled is not None else nullcontext():
@@ -502,6 +507,7 @@ def _finish(cfg: Config, task: Task, splits, formatted, state: dict[str, Any], r
             "compiled": state.get("compiled", False),
             "compile_fallback": state.get("compile_fallback"),
             "train_flops": state.get("train_flops"),  # training/flops.py: useful FLOPs, no padding
+            "on_policy": state.get("on_policy"),  # kd.on_policy: samples, generation time and FLOPs
             "stopped_early": state.get("stopped_early", False),  # train.patience ended it
         },
         splits=results,
