@@ -33,6 +33,17 @@ class OnPolicyConfig(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1)
 
 
+class ServerTeacherConfig(BaseModel):
+    """An OpenAI-compatible server that scores given text (kd.source: server; kd/server.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str  # e.g. http://127.0.0.1:8080/v1 (llama.cpp's server, or vLLM's)
+    model: str  # the model name the server knows
+    api_key_env: str | None = None  # NAME of the environment variable holding the key (never the key)
+    timeout_s: float = Field(120.0, gt=0)  # per scoring request
+
+
 class KDConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +61,9 @@ class KDConfig(BaseModel):
     # Where teacher probabilities come from:
     #   whitebox: a local transformers model sharing the student's tokenizer, run online
     #   topk_file: precomputed sparse top-k targets (kd/topk.py) next to the annotations
-    source: Literal["whitebox", "topk_file"] = "whitebox"
+    #   server: an OpenAI-compatible server scoring the text online, top-k sparse (kd.on_policy only)
+    source: Literal["whitebox", "topk_file", "server"] = "whitebox"
+    server: ServerTeacherConfig | None = None  # kd.source: server
     teacher_model: str | None = None  # local directory (or hub id when cached) of the white-box teacher
     teacher_gguf_file: str | None = None  # load the teacher from this GGUF inside teacher_model
     teacher_device: str | None = None  # default: the student's device
@@ -78,6 +91,11 @@ class KDConfig(BaseModel):
             raise ValueError("kd.source is 'topk_file' but kd.topk_file is not set")
         if not self.tasks:
             raise ValueError("kd.tasks must name at least one of: label, rationale")
+        if self.source == "server" and (self.server is None or self.on_policy is None):
+            raise ValueError(
+                "kd.source 'server' needs kd.server (base_url, model) and kd.on_policy (it scores the "
+                "student's samples online; for off-policy KD precompute targets with `kd-targets`)"
+            )
         if self.on_policy is not None and self.source == "topk_file":
             raise ValueError(
                 "kd.on_policy: kd.source 'topk_file' holds targets precomputed on the data's outputs, "

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from stepdistill.errors import ConfigError
 from stepdistill.kd.config import KDConfig
@@ -46,6 +48,7 @@ from stepdistill.training.config import TrainConfig
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import LABEL_TASK, RATIONALE_TASK
 
+log = logging.getLogger(__name__)
 TASK_IDS = {"label": LABEL_TASK, "rationale": RATIONALE_TASK}
 # Methods whose label rows hold the label alone: their samples end with the label's line.
 LINE_LABELS = ("standard", "distill", "step_by_step", "rationale_input")
@@ -211,6 +214,16 @@ class OnPolicyTerm:
         self.teacher_flops = FlopModel.from_model(teacher, term.teacher_kind) if teacher is not None else None
         self.line_labels = train.method in LINE_LABELS
         self.sampled_tasks = {TASK_IDS[t] for t in term.token_tasks}
+        self.server, self.unscored = None, 0
+        if term.cfg.source == "server":  # kd/server.py: scores through HTTP, checked now
+            from stepdistill.kd.server import ServerTeacher
+
+            if kind != "causal":
+                raise ConfigError(
+                    "kd.source 'server' scores a decoder-only student's text; this student is seq2seq"
+                )
+            self.server = ServerTeacher(term.cfg.server, tokenizer, term.cfg.topk)
+            self.server.check(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
 
     # What the Objective and the loop read off a KD term.
     @property
@@ -232,12 +245,17 @@ class OnPolicyTerm:
     def token_targets(self, batch: Batch, at: Any) -> TokenKD | None:
         """Teacher targets at every target token of `batch`; on an on-policy pass only the sampled
         rows' tokens have them (`valid`), the data's rows carry CE alone."""
-        if batch.sampled is None:
+        if batch.sampled is None and self.server is None:
             return self.term.token_targets(batch, at)
-        own = batch.sampled[at.rows]  # [n_targets] bool
-        sel = batch.sampled
-        if self.term.teacher is None:
-            raise ValueError("kd.on_policy needs a teacher that scores new text (kd.source whitebox)")
+        if batch.sampled is not None:
+            sel = batch.sampled
+        else:  # an off-policy step with a server teacher: it scores the data's KD rows
+            sel = torch.isin(
+                batch.task_ids, torch.tensor(sorted(self.sampled_tasks), device=batch.task_ids.device)
+            )
+        own = sel[at.rows]  # [n_targets] bool
+        if self.server is not None:
+            return self._server_targets(batch, sel, own)
         scored = teacher_target_logits(  # [n_sampled_targets, vocab], row-major like `own`
             self.term.teacher,
             batch.input_ids[sel],
@@ -249,6 +267,31 @@ class OnPolicyTerm:
         full[own] = scored
         c = self.cfg
         return TokenKD(c.loss, c.temperature, c.jsd_beta, c.sparse_mode, own, teacher_logits=full)
+
+    def _server_targets(self, batch: Batch, sel: torch.Tensor, own: torch.Tensor) -> TokenKD:
+        """Sparse top-k targets from the server for the rows in `sel`; placeholders elsewhere."""
+        parts = row_parts(batch.to("cpu"))
+        scored = [self.server.score(s + t, len(s)) for r, (s, t) in enumerate(parts) if bool(sel[r])]
+        k = max(x.ids.shape[1] for x, _ in scored)
+        n = own.shape[0]
+        ids = torch.full((n, k), -1, dtype=torch.long)
+        lps = torch.full((n, k), float("-inf"))
+        ids[:, 0], lps[:, 0] = 0, 0.0  # placeholder entry (id 0, probability 1): finite, weight 0
+        mask = own.cpu()
+        pad = [k - x.ids.shape[1] for x, _ in scored]
+        ids[mask] = torch.cat([F.pad(x.ids, (0, p), value=-1) for (x, _), p in zip(scored, pad)])
+        lps[mask] = torch.cat(
+            [F.pad(x.logprobs, (0, p), value=float("-inf")) for (x, _), p in zip(scored, pad)]
+        )
+        valid = torch.zeros(n, dtype=torch.bool)
+        valid[mask] = torch.cat([v for _, v in scored])
+        if not bool(valid[mask].all()):
+            self.unscored += int((~valid[mask]).sum())
+            log.warning("kd.server: %d sampled tokens so far had no teacher targets (the server "
+                        "tokenised the text differently from there on)", self.unscored)  # fmt: skip
+        c, dev = self.cfg, own.device
+        return TokenKD(c.loss, c.temperature, c.jsd_beta, c.sparse_mode, valid.to(dev), ids=ids.to(dev),
+                       logprobs=lps.to(dev))  # fmt: skip
 
     def _extend(self, model: Any, batch: Batch, step: int) -> tuple[Batch, dict[str, int]]:
         """One pass with its KD rows' samples added, and what they cost."""
