@@ -24,6 +24,10 @@ Cost: the sampling (a forward over prompt and sample) and the sampled rows' trai
 are added to train_flops, which the report's matched-compute comparisons read; metrics.json's
 train.on_policy holds the counts, the generation seconds and the teacher's scoring FLOPs (not in
 train_flops: the off-policy teacher's forward is not either).
+
+Teachers: the white-box one (kd.source whitebox: dense logits on the same padded rows) or a llama.cpp
+server (kd.source server, kd/server.py: sparse top-k over HTTP; it also scores the data's KD rows on
+the off-policy steps of a mixed run).
 """
 
 from __future__ import annotations
