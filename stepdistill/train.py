@@ -92,10 +92,11 @@ def kd_builder(cfg: Config, task: Task, train_rows: list[Annotation]) -> Callabl
     run when it is called), else None."""
     if cfg.kd is None:
         return None
+    from stepdistill.kd import on_policy
     from stepdistill.kd.term import KDTerm
 
     def make_kd(student, device):
-        return KDTerm.from_config(
+        term = KDTerm.from_config(
             cfg.kd,
             student.tokenizer,
             student.base,
@@ -104,6 +105,8 @@ def kd_builder(cfg: Config, task: Task, train_rows: list[Annotation]) -> Callabl
             task=task,
             annotations=train_rows,
         )
+        # kd.on_policy: the same term, with the student sampling its KD rows on a share of the steps
+        return on_policy.build(term, cfg.train, student.tokenizer, student.base, student.kind)
 
     return make_kd
 
@@ -146,6 +149,7 @@ def _finish(cfg: Config, task: Task, splits, state: dict[str, Any], accelerator)
             "wall_s": wall,
             "tokens_per_s": state["tokens_seen"] / wall if wall else None,
             "train_flops": state.get("train_flops"),  # training/flops.py: useful FLOPs, no padding
+            "on_policy": state.get("on_policy"),  # kd.on_policy: samples, generation time and FLOPs
             "stopped_early": state.get("stopped_early", False),  # train.patience ended it
         },
         splits=results,

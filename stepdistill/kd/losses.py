@@ -5,7 +5,9 @@ Notation: p = teacher distribution, q = student distribution, both softened by t
     forward_kl  KL(p || q) * T^2     mass-covering; the classic soft-target KD
     reverse_kl  KL(q || p) * T^2     mode-seeking
     jsd         (beta * KL(p || m) + (1 - beta) * KL(q || m)) * T^2,  m = beta * p + (1 - beta) * q
-                JSD / beta -> forward KL as beta -> 0; JSD / (1 - beta) -> reverse KL as beta -> 1.
+                JSD / beta -> forward KL as beta -> 0; JSD / (1 - beta) -> reverse KL as beta -> 1,
+                so, as in GKD (Agarwal et al. 2024) and TRL, beta = 0 IS forward KL and beta = 1
+                reverse KL (the plain JSD would be identically 0 there).
 
 The T^2 factor keeps gradient magnitudes comparable across temperatures (soft-target gradients scale
 as 1/T^2). Teacher targets come dense (logits over the whole vocabulary, [N, V]) or sparse (top-k ids
@@ -57,8 +59,10 @@ def divergence(logp: torch.Tensor, logq: torch.Tensor, loss: str, beta: float = 
     if loss == "jsd":
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"jsd beta must be in [0, 1], got {beta}")
-        if beta == 0.0 or beta == 1.0:
-            return torch.zeros(logp.shape[:-1], dtype=logq.dtype, device=logq.device)
+        if beta == 0.0:  # GKD's endpoints: the limits of JSD / beta and JSD / (1 - beta)
+            return _kl(logp, logq)
+        if beta == 1.0:
+            return _kl(logq, logp)
         # Outcomes neither side supports (padding) would make logaddexp(-inf, -inf) return NaN
         # gradients; give them log-prob 0 on both sides there, where they contribute exactly 0.
         dead = (logp == float("-inf")) & (logq == float("-inf"))

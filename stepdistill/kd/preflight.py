@@ -30,6 +30,18 @@ class Finding:
     message: str
 
 
+def _vocabularies(teacher_tok: Any, student_tok: Any) -> str:
+    """Both vocabularies by name, so the user sees which tokenizers disagree."""
+
+    def name(tok: Any) -> str:
+        return getattr(tok, "name_or_path", "") or type(tok).__name__
+
+    return (
+        f"teacher vocabulary '{name(teacher_tok)}' ({len(teacher_tok)} tokens), "
+        f"student vocabulary '{name(student_tok)}' ({len(student_tok)} tokens)"
+    )
+
+
 def check_tokenizers(teacher_tok: Any, student_tok: Any, probe: str = PROBE) -> list[Finding]:
     """Vocabulary size, special tokens, ids of a probe text and chat templates."""
     out: list[Finding] = []
@@ -38,7 +50,9 @@ def check_tokenizers(teacher_tok: Any, student_tok: Any, probe: str = PROBE) -> 
             Finding(
                 "error",
                 "vocab",
-                f"vocabulary sizes differ: teacher {len(teacher_tok)}, student {len(student_tok)}",
+                f"vocabulary sizes differ: teacher {len(teacher_tok)}, student {len(student_tok)} "
+                f"({_vocabularies(teacher_tok, student_tok)}); cross-tokenizer distillation needs "
+                "the two aligned first",
             )
         )
     for name in _SPECIAL:
@@ -60,7 +74,8 @@ def check_tokenizers(teacher_tok: Any, student_tok: Any, probe: str = PROBE) -> 
                 "error",
                 "token_ids",
                 f"the probe text tokenises differently from token {pos}: "
-                f"teacher {t_ids[pos : pos + 3]}, student {s_ids[pos : pos + 3]}",
+                f"teacher {t_ids[pos : pos + 3]}, student {s_ids[pos : pos + 3]} "
+                f"({_vocabularies(teacher_tok, student_tok)})",
             )
         )
     t_tpl, s_tpl = getattr(teacher_tok, "chat_template", None), getattr(student_tok, "chat_template", None)

@@ -124,6 +124,7 @@ class Batch:
     kind: str  # "causal" or "seq2seq"
     keys: list[str] | None = None  # per row, when encoded with example ids (top-k targets, KD)
     packed: Packed | None = None  # positions and target indices of a packed pass
+    sampled: torch.Tensor | None = None  # [rows] bool: the target is the student's sample (kd.on_policy)
 
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """A copy with `fn` applied to every tensor, the packed ones included (other fields shared)."""
@@ -179,6 +180,9 @@ class StepCounts:
     n_rationale_tokens: int
     n_label_rows: int
     n_examples: int
+    # kd.on_policy steps: the student's sampled target tokens per task (their KD term's normalisers)
+    n_sampled_label_tokens: int = 0
+    n_sampled_rationale_tokens: int = 0
 
 
 def step_counts(examples: list[list[Encoded]]) -> StepCounts:

@@ -13,7 +13,8 @@ writes files, between barriers. Without dropout, 1 and N processes give the same
 float summation order.
 
 Where the parts live: the step's batches (training/batching.py StepStream), the objective and the
-α mixing (training/step.py), model selection and validation loss (training/selection.py), stop
+α mixing (training/step.py), the student's samples on a kd.on_policy step (kd/on_policy.py, reached
+through the KD term fit is given), model selection and validation loss (training/selection.py), stop
 signals (training/preempt.py), checkpoints (training/checkpoint.py, training/distributed.py), the
 log (training/train_log.py). A DataLoader worker collates the next steps while the current one
 trains (train.prefetch_steps; pinned memory on CUDA).
@@ -49,6 +50,9 @@ from stepdistill.training.step import NO_WEIGHT, Objective, Weights, loss_terms,
 from stepdistill.training.train_log import TrainLog
 
 Validate = Callable[[Student], dict[str, Any]]  # student -> valid_accuracy, valid_n, valid_correct
+# (accelerator, objective, this process's step, step index, metrics totals) -> (the step with the
+# student's samples added, the FLOPs they cost): a kd.on_policy term's `sample_step`.
+SampleStep = Callable[[Any, Any, RankStep, int, dict[str, Any]], tuple[RankStep, int]]
 
 
 def fit(
@@ -68,11 +72,15 @@ def fit(
     eval_every steps on splits['valid'] (`validate` gives the accuracy, the loss is the objective's),
     keep checkpoints and best.json in `run_dir`; returns the run's final state (best_step, ...).
     `make_kd(student, device)` builds the soft-target term of a kd: section (training never imports
-    stepdistill.kd; the train command passes it); `eval_batch_size` rows per validation-loss pass."""
+    stepdistill.kd; the train command passes it), a kd.on_policy term with a `sample_step`
+    (SampleStep) that adds the student's samples to a step; `eval_batch_size` rows per
+    validation-loss pass."""
     main, world = accelerator.is_main_process, accelerator.num_processes
     student, formatted, stream, total_steps = _prepare(student_cfg, tc, task, splits["train"], last,
                                                        accelerator, one_pass=make_kd is not None)  # fmt: skip
     kd_term = make_kd(student, accelerator.device) if make_kd is not None else None
+    # kd.on_policy (kd/on_policy.py): the term's sampler lets the student write the KD rows of a step
+    sample_step: SampleStep | None = getattr(kd_term, "sample_step", None)
     objective = Objective(student.model, student.kind, kd_term, tc.loss_chunk_tokens)
     valid = _encode(student, tc, task, splits.get("valid", []))
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
@@ -103,6 +111,10 @@ def fit(
         # step, with (1 - w) * CE_t + w * KD_t for each KD task t: the weights of each token
         # come from the counts of the whole step (all micro-batches, all processes).
         alpha = alpha_at(tc, step, total_steps)
+        if sample_step is not None:  # kd.on_policy: the student writes the KD rows of this step
+            totals = state.setdefault("on_policy", {})  # metrics.json train.on_policy
+            plan, sample_flops = sample_step(accelerator, objective, plan, step, totals)
+            step_flops += sample_flops  # sampling and the sampled rows' training
         weights = step_weights(tc.method, alpha, plan.counts, scale=world)
         objective.train()
         sums = _forward_backward(accelerator, objective, plan, weights, keys, tc.seed, step * tc.grad_accum)

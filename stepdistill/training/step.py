@@ -12,7 +12,9 @@ over passes, micro-batches and processes, to
 
 With a kd: section, each task t in kd.tasks contributes (1 - w) * CE_t + w * KD_t instead of CE_t;
 KD_t is normalised like CE_t, by the step's task-t target tokens (label distributions: by its label
-rows), and a token or row without teacher targets adds zero (see kd/term.py).
+rows), and a token or row without teacher targets adds zero (see kd/term.py). On a kd.on_policy step
+(kd/on_policy.py) a pass also holds the student's samples (`sampled` rows): they carry w * KD_t alone,
+normalised by the step's sampled task-t tokens, and the data's rows carry (1 - w) * CE_t alone.
 
 Memory and speed: lm_head runs only on the hidden states of target tokens, never on the full
 [rows, seq, vocab] tensor (~80x less lm_head work for a 400-token prompt and a 5-token label). With
@@ -67,6 +69,8 @@ class Weights:
     label: float  # per label target token
     rationale: float  # per rationale target token
     label_row: float  # per label row (label-distribution KD)
+    sampled_label: float = 0.0  # per sampled label token (kd.on_policy)
+    sampled_rationale: float = 0.0  # per sampled rationale token (kd.on_policy)
 
 
 NO_WEIGHT = Weights(0.0, 0.0, 0.0)  # padding passes: gradients exactly zero
@@ -87,7 +91,11 @@ def step_weights(method: str, alpha: float, counts: StepCounts, scale: float = 1
         on_label = on_rat = 1.0 / max(1, n_lab + n_rat)
     task_mix = on_label * n_lab  # the label task's share of the total (alpha, or N_label / N)
     on_row = task_mix / counts.n_label_rows if counts.n_label_rows else 0.0
-    return Weights(on_label * scale, on_rat * scale, on_row * scale)
+    # kd.on_policy: each task's share spread over the student's sampled tokens of that task
+    s_lab, s_rat = counts.n_sampled_label_tokens, counts.n_sampled_rationale_tokens
+    on_s_lab = task_mix / s_lab if s_lab else 0.0
+    on_s_rat = on_rat * n_rat / s_rat if s_rat else 0.0
+    return Weights(on_label * scale, on_rat * scale, on_row * scale, on_s_lab * scale, on_s_rat * scale)
 
 
 @dataclass
@@ -227,10 +235,17 @@ class Objective(torch.nn.Module):
                 on_token = torch.where(in_task, on_token * (1.0 - w), on_token)
                 if task in self.kd_term.token_tasks:
                     on_kd = torch.where(in_task & kd.valid, w * unit[task], on_kd)
+        own = None  # [n_targets] bool: tokens the student sampled (kd.on_policy), which carry no CE
+        if batch.sampled is not None:
+            own = batch.sampled[at.rows]
+            per_sample = torch.where(is_label, weights.sampled_label, weights.sampled_rationale)
+            on_token = torch.where(own, 0.0, on_token)
+            on_kd = torch.where(own & kd.valid, self.kd_term.cfg.weight * per_sample, on_kd)
         total, per_token, per_kd = self._losses(at, on_token, on_kd, kd)
+        ce_rows = per_token if own is None else per_token * ~own  # CE is logged over the data's rows
         sums = {
-            "label": (per_token * is_label).sum(),
-            "rationale": (per_token * (at.task_ids == RATIONALE_TASK)).sum(),
+            "label": (ce_rows * is_label).sum(),
+            "rationale": (ce_rows * (at.task_ids == RATIONALE_TASK)).sum(),
         }
         if self.kd_term is not None:
             for task in self.kd_term.token_tasks:
@@ -275,9 +290,12 @@ def loss_terms(
     w = step_weights(method, alpha, counts)
     mix = {"label": w.label * n["label"], "rationale": w.rationale * n["rationale"]}
     kd_mean = {}
+    # kd.on_policy steps take the KD term over the student's sampled tokens
+    n_kd = {"label": counts.n_sampled_label_tokens or n["label"],
+            "rationale": counts.n_sampled_rationale_tokens or n["rationale"]}  # fmt: skip
     for task in kd.cfg.tasks:
         per_row = task == "label" and kd.soft_labels is not None
-        denom = counts.n_label_rows if per_row else n[task]
+        denom = counts.n_label_rows if per_row else n_kd[task]
         kd_mean[task] = sums[f"kd_{task}"] / max(1, denom)
     terms["kd_loss"] = sum(mix[t] * v for t, v in kd_mean.items())
     terms["kd_ce_loss"] = sum(mix[t] * terms[f"{t}_loss"] for t in kd_mean)

@@ -76,7 +76,9 @@ def test_jsd_limits_approach_forward_and_reverse_kl():
     near1 = divergence(logp.double(), logq.double(), "jsd", beta=1 - eps) / eps
     assert torch.allclose(near0, fwd, rtol=1e-3)
     assert torch.allclose(near1, rev, rtol=1e-3)
-    assert torch.all(divergence(logp, logq, "jsd", beta=0.0) == 0)
+    # GKD's convention at the endpoints: beta 0 is forward KL, beta 1 reverse KL (not a zero loss).
+    assert torch.equal(divergence(logp, logq, "jsd", beta=0.0), divergence(logp, logq, "forward_kl"))
+    assert torch.equal(divergence(logp, logq, "jsd", beta=1.0), divergence(logp, logq, "reverse_kl"))
 
 
 def test_sparse_rest_and_renormalize_hand_computed():
