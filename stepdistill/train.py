@@ -51,12 +51,18 @@ def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) 
     from stepdistill.data.runfiles import with_annotations
     from stepdistill.data.splits import load_splits
     from stepdistill.tasks import get_task
-    from stepdistill.training import preempt
+    from stepdistill.training import preempt, rationales
+    from stepdistill.training.formatting import trained_label
     from stepdistill.training.loop import fit
+    from stepdistill.training.models import load_tokenizer
 
     cfg = with_annotations(resolved(cfg))  # the run's annotations when `annotate` wrote them
     task = get_task(cfg.task)
     splits = load_splits(cfg.data, task)
+    rationales.preflight(  # bad rationale keys fail here, before the student loads
+        task, splits["train"], cfg.train, cfg.kd is not None,
+        lambda ann: trained_label(ann, cfg.train)[0], lambda: load_tokenizer(cfg.student),
+    )  # fmt: skip
     with runlock.hold(cfg.run_dir, "train"), preempt.on_signals():
         return fit(
             cfg, task, splits, resume=resume, allow_config_change=allow_config_change,

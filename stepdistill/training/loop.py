@@ -64,6 +64,7 @@ from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
 from stepdistill.training.prefetch import Prefetcher, pin, to_device
+from stepdistill.training.rationales import token_counter
 from stepdistill.training.resume_check import check_resume, model_default
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, loss_terms, run_pass, step_weights
@@ -225,7 +226,7 @@ def _prepare(cfg: Config, task: Task, train_rows: list[Annotation], last: Path |
     student = (
         ckpt.restore_student(cfg.student, last, tc.seed) if last else load_student(cfg.student, seed=tc.seed)
     )
-    formatted = build_pairs(task, train_rows, tc)
+    formatted = build_pairs(task, train_rows, tc, token_counter(student.tokenizer))
     if not formatted.examples:
         reasons = ", ".join(f"{n} {r}" for r, n in formatted.skipped.items()) or "no rows"
         raise ConfigError(f"train.method={tc.method}: no usable training example ({reasons})")

@@ -15,6 +15,7 @@ from stepdistill.schema import Annotation
 from stepdistill.tasks.base import Task
 from stepdistill.training.batching import collate, encode_examples, step_counts
 from stepdistill.training.formatting import build_pairs
+from stepdistill.training.rationales import token_counter
 from stepdistill.training.step import Objective, run_pass, step_weights
 
 
@@ -23,7 +24,7 @@ def valid_loss(student: Any, task: Task, valid: list[Annotation], cfg: Any) -> f
     """The training loss on the valid rows the method can use; None when there are none. The whole
     split is weighed as one step (step_weights with the split's counts), so batching does not change it."""
     tc = cfg.train
-    formatted = build_pairs(task, valid, tc)
+    formatted = build_pairs(task, valid, tc, token_counter(student.tokenizer))
     if not formatted.examples:
         return None
     encoded = encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)

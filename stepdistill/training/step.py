@@ -223,12 +223,17 @@ class Objective(torch.nn.Module):
         keys: list[str] | None = None,
         keep_logits: bool = False,
         packed: Packed | None = None,
+        row_weights: torch.Tensor | None = None,
     ) -> PassLoss:
         batch = Batch(input_ids, attention_mask, labels, task_ids, 0, self.kind, keys, packed)
         at = target_hidden(self.base, batch, self.kind)
         is_label = at.task_ids == LABEL_TASK
         unit = {"label": weights.label, "rationale": weights.rationale}
         on_token = torch.where(is_label, weights.label, weights.rationale)  # CE weight  # [n_targets]
+        # Several rationales per example (training/rationales.py): each token also carries its row's weight.
+        on_row = row_weights[at.rows] if row_weights is not None else None  # [n_targets]
+        if on_row is not None:
+            on_token = on_token * on_row
         on_kd = torch.zeros_like(on_token)  # token-level KD weight  # [n_targets]
         kd = None
         if self.kd_term is not None:
@@ -241,6 +246,8 @@ class Objective(torch.nn.Module):
                 if task in self.kd_term.token_tasks:
                     on_kd = torch.where(in_task & kd.valid, w * unit[task], on_kd)
         total, per_token, per_kd, logits = self._losses(at, on_token, on_kd, kd, keep_logits)
+        if on_row is not None:  # logged sums weighted like the loss (their normalisers are weighted)
+            per_token = per_token * on_row
         sums = {
             "label": (per_token * is_label).sum(),
             "rationale": (per_token * (at.task_ids == RATIONALE_TASK)).sum(),
@@ -336,6 +343,7 @@ def run_pass(objective: Objective, batch: Batch, weights: Weights, keep_logits: 
         keys=batch.keys,
         keep_logits=keep_logits,
         packed=batch.packed,
+        row_weights=batch.row_weights,
     )
 
 
