@@ -462,11 +462,13 @@ def data_dir_for(spec: dict[str, Any], cell: Cell) -> Path:
     return RESULTS_DIR / "data" / f"{DEMO}-{spec['methods'][cell.method].get('annotation', 'k1')}"
 
 
-def prepare_demo(spec: dict[str, Any]) -> dict[str, Any]:
+def prepare_demo(spec: dict[str, Any], wanted: set[str] | None = None) -> dict[str, Any]:
     """Generate the demo's splits once and annotate their training split once per entry of
     demo.annotations (name -> annotate.samples) with the demo config's teacher (test too, for the
     teacher's reference accuracy, with the first); returns each annotation's summary (its wall
-    seconds are the cost side of the study). Cached: a re-run annotates nothing."""
+    seconds are the cost side of the study). Cached: a re-run annotates nothing. `wanted`: only
+    these annotations (those of the cells --only selects; the first is always made: its test
+    split gives the teacher's reference accuracy)."""
     import json
 
     from stepdistill.annotate import annotate
@@ -485,6 +487,8 @@ def prepare_demo(spec: dict[str, Any]) -> dict[str, Any]:
     teacher, summaries = LazyTeacher(cfg.teacher), {}
     try:
         for n, (name, k) in enumerate(spec[DEMO]["annotations"].items()):
+            if n and wanted is not None and name not in wanted:
+                continue
             out = RESULTS_DIR / "data" / f"{DEMO}-{name}"
             done = out / "summary.json"
             if not done.exists():
@@ -663,8 +667,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in cells:
             print(("done " if c.key in done else "todo ") + c.key)
         return 0
-    if DEMO in spec["tasks"]:
-        prepare_demo(spec)
+    if DEMO in spec["tasks"] and not args.report:
+        prepare_demo(
+            spec, {data_dir_for(spec, c).name.removeprefix(f"{DEMO}-") for c in cells if c.task == DEMO}
+        )
     data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"] if t != DEMO}
     if DEMO in spec["tasks"]:  # the teacher's reference accuracy: the first (greedy) annotation's test
         data_dirs[DEMO] = RESULTS_DIR / "data" / f"{DEMO}-{next(iter(spec[DEMO]['annotations']))}"
