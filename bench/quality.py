@@ -456,10 +456,15 @@ DEMO = "demo"  # the demo task: generated problems annotated by the demo's embed
 
 def data_dir_for(spec: dict[str, Any], cell: Cell) -> Path:
     """The annotated files of a cell: the imported official files of its task, or for the demo task
-    the annotation its method names (`annotation: k8` -> bench/results/data/demo-k8)."""
+    the annotation its method names (`annotation: k8` -> bench/results/data/study-demo-k8)."""
     if cell.task != DEMO:
         return RESULTS_DIR / "data" / cell.task
-    return RESULTS_DIR / "data" / f"{DEMO}-{spec['methods'][cell.method].get('annotation', 'k1')}"
+    return demo_dir(spec, spec["methods"][cell.method].get("annotation", "k1"))
+
+
+def demo_dir(spec: dict[str, Any], annotation: str) -> Path:
+    """bench/results/data/<config name>-<annotation>: a grid's demo annotations are its own."""
+    return RESULTS_DIR / "data" / f"{spec['name']}-{annotation}"
 
 
 def prepare_demo(spec: dict[str, Any], wanted: set[str] | None = None) -> dict[str, Any]:
@@ -489,7 +494,7 @@ def prepare_demo(spec: dict[str, Any], wanted: set[str] | None = None) -> dict[s
         for n, (name, k) in enumerate(spec[DEMO]["annotations"].items()):
             if n and wanted is not None and name not in wanted:
                 continue
-            out = RESULTS_DIR / "data" / f"{DEMO}-{name}"
+            out = demo_dir(spec, name)
             done = out / "summary.json"
             if not done.exists():
                 acfg = cfg.annotate.model_copy(update={"samples": int(k), "progress": False})
@@ -669,11 +674,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if DEMO in spec["tasks"] and not args.report:
         prepare_demo(
-            spec, {data_dir_for(spec, c).name.removeprefix(f"{DEMO}-") for c in cells if c.task == DEMO}
+            spec, {spec["methods"][c.method].get("annotation", "k1") for c in cells if c.task == DEMO}
         )
     data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"] if t != DEMO}
     if DEMO in spec["tasks"]:  # the teacher's reference accuracy: the first (greedy) annotation's test
-        data_dirs[DEMO] = RESULTS_DIR / "data" / f"{DEMO}-{next(iter(spec[DEMO]['annotations']))}"
+        data_dirs[DEMO] = demo_dir(spec, next(iter(spec[DEMO]["annotations"])))
     failed = 0  # cells (or workers) that failed
     if not args.report:
         from benchmarks_md import machine_info

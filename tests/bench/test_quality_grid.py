@@ -207,7 +207,7 @@ def test_demo_study_grid_names_its_annotations_and_settings(tmp_path):
         "sbs_gold_agree_k8",
     }
     cell = Cell("demo", "sbs_gold_agree_k8", 1, 0.25)
-    assert data_dir_for(spec, cell).name == "demo-k8"
+    assert data_dir_for(spec, cell).name == "study-demo-k8"
     cfg = cell_config(spec, cell, tmp_path, smoke=False)
     assert (cfg.task.name, cfg.train.method, cfg.train.label_source) == ("arith", "step_by_step", "gold")
     assert (cfg.train.rationales, cfg.train.seed, cfg.data.train_fraction) == ("agreeing", 1, 0.25)
