@@ -116,7 +116,9 @@ def choose(
     task: Task, ann: Annotation, cfg: Any, label: str | None, count_tokens: CountTokens | None = None
 ) -> Choice:
     """The rationales `ann` trains on under cfg (a TrainConfig); `label` is the label being trained."""
-    fallback = cfg.rationales != "one" and not ann.teacher_samples
+    # An annotated example without samples (annotate.samples: 1) stands in with its one rationale;
+    # a row with no teacher answer at all (e.g. an unannotated validation split) is no fallback.
+    fallback = cfg.rationales != "one" and not ann.teacher_samples and ann.teacher_rationale is not None
     if cfg.rationales == "one" or fallback:
         found, why = _one(task, ann, cfg.gold_filter)
     else:

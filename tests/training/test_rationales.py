@@ -304,3 +304,16 @@ def test_several_rationales_train_and_are_counted(
 def test_pair_weight_defaults_to_one():
     assert Pair("a", "b", 0).weight == 1.0 and rats.row_weight(4, "example") == 0.25
     assert rats.row_weight(4, "rationale") == 1.0 and rats.row_weight(1, "example") == 1.0
+
+
+def test_rows_without_any_teacher_answer_are_no_fallback(toy_task, toy_annotations):
+    """An unannotated split (no rationale, no samples) under agreeing trains labels and says nothing."""
+    import warnings
+
+    for ann in toy_annotations:
+        ann.teacher_label = ann.teacher_rationale = None
+    cfg = TrainConfig(method="step_by_step", label_source="gold", rationales="agreeing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rats.RationaleFallback)
+        out = build_pairs(toy_task, toy_annotations, cfg)
+    assert out.counts()["rationale_fallback"] == 0 and out.counts()["label_examples"] == len(toy_annotations)
