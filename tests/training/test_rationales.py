@@ -317,3 +317,22 @@ def test_rows_without_any_teacher_answer_are_no_fallback(toy_task, toy_annotatio
         warnings.simplefilter("error", rats.RationaleFallback)
         out = build_pairs(toy_task, toy_annotations, cfg)
     assert out.counts()["rationale_fallback"] == 0 and out.counts()["label_examples"] == len(toy_annotations)
+
+
+def test_packed_passes_weigh_rationale_rows_like_padded_ones(toy_task, annotated, tiny_causal_dir):
+    """train.packing: the row weights follow each row into its token buffer (same loss as padded)."""
+    from stepdistill.training.config import StudentConfig
+
+    student = load_student(StudentConfig(model=str(tiny_causal_dir)), seed=0)
+    tc = TrainConfig(method="step_by_step", label_source="gold", rationales="all", alpha=0.4)
+    formatted = build_pairs(toy_task, annotated, tc, rats.token_counter(student.tokenizer))
+    encoded = encode_examples(student.tokenizer, formatted.examples, tc, "causal")
+    weights = step_weights(tc.method, tc.alpha, step_counts(encoded))
+    objective = Objective(student.model, "causal", tc.method, tc.alpha).eval()
+    pad = student.tokenizer.pad_token_id
+    padded, packed = collate(encoded, pad, "causal"), collate(encoded, pad, "causal", pack_tokens=64)
+    assert packed.packed is not None and packed.row_weights is not None
+    with torch.no_grad():
+        a, b = run_pass(objective, padded, weights), run_pass(objective, packed, weights)
+    assert float(b.total) == pytest.approx(float(a.total), rel=1e-5)
+    assert float(b.sums["rationale"]) == pytest.approx(float(a.sums["rationale"]), rel=1e-5)
