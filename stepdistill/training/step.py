@@ -217,6 +217,10 @@ class Objective(torch.nn.Module):
         is_label = at.task_ids == LABEL_TASK
         unit = {"label": weights.label, "rationale": weights.rationale}
         on_token = torch.where(is_label, weights.label, weights.rationale)  # CE weight  # [n_targets]
+        # Several rationales per example (training/rationales.py): each token also carries its row's weight.
+        on_row = batch.row_weights[at.rows] if batch.row_weights is not None else None  # [n_targets]
+        if on_row is not None:
+            on_token = on_token * on_row
         on_kd = torch.zeros_like(on_token)  # token-level KD weight  # [n_targets]
         kd = None
         if self.kd_term is not None:
@@ -228,6 +232,8 @@ class Objective(torch.nn.Module):
                 if task in self.kd_term.token_tasks:
                     on_kd = torch.where(in_task & kd.valid, w * unit[task], on_kd)
         total, per_token, per_kd = self._losses(at, on_token, on_kd, kd)
+        if on_row is not None:  # logged sums weighted like the loss (their normalisers are weighted)
+            per_token = per_token * on_row
         sums = {
             "label": (per_token * is_label).sum(),
             "rationale": (per_token * (at.task_ids == RATIONALE_TASK)).sum(),
