@@ -104,6 +104,15 @@ def load_spec(name_or_path: str) -> dict[str, Any]:
     for name, over in spec["methods"].items():
         if not isinstance(over, dict) or "method" not in over:
             raise ConfigError(f"{path}: methods.{name} must be a mapping with a 'method' key")
+    for i, setting in enumerate(spec.get("settings", [])):
+        for name in setting.get("methods", []):
+            if name not in spec["methods"]:
+                raise ConfigError(f"{path}: settings[{i}].methods: '{name}' is not in methods")
+    for name, over in spec["methods"].items():
+        if "annotation" in over and over["annotation"] not in (spec.get("demo") or {}).get("annotations", {}):
+            raise ConfigError(
+                f"{path}: methods.{name}.annotation: '{over['annotation']}' is not in demo.annotations"
+            )
     for name in spec.get("data_efficiency", {}).get("methods", []):
         if name not in spec["methods"]:
             raise ConfigError(f"{path}: data_efficiency.methods: '{name}' is not in methods")
@@ -118,7 +127,8 @@ def grid(spec: dict[str, Any]) -> list[Cell]:
     if "settings" in spec:  # explicit (task, fraction) pairs: every method and seed on each
         for setting in spec["settings"]:
             task, fraction = setting["task"], float(setting.get("fraction", 1.0))
-            cells += [Cell(task, m, int(s), fraction) for m in spec["methods"] for s in spec["seeds"]]
+            methods = setting.get("methods", spec["methods"])  # a setting may run a subset
+            cells += [Cell(task, m, int(s), fraction) for m in methods for s in spec["seeds"]]
         return cells
     eff = spec.get("data_efficiency", {})
     for task in spec["tasks"]:
@@ -365,7 +375,7 @@ def teacher_accuracy(task_name: str, data_dir: Path) -> float:
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
 
-    task = get_task(TaskConfig(name=task_name))
+    task = get_task(TaskConfig(name="arith" if task_name == DEMO else task_name))
     test = read_annotations(data_dir / "test.jsonl")
     return 100 * sum(task.is_correct(a.teacher_label, a.gold) for a in test) / len(test)
 
@@ -441,16 +451,81 @@ def prepare_data(task: str, out: Path) -> Path:
     return out
 
 
+DEMO = "demo"  # the demo task: generated problems annotated by the demo's embedded teacher
+
+
+def data_dir_for(spec: dict[str, Any], cell: Cell) -> Path:
+    """The annotated files of a cell: the imported official files of its task, or for the demo task
+    the annotation its method names (`annotation: k8` -> bench/results/data/study-demo-k8)."""
+    if cell.task != DEMO:
+        return RESULTS_DIR / "data" / cell.task
+    return demo_dir(spec, spec["methods"][cell.method].get("annotation", "k1"))
+
+
+def demo_dir(spec: dict[str, Any], annotation: str) -> Path:
+    """bench/results/data/<config name>-<annotation>: a grid's demo annotations are its own."""
+    return RESULTS_DIR / "data" / f"{spec['name']}-{annotation}"
+
+
+def prepare_demo(spec: dict[str, Any], wanted: set[str] | None = None) -> dict[str, Any]:
+    """Generate the demo's splits once and annotate their training split once per entry of
+    demo.annotations (name -> annotate.samples) with the demo config's teacher (test too, for the
+    teacher's reference accuracy, with the first); returns each annotation's summary (its wall
+    seconds are the cost side of the study). Cached: a re-run annotates nothing. `wanted`: only
+    these annotations (those of the cells --only selects; the first is always made: its test
+    split gives the teacher's reference accuracy)."""
+    import json
+
+    from stepdistill.annotate import annotate
+    from stepdistill.config import load_config
+    from stepdistill.data.io import write_jsonl
+    from stepdistill.demo_data import demo_splits
+    from stepdistill.schema import Annotation
+    from stepdistill.tasks import get_task
+    from stepdistill.teachers.registry import LazyTeacher
+
+    cfg = load_config(ROOT / spec[DEMO].get("config", "configs/demo.yaml"))
+    task = get_task(cfg.task)
+    records = demo_splits(cfg.sweep.demo_data.sizes, cfg.sweep.demo_data.seed)
+    rows = {s: [Annotation.from_example(task.example_from_record(r, i)) for i, r in enumerate(recs)]
+            for s, recs in records.items()}  # fmt: skip
+    teacher, summaries = LazyTeacher(cfg.teacher), {}
+    try:
+        for n, (name, k) in enumerate(spec[DEMO]["annotations"].items()):
+            if n and wanted is not None and name not in wanted:
+                continue
+            out = demo_dir(spec, name)
+            done = out / "summary.json"
+            if not done.exists():
+                acfg = cfg.annotate.model_copy(update={"samples": int(k), "progress": False})
+                split_summaries = {}
+                for split in ["train", "test"] if n == 0 else ["train"]:
+                    _, split_summaries[split] = annotate(
+                        task, rows[split], cfg.teacher, acfg, out / "cache.sqlite", out / f"{split}.jsonl",
+                        teacher=teacher, split=split,
+                    )  # fmt: skip
+                if n:  # the test rows unannotated: students are scored against gold
+                    write_jsonl(out / "test.jsonl", [a.to_dict() for a in rows["test"]])
+                write_jsonl(out / "valid.jsonl", [a.to_dict() for a in rows["valid"]])
+                write_json(done, {"splits": split_summaries})
+            summaries[name] = json.loads(done.read_text())
+    finally:
+        teacher.close()
+    return summaries
+
+
 def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
     """The stepdistill Config of one training cell."""
     from stepdistill.config import config_from_dict
 
     train = {k: v for k, v in spec["train"].items()}
     train.update(spec.get("task_train", {}).get(cell.task, {}))  # per-task budgets and lengths
-    train.update(spec["methods"][cell.method])
+    train.update({k: v for k, v in spec["methods"][cell.method].items() if k != "annotation"})
     train["seed"] = cell.seed
     data = {"train": str(data_dir / "train.jsonl"), "test": str(data_dir / "test.jsonl")}
     data.update(valid_fraction=0.1, split_seed=0, train_fraction=cell.fraction)
+    if cell.task == DEMO:  # the demo's own validation split (gold equations)
+        data["valid"] = str(data_dir / "valid.jsonl")
     data.update(spec.get("task_data", {}).get(cell.task, {}))  # e.g. a smaller validation split
     if smoke:  # prove the wiring in minutes: few steps, few rows
         train.update(max_steps=4, eval_every=4, batch_size=2)
@@ -458,7 +533,7 @@ def cell_config(spec: dict[str, Any], cell: Cell, data_dir: Path, smoke: bool):
     raw = {
         "name": cell.key.replace("=", "-").replace(",", "_") + ("-smoke" if smoke else ""),
         "out_dir": spec.get("out_dir", str(RESULTS_DIR / "runs" / spec["name"])),
-        "task": {"name": cell.task},
+        "task": {"name": "arith" if cell.task == DEMO else cell.task},
         "data": data,
         "student": spec.get("student", {"model": "embedded:smollm2"}),
         "train": train,
@@ -597,7 +672,13 @@ def main(argv: list[str] | None = None) -> int:
         for c in cells:
             print(("done " if c.key in done else "todo ") + c.key)
         return 0
-    data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"]}
+    if DEMO in spec["tasks"] and not args.report:
+        prepare_demo(
+            spec, {spec["methods"][c.method].get("annotation", "k1") for c in cells if c.task == DEMO}
+        )
+    data_dirs = {t: prepare_data(t, RESULTS_DIR / "data" / t) for t in spec["tasks"] if t != DEMO}
+    if DEMO in spec["tasks"]:  # the teacher's reference accuracy: the first (greedy) annotation's test
+        data_dirs[DEMO] = demo_dir(spec, next(iter(spec[DEMO]["annotations"])))
     failed = 0  # cells (or workers) that failed
     if not args.report:
         from benchmarks_md import machine_info
@@ -611,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec.get("floor_max_new_tokens", 96),
                     spec.get("floor_max_examples"),
                 )
-            return run_training_cell(spec, cell, data_dirs[cell.task], args.smoke)
+            return run_training_cell(spec, cell, data_dir_for(spec, cell), args.smoke)
 
         claims = RESULTS_DIR / "runs" / f"{path.stem}.claims"  # under runs/: git ignores it
         try:

@@ -87,7 +87,9 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
         "",
         f"#### {task.upper()}, {fraction:.1%} of the training set",
         "",
-        f"Teacher (PaLM 540B) on test: {teacher_test:.1f}%." if teacher_test is not None else "",
+        f"Teacher ({spec.get('teacher_name', 'PaLM 540B')}) on test: {teacher_test:.1f}%."
+        if teacher_test is not None
+        else "",
         "",
         "| method | test accuracy % (checkpoint chosen on validation) | steps run (best at) | stopped by patience (else the cap) | "
         "train PFLOPs to the end | wall min |",
@@ -104,7 +106,7 @@ def setting_lines(spec, results, task: str, fraction: float, teacher_test: float
             f"{stops} | {_pflops(flops)} | {wall:.0f} |"
         )
     rows = []
-    for a, b in PAIRS:
+    for a, b in spec.get("pairs", PAIRS):  # a study config may name its own (A, B) pairs
         ca, cb = _cells(results, task, fraction, a), _cells(results, task, fraction, b)
         seeds = sorted({c["seed"] for c in ca} & {c["seed"] for c in cb})
         ca, cb = [c for c in ca if c["seed"] in seeds], [c for c in cb if c["seed"] in seeds]

@@ -105,18 +105,52 @@ def combine(task: Task, ann: Annotation, comps: list[Completion], teacher_model:
         out.teacher_samples = samples
     if comps[0].logprobs is not None:
         out.teacher_logprobs = comps[0].logprobs
-    parsed = [s for s in samples if s["label"] is not None and s["parse_error"] is None]
     out.teacher_raw = samples[0]["raw"]
-    if not parsed:
+    chosen, votes = vote(task, samples)
+    if chosen is None:
         out.parse_error = samples[0]["parse_error"] or "no label found"
         return out
-    votes = Counter(task.normalize(s["label"]) for s in parsed)
-    winner = max(votes, key=votes.__getitem__)  # max keeps the first of equals: ties go to the first seen
-    chosen = next(s for s in parsed if task.normalize(s["label"]) == winner)
     out.teacher_label, out.teacher_rationale = chosen["label"], chosen["rationale"]
     if len(comps) > 1:
         out.teacher_raw = chosen["raw"]
-        out.extra["agreement"] = votes[winner] / len(comps)
+        out.extra["agreement"] = votes / len(comps)
+    return out
+
+
+def vote(task: Task, samples: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, int]:
+    """The majority vote over the parsed labels of `samples` (ties go to the label seen first): the
+    first sample with the winning label and the winner's number of votes; (None, 0) when none parsed."""
+    parsed = [s for s in samples if s["label"] is not None and s["parse_error"] is None]
+    if not parsed:
+        return None, 0
+    votes = Counter(task.normalize(s["label"]) for s in parsed)
+    winner = max(votes, key=votes.__getitem__)  # max keeps the first of equals: ties go to the first seen
+    return next(s for s in parsed if task.normalize(s["label"]) == winner), votes[winner]
+
+
+def vote_by_k(task: Task, annotations: list[Annotation]) -> dict[str, dict[str, Any]] | None:
+    """Teacher label quality against the number of samples, from one annotation with k samples: for
+    j = 1, 2, 4, ... k, the vote of each example's first j samples scored against gold (accuracy)
+    and the share of examples with at least one correct sample among them (any_correct: how many
+    examples the gold-label setting can give a correct rationale). None without samples or gold."""
+    rows = [a for a in annotations if a.teacher_samples and a.gold is not None]
+    if not rows:
+        return None
+    k = max(len(a.teacher_samples) for a in rows)
+    ks = sorted({j for j in (2**i for i in range(k.bit_length())) if j <= k} | {k})
+    out = {}
+    for j in ks:
+        voted = [vote(task, a.teacher_samples[:j])[0] for a in rows]
+        right = sum(c is not None and task.is_correct(c["label"], a.gold) for c, a in zip(voted, rows))
+        reach = sum(
+            any(
+                s["parse_error"] is None and task.is_correct(s["label"], a.gold)
+                for s in a.teacher_samples[:j]
+            )
+            for a in rows
+        )
+        out[str(j)] = {"accuracy": round(right / len(rows), 6), "any_correct": round(reach / len(rows), 6),
+                       "n": len(rows)}  # fmt: skip
     return out
 
 
@@ -220,6 +254,8 @@ def annotate(
         _require_an_answer(results, split)
     out = [combine(task, ann, [results[k] for k in row], identity) for ann, row in zip(annotations, keys)]
     summary = _summarize(task, out, teacher_cfg, annotate_cfg, split, stats, hits)
+    if n > 1:
+        summary["vote_by_k"] = vote_by_k(task, out)  # before gold filtering, which drops labels
     if annotate_cfg.gold_filter and split in annotate_cfg.gold_filter_splits:
         summary["filtered"] = sum(apply_gold_filter(task, ann) for ann in out)
     write_annotations(out_path, out)

@@ -65,6 +65,12 @@ class Config(BaseModel):
                 "train.max_tokens_per_pass: not available with a kd: section (the soft-target term runs "
                 "on the whole step in one pass); remove one of them"
             )
+        if self.train.rationales != "one" or self.train.rationale_max_tokens is not None:
+            raise ValueError(
+                "train.rationales / train.rationale_max_tokens: not available with a kd: section (its "
+                "teacher targets are stored per example and task, for the one chosen rationale); use "
+                "rationales: one"
+            )
         if method != "step_by_step" and "label" not in kd.tasks:
             raise ValueError(
                 f"kd.tasks {kd.tasks}: train.method '{method}' has no rationale rows; use kd.tasks: [label]"

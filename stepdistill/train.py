@@ -34,11 +34,17 @@ def train(cfg: Config, resume: bool = False, allow_config_change: bool = False) 
     from stepdistill.data.splits import load_splits
     from stepdistill.runfiles import with_annotations
     from stepdistill.tasks import get_task
-    from stepdistill.training import preempt
+    from stepdistill.training import preempt, rationales
+    from stepdistill.training.formatting import trained_label
+    from stepdistill.training.models import load_tokenizer
 
     cfg = with_annotations(resolved(cfg))  # the run's annotations when `annotate` wrote them
     task = get_task(cfg.task)
     splits = load_splits(cfg.data, task)
+    rationales.preflight(  # a rationale_max_tokens that keeps no rationale fails before the student loads
+        task, splits["train"], cfg.train,
+        lambda ann: trained_label(ann, cfg.train)[0], lambda: load_tokenizer(cfg.student),
+    )  # fmt: skip
     with runlock.hold(cfg.run_dir, "train"), preempt.on_signals():
         return train_on(cfg, task, splits, resume=resume, allow_config_change=allow_config_change)
 
@@ -142,7 +148,9 @@ def _finish(cfg: Config, task: Task, splits, state: dict[str, Any], accelerator)
         train={
             "steps": state["step"],
             "examples": state["train_examples"],
-            **state["train_counts"],  # label_examples, rationale_examples, skipped
+            # label_examples, rationale_examples, skipped, and the rationales trained on (examples
+            # by number of rationales, rationale rows, lengths: training/formatting.py counts())
+            **state["train_counts"],
             "examples_seen": state["examples_seen"],
             "num_processes": accelerator.num_processes,
             "examples_per_process": state["examples_per_process"],

@@ -79,6 +79,12 @@ def test_self_consistency_votes_and_keeps_all_samples(tmp_path):
     assert summary["prompt_tokens"] == 600 and summary["completion_tokens"] == 60
     assert summary["cost_usd"] == pytest.approx((600 * 1.0 + 60 * 2.0) / 1e6)
     assert [r.teacher_label for r in read_annotations(tmp_path / "o.jsonl")] == ["( 1 + 1 )", "( 5 )"]
+    # The vote of the first j samples against gold; any_correct: some sample among them is right.
+    assert summary["vote_by_k"] == {
+        "1": {"accuracy": 0.5, "any_correct": 0.5, "n": 2},
+        "2": {"accuracy": 0.5, "any_correct": 0.5, "n": 2},  # a's tie (1+1 vs 3) goes to 1+1
+        "3": {"accuracy": 0.5, "any_correct": 1.0, "n": 2},  # b's 2*3 is right, but 5 wins the tie
+    }
 
 
 def test_unparsed_answers_are_kept_and_counted_never_labels(tmp_path):

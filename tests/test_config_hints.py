@@ -50,6 +50,10 @@ def _write(tmp_path: Path, extra: str) -> Path:
     "changes, message",
     [
         ({"train": {"max_tokens_per_pass": 64}}, "train.max_tokens_per_pass: not available with a kd: section"),
+        ({"train": {"rationales": "agreeing"}},
+         "train.rationales / train.rationale_max_tokens: not available with a kd: section"),
+        ({"train": {"rationale_max_tokens": 50}},
+         "train.rationales / train.rationale_max_tokens: not available with a kd: section"),
         ({"train": {"method": "distill"}, "kd": {"tasks": ["rationale"]}},
          "kd.tasks ['rationale']: train.method 'distill' has no rationale rows; use kd.tasks: [label]"),
         ({"train": {"method": "single_task"}, "kd": {"label_distribution": True}},

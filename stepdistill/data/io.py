@@ -107,10 +107,28 @@ def annotation_from_obj(obj: dict[str, Any], path: str, lineno: int) -> Annotati
     for key in _OPTIONAL_STR:
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise DataError(path, lineno, key, f"expected a string or null, got {type(obj[key]).__name__}")
+    _check_samples(obj.get("teacher_samples"), path, lineno)
     try:
         return Annotation.from_dict(obj)
     except KeyError as err:
         raise DataError(path, lineno, err.args[0], "unknown key in annotated example") from None
+
+
+def _check_samples(samples: Any, path: str, lineno: int) -> None:
+    """teacher_samples: null or a list of objects whose label/rationale/parse_error are strings or null
+    (training reads them under train.rationales: agreeing|all)."""
+    if samples is None:
+        return
+    if not isinstance(samples, list):
+        raise DataError(
+            path, lineno, "teacher_samples", f"expected a list or null, got {type(samples).__name__}"
+        )
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, dict):
+            raise DataError(path, lineno, f"teacher_samples[{i}]", "expected an object")
+        for key in ("label", "rationale", "parse_error", "raw"):
+            if sample.get(key) is not None and not isinstance(sample[key], str):
+                raise DataError(path, lineno, f"teacher_samples[{i}].{key}", "expected a string or null")
 
 
 def unique_annotations(

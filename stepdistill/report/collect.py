@@ -70,6 +70,8 @@ class Training:
         if self.method in FIXED_LABELS:
             return self.method
         extra = ", filtered rationales" if self.gold_filter else ""
+        many = ((self.config or {}).get("train") or {}).get("rationales", "one")
+        extra += f", {many} rationales" if many != "one" else ""  # train.rationales
         if self.method == "step_by_step":
             extra += self._alpha_text()
         return f"{self.method} ({self.label_source} labels{extra})"

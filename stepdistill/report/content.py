@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepdistill.report import plots, story
+from stepdistill.report import plots, rationales, story
 from stepdistill.report.collect import RunData, all_trainings
 from stepdistill.report.compare import Comparison, MatchedComparison, at_matched_compute, comparisons
 from stepdistill.report.deploy import HEADERS, deploy_reading, deploy_rows
@@ -311,6 +311,30 @@ def _annotation_section(runs: list[RunData]) -> Section | None:
     )
 
 
+def _rationale_sections(trainings, runs: list[RunData]) -> list[Section]:
+    """What the students trained on of the rationales, and the teacher's vote against samples."""
+    out = []
+    kept = rationales.kept_table(trainings)
+    if kept:
+        out.append(Section(
+            "Rationales trained on",
+            "Per student: how many examples had 0, 1, 2, ... rationales (train.rationales), the rationale "
+            "rows that made, the share of examples with one, their length in student tokens, and the "
+            "mean agreement of the teacher's vote on the examples trained (teacher samples only).",
+            [Table(*kept)],
+        ))  # fmt: skip
+    votes = rationales.vote_table(runs)
+    if votes:
+        out.append(Section(
+            "Teacher vote against samples",
+            "From one annotation with k samples per example: the majority vote of the first j samples "
+            "scored against gold, and the share of examples with at least one right sample among them "
+            "(the examples the gold-label setting can give a correct rationale).",
+            [Table(*votes)],
+        ))  # fmt: skip
+    return out
+
+
 def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
     """Compute every section and figure of the report from collected runs."""
     trainings = all_trainings(runs)
@@ -372,6 +396,7 @@ def build_content(runs: list[RunData], sample_size: int = 20) -> Report:
     annotation = _annotation_section(runs)
     if annotation:
         sections.append(annotation)
+    sections += _rationale_sections(trainings, runs)
     sample_split = "test" if "test" in splits else (splits[0] if splits else "test")
     tasks = sorted({t.task for t in trainings})
     return Report(

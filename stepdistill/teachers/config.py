@@ -46,6 +46,9 @@ class TeacherConfig(BaseModel):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)  # extra JSON fields sent with each request
+    # annotate.samples > 1: ask for a prompt's k samples in one request with n = k (the server reads
+    # the prompt once: vLLM, OpenAI). Off: k requests (llama.cpp's server answers one choice).
+    samples_per_request: bool = False
 
     # --- hf_local / vllm ---
     gguf_file: str | None = None  # GGUF file name inside `model` (a folder)

@@ -17,6 +17,13 @@ none), so each row sees exactly the tokens and positions it has in the plain lef
 and greedy answers match the plain path. Models whose cache is not a plain `DynamicCache`
 (sliding-window or hybrid layers, encoder-decoders) and calls without a shared prefix take the
 plain path; `batches` counts which path each batch took.
+
+Several samples of one prompt (annotate.samples: k, temperature > 0) read the prompt once: a batch
+holds whole prompts with all their wanted samples; every prompt's tokens but the last run through
+the model once (after the shared prefix), the cache is then expanded to one row per sample
+(`batch_select_indices` with repeated indices) and generation starts from each prompt's last token.
+Without it, k samples cost k readings of each prompt (the prompt's own part; the shared prefix is
+cached either way). A batch then holds max(1, batch_size // k) prompts, i.e. about batch_size rows.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from stepdistill.teachers.config import TeacherConfig
 EMBEDDED_NAMES = (EMBEDDED_SMOLLM2, "smollm2")
 # Below this many shared tokens a cached prefix saves less than the cache copy costs.
 MIN_PREFIX_TOKENS = 16
-PREFIX_PATH, PLAIN_PATH = "prefix_cache", "plain"
+PREFIX_PATH, PLAIN_PATH, SAMPLES_PATH = "prefix_cache", "plain", "prompt_once"
 
 
 def resolve_source(cfg: TeacherConfig) -> tuple[str, str | None]:
@@ -100,6 +107,7 @@ class HFLocalTeacher(Teacher):
         has_template = bool(getattr(tokenizer, "chat_template", None))
         self.use_chat = cfg.prompt_format == "chat" or (cfg.prompt_format == "auto" and has_template)
         self.prefix_cache = prefix_cache and self._cache_supported()
+        self.prompt_once = True  # several samples of a prompt read it once (False: once per sample)
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # (token ids, their cache, batch 1)
         self.batches: Counter[str] = Counter()  # batches generated per path (PREFIX_PATH, PLAIN_PATH)
 
@@ -218,14 +226,58 @@ class HFLocalTeacher(Teacher):
         with torch.no_grad():
             out = self.model.generate(**inputs, **self._generation_kwargs(sampling))  # [batch, width + new]
         self.batches[PLAIN_PATH if prefix is None else PREFIX_PATH] += 1
-        new = out[:, inputs["input_ids"].shape[1] :]
+        return self._decode(out[:, inputs["input_ids"].shape[1] :].tolist(), rows, sampling)
+
+    def _decode(self, new: list[list[int]], rows: list[list[int]], sampling: Sampling) -> list[Completion]:
         comps = []
-        for ids, row in zip(new.tolist(), rows):
+        for ids, row in zip(new, rows):
             if self.tok.eos_token_id in ids:  # tokens after EOS are padding
                 ids = ids[: ids.index(self.tok.eos_token_id) + 1]
             text = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), sampling.stop)
             comps.append(Completion(text=text, prompt_tokens=len(row), completion_tokens=len(ids)))
         return comps
+
+    def sample_rows(
+        self,
+        rows: list[list[int]],
+        counts: list[int],
+        sampling: Sampling,
+        sample: int,
+        prefix: tuple[tuple[int, ...], Any] | None = None,
+    ) -> list[list[Completion]]:
+        """counts[i] completions of each tokenised prompt rows[i], each prompt read once (see the
+        module docstring); generation runs under the seed of `sample` (the batch's first sample)."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.model.device
+        plen = len(prefix[0]) if prefix is not None else 0
+        ids, mask = layout_rows(rows, plen, self.tok.pad_token_id)
+        ids_t, mask_t = torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+        if prefix is not None:
+            cache = copy.deepcopy(prefix[1])  # the stored prefix stays intact for the next batch
+            cache.batch_repeat_interleave(len(rows))
+        else:
+            cache = DynamicCache(config=self.model.config)
+        positions = (mask_t.cumsum(-1) - 1).masked_fill(mask_t == 0, 1)  # as generate derives them
+        if ids_t.shape[1] - 1 > plen:  # every prompt's own tokens but the last, read once
+            with torch.no_grad():
+                self.model(input_ids=ids_t[:, plen:-1], attention_mask=mask_t[:, :-1],
+                           position_ids=positions[:, plen:-1], cache=cache, use_cache=True)  # fmt: skip
+        expand = torch.tensor([i for i, n in enumerate(counts) for _ in range(n)], device=device)
+        cache.batch_select_indices(expand)  # one row per sample  # [sum(counts), ...]
+        if (seed := sampling.seed_for(sample)) is not None:
+            torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids_t[expand], attention_mask=mask_t[expand], cache=cache,
+                                      **self._generation_kwargs(sampling))  # fmt: skip
+        self.batches[SAMPLES_PATH] += 1
+        comps = self._decode(out[:, ids_t.shape[1] :].tolist(), [rows[i] for i in expand.tolist()], sampling)
+        grouped, start = [], 0
+        for n in counts:
+            grouped.append(comps[start : start + n])
+            start += n
+        return grouped
 
     def generate_batch(self, prompts: list[Prompt], sampling: Sampling, sample: int) -> list[Completion]:
         """Completions of prompts as one batch, through the prefix cache when they share a prefix."""
@@ -238,6 +290,25 @@ class HFLocalTeacher(Teacher):
         prefix = self.prefix_for(rows)  # shared by every batch of the call, computed once
         path = f"prefix cache ({len(prefix[0])} shared tokens read once)" if prefix else "plain"
         print(f"[hf_local] {len(jobs)} prompts, batches of {bs}, {path}", flush=True)
+        by_prompt: dict[tuple[int, ...], list[int]] = {}  # job indices of each distinct prompt
+        for i, row in enumerate(rows):
+            by_prompt.setdefault(tuple(row), []).append(i)
+        k = max(len(v) for v in by_prompt.values()) if by_prompt else 1
+        if (
+            sampling.temperature > 0 and k > 1 and self.prefix_cache and self.prompt_once
+        ):  # each prompt read once
+            groups = list(by_prompt.values())
+            per_batch = max(1, bs // k)
+            for start in range(0, len(groups), per_batch):
+                batch = groups[start : start + per_batch]
+                first = min(jobs[i].sample for g in batch for i in g)
+                done = self.sample_rows(
+                    [rows[g[0]] for g in batch], [len(g) for g in batch], sampling, first, prefix
+                )
+                for g, comps in zip(batch, done):
+                    for i, comp in zip(g, comps):
+                        yield jobs[i], comp
+            return
         for sample in sorted({j.sample for j in jobs}):
             group = [i for i, j in enumerate(jobs) if j.sample == sample]
             for start in range(0, len(group), bs):

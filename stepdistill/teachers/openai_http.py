@@ -60,22 +60,34 @@ def _convert_logprobs(choice: dict[str, Any], endpoint: str) -> list[dict[str, A
 
 def parse_response(body: Any, endpoint: str) -> Completion:
     """Read text, usage and logprobs from a chat or completions answer; MalformedResponse if absent."""
+    return parse_choices(body, endpoint, 1)[0]
+
+
+def parse_choices(body: Any, endpoint: str, n: int) -> list[Completion]:
+    """The n completions of an answer to a request with `n` (one prompt, n samples), in choice order.
+    The prompt's tokens are counted once (on the first); completion tokens are split evenly."""
     if isinstance(body, dict) and body.get("error") and not body.get("choices"):
         raise MalformedResponse(f"error in a 200 answer: {str(body['error'])[:160]}", "error_body")
     if isinstance(body, dict) and body.get("choices") == []:
         raise MalformedResponse("no choices in the answer", "empty_choices")
     try:
-        choice = body["choices"][0]
-        text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
-        if not isinstance(text, str):
-            raise TypeError("text is not a string")
+        choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+    except (KeyError, TypeError, AttributeError) as err:
+        raise MalformedResponse(f"{type(err).__name__}: {err}") from None
+    if len(choices) < n:  # a server that ignores n answers one choice
+        raise MalformedResponse(f"{len(choices)} choices for n={n}", "missing_choices")
+    try:
         usage = body.get("usage") or {}
-        return Completion(
-            text=text,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            logprobs=_convert_logprobs(choice, endpoint),
-        )
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        out = []
+        for i, choice in enumerate(choices[:n]):
+            text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+            if not isinstance(text, str):
+                raise TypeError("text is not a string")
+            share = completion // n + (completion % n if i == 0 else 0)
+            out.append(Completion(text=text, prompt_tokens=prompt if i == 0 else 0, completion_tokens=share,
+                                  logprobs=_convert_logprobs(choice, endpoint)))  # fmt: skip
+        return out
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         raise MalformedResponse(f"{type(err).__name__}: {err}") from None
 
@@ -131,10 +143,20 @@ class OpenAIHTTPTeacher(Teacher):
         body.update(self.cfg.extra_body)
         return body
 
-    async def stream(self, jobs: Sequence[Job], sampling: Sampling) -> AsyncIterator[tuple[Job, Completion]]:
-        todo: asyncio.Queue[Job] = asyncio.Queue()
+    def groups(self, jobs: Sequence[Job], sampling: Sampling) -> list[list[Job]]:
+        """The requests to send: one per job, or (teacher.samples_per_request, temperature > 0) one
+        per prompt holding all its samples, sent with n = the number of samples."""
+        if not self.cfg.samples_per_request or sampling.temperature <= 0:
+            return [[job] for job in jobs]
+        by_prompt: dict[Any, list[Job]] = {}
         for job in jobs:
-            todo.put_nowait(job)
+            by_prompt.setdefault((job.example_id, job.prompt.text, repr(job.prompt.messages)), []).append(job)
+        return list(by_prompt.values())
+
+    async def stream(self, jobs: Sequence[Job], sampling: Sampling) -> AsyncIterator[tuple[Job, Completion]]:
+        todo: asyncio.Queue[list[Job]] = asyncio.Queue()
+        for group in self.groups(jobs, sampling):
+            todo.put_nowait(group)
         done: asyncio.Queue[tuple[Job, Completion] | BaseException] = asyncio.Queue()
         limits = httpx.Limits(
             max_connections=self.cfg.concurrency, max_keepalive_connections=self.cfg.concurrency
@@ -148,7 +170,7 @@ class OpenAIHTTPTeacher(Teacher):
         ) as client:
             workers = [
                 asyncio.create_task(self._worker(client, todo, done, sampling))
-                for _ in range(min(self.cfg.concurrency, len(jobs)))
+                for _ in range(min(self.cfg.concurrency, todo.qsize()))
             ]
             try:
                 for _ in range(len(jobs)):
@@ -166,11 +188,12 @@ class OpenAIHTTPTeacher(Teacher):
     ):
         while True:
             try:
-                job = todo.get_nowait()
+                group = todo.get_nowait()
             except asyncio.QueueEmpty:
                 return
             try:
-                await done.put((job, await self.send(client, job, sampling)))
+                for job, comp in zip(group, await self.send(client, group, sampling)):
+                    await done.put((job, comp))
             except Exception as err:  # a fatal error ends the whole stream, reported once
                 await done.put(err)
                 return
@@ -182,11 +205,15 @@ class OpenAIHTTPTeacher(Teacher):
         )
         return chars // 4 + sampling.max_tokens
 
-    async def send(self, client: httpx.AsyncClient, job: Job, sampling: Sampling) -> Completion:
-        """One request with retries; returns a Completion (maybe failed) or raises TeacherError."""
+    async def send(self, client: httpx.AsyncClient, group: list[Job], sampling: Sampling) -> list[Completion]:
+        """One request with retries for the jobs of `group` (samples of one prompt: n = len(group),
+        seeded by the first); a Completion per job (maybe failed), or raises TeacherError."""
+        job, n = group[0], len(group)
         body = self.request_body(job, sampling)
+        if n > 1:
+            body["n"] = n
         path = "chat/completions" if self.use_chat else "completions"
-        estimate = self._estimate_tokens(job, sampling)
+        estimate = self._estimate_tokens(job, sampling) + (n - 1) * sampling.max_tokens
         kind, detail = "", None
         fails: dict[str, int] = {}
         for attempt in range(self.cfg.max_retries + 1):
@@ -206,16 +233,19 @@ class OpenAIHTTPTeacher(Teacher):
                 if status == 200:
                     try:
                         answer = resp.json()
-                        comp = parse_response(answer, self.endpoint)
+                        comps = parse_choices(answer, self.endpoint, n)
                         self._check_model(answer)
                     except MalformedResponse as err:
                         kind, detail = err.kind, str(err)[:200]
                     except ValueError as err:
                         kind, detail = "malformed_response", str(err)[:200]
                     else:
-                        self.limiter.settle(estimate, comp.prompt_tokens + comp.completion_tokens)
-                        comp.retries, comp.failed_attempts = attempt, fails
-                        return comp
+                        self.limiter.settle(
+                            estimate, sum(c.prompt_tokens + c.completion_tokens for c in comps)
+                        )
+                        # the request's retries and failed attempts are counted once, on its first
+                        comps[0].retries, comps[0].failed_attempts = attempt, fails
+                        return comps
                 elif status in FATAL_STATUS:
                     raise TeacherError(
                         f"{self.cfg.base_url} {FATAL_STATUS[status]} (HTTP {status}) for model "
@@ -228,17 +258,13 @@ class OpenAIHTTPTeacher(Teacher):
                         self.limiter.pause(retry_after)
                 else:  # other 4xx: this request is wrong and will stay wrong; count it, go on
                     fails[f"http_{status}"] = fails.get(f"http_{status}", 0) + 1
-                    comp = Completion.failed(f"http_{status}", attempt, resp.text[:200])
-                    comp.failed_attempts = fails
-                    return comp
+                    return _failed(f"http_{status}", attempt, resp.text[:200], fails, n)
             if attempt == self.cfg.max_retries:
                 break
             delay = backoff_delay(attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s, self._rng)
             await asyncio.sleep(retry_after if retry_after is not None else delay)
         fails[kind] = fails.get(kind, 0) + 1
-        comp = Completion.failed(kind, self.cfg.max_retries, detail)
-        comp.failed_attempts = fails
-        return comp
+        return _failed(kind, self.cfg.max_retries, detail, fails, n)
 
     def _check_model(self, answer: Any) -> None:
         """Answers must keep coming from the model that gave the first one: a server that switches
@@ -252,3 +278,10 @@ class OpenAIHTTPTeacher(Teacher):
             raise MalformedResponse(
                 f"answer from model '{served}', earlier answers from '{self.served_model}'", "model_changed"
             )
+
+
+def _failed(kind: str, retries: int, detail: str | None, fails: dict[str, int], n: int) -> list[Completion]:
+    """A failed request's n completions (each counts as failed; retries and attempts on the first)."""
+    comps = [Completion.failed(kind, retries if i == 0 else 0, detail) for i in range(n)]
+    comps[0].failed_attempts = fails
+    return comps

@@ -40,6 +40,7 @@ class Encoded:
     target: list[int]  # token ids it learns, ending with eos
     task_id: int
     key: str | None = None  # "<example id>\t<task>": names the row's precomputed teacher targets
+    weight: float = 1.0  # loss weight of the row (train.rationale_weighting; training/rationales.py)
 
 
 def encode_source(tokenizer, text: str, cfg: TrainConfig, kind: str) -> list[int]:
@@ -72,6 +73,7 @@ def encode_examples(
                 encode_target(tokenizer, p.target, cfg),
                 p.task_id,
                 row_key(ids[i], p.task_id) if ids is not None else None,
+                p.weight,
             )
             for p in ex
         ]
@@ -125,6 +127,7 @@ class Batch:
     keys: list[str] | None = None  # per row, when encoded with example ids (top-k targets, KD)
     packed: Packed | None = None  # positions and target indices of a packed pass
     sampled: torch.Tensor | None = None  # [rows] bool: the target is the student's sample (kd.on_policy)
+    row_weights: torch.Tensor | None = None  # [rows] loss weight per row; None: every row 1
 
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """A copy with `fn` applied to every tensor, the packed ones included (other fields shared)."""
@@ -187,9 +190,9 @@ class StepCounts:
 
 def step_counts(examples: list[list[Encoded]]) -> StepCounts:
     rows = [e for ex in examples for e in ex]
-    return StepCounts(
-        sum(len(e.target) for e in rows if e.task_id == LABEL_TASK),
-        sum(len(e.target) for e in rows if e.task_id == RATIONALE_TASK),
+    return StepCounts(  # target tokens counted with their rows' weights (1 unless several rationales)
+        sum(len(e.target) * e.weight for e in rows if e.task_id == LABEL_TASK),
+        sum(len(e.target) * e.weight for e in rows if e.task_id == RATIONALE_TASK),
         sum(1 for e in rows if e.task_id == LABEL_TASK),
         len(examples),
     )
@@ -273,12 +276,13 @@ def collate(examples: list[list[Encoded]], pad_id: int, kind: str, pack_tokens: 
     rows = [e for ex in examples for e in ex]
     task_ids = torch.tensor([e.task_id for e in rows], dtype=torch.long)
     keys = [e.key for e in rows] if all(e.key is not None for e in rows) else None
+    weights = torch.tensor([e.weight for e in rows]) if any(e.weight != 1.0 for e in rows) else None
     if kind == "causal" and pack_tokens:
         tasks = [e.task_id for e in rows]
         ids, mask, labels, packed = pack(
             [e.source for e in rows], [e.target for e in rows], tasks, pad_id, pack_tokens
         )
-        return Batch(ids, mask, labels, task_ids, len(examples), kind, keys, packed)
+        return Batch(ids, mask, labels, task_ids, len(examples), kind, keys, packed, row_weights=weights)
     if kind == "causal":
         ids = [e.source + e.target for e in rows]
         labels = [[IGNORE] * len(e.source) + e.target for e in rows]
@@ -286,7 +290,8 @@ def collate(examples: list[list[Encoded]], pad_id: int, kind: str, pack_tokens: 
         ids = [e.source for e in rows]
         labels = [e.target for e in rows]
     mask = [[1] * len(r) for r in ids]
-    return Batch(_pad(ids, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind, keys)
+    return Batch(_pad(ids, pad_id), _pad(mask, 0), _pad(labels, IGNORE), task_ids, len(examples), kind, keys,
+                 row_weights=weights)  # fmt: skip
 
 
 class StepStream:

@@ -41,6 +41,23 @@ class TrainConfig(BaseModel):
     # Rationale methods: train on a teacher rationale only where the teacher's label agrees with gold
     # (the paper's gold-label setting; step_by_step still trains the label task on every example).
     gold_filter: bool = False
+    # Which teacher rationales an example trains on (training/rationales.py, docs/rationales.md):
+    # one: the annotation's chosen rationale; agreeing: every distinct parsed sample of
+    # teacher_samples whose label agrees with the trained label (gold, or the vote); all: every
+    # distinct parsed sample. Samples come from annotate.samples: k.
+    rationales: Literal["one", "agreeing", "all"] = "one"
+    # example: an example's n rationale rows weigh 1/n each, so its rationale task weighs the same
+    # whatever n (an example is not worth more because the teacher agreed with itself more often);
+    # rationale: every rationale row weighs like an example.
+    rationale_weighting: Literal["example", "rationale"] = "example"
+    # Drop every rationale longer than this many student tokens (an example whose rationales are all
+    # longer trains no rationale); refused when no example would keep one.
+    rationale_max_tokens: int | None = Field(None, ge=1)
+    # Keep at most this many rationales per example, taken in rationale_order.
+    max_rationales: int | None = Field(None, ge=1)
+    # shortest: fewest tokens first (short rationales suit small students and cost less);
+    # as_sampled: the teacher's sample order.
+    rationale_order: Literal["shortest", "as_sampled"] = "shortest"
     alpha: float = Field(0.5, ge=0, le=1)  # loss = alpha * label + (1 - alpha) * rationale (paper: 0.5)
     # linear: alpha moves from `alpha` at the first step to `alpha_end` at the last (training/schedule.py)
     alpha_schedule: Literal["constant", "linear"] = "constant"

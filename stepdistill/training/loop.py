@@ -45,6 +45,7 @@ from stepdistill.training.device import gather_objects, make_adamw
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, load_saved_student, load_student
+from stepdistill.training.rationales import token_counter
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, Weights, loss_terms, step_weights
 from stepdistill.training.train_log import TrainLog
@@ -175,7 +176,7 @@ def _prepare(student_cfg: StudentConfig, tc: TrainConfig, task: Task, train_rows
         ckpt.restore_student(student_cfg, last, tc.seed) if last else load_student(student_cfg, seed=tc.seed)
     )
     student.model.to(accelerator.device)
-    formatted = build_pairs(task, train_rows, tc)
+    formatted = build_pairs(task, train_rows, tc, token_counter(student.tokenizer))
     if not formatted.examples:
         reasons = ", ".join(f"{n} {r}" for r, n in formatted.skipped.items()) or "no rows"
         raise ConfigError(f"train.method={tc.method}: no usable training example ({reasons})")
@@ -189,7 +190,7 @@ def _prepare(student_cfg: StudentConfig, tc: TrainConfig, task: Task, train_rows
 
 def _encode(student: Student, tc: TrainConfig, task: Task, rows: list[Annotation]):
     """The training pairs of `rows` (the valid split), tokenised once for every validation loss."""
-    formatted = build_pairs(task, rows, tc)
+    formatted = build_pairs(task, rows, tc, token_counter(student.tokenizer))
     return encode_examples(student.tokenizer, formatted.examples, tc, student.kind, formatted.ids)
 
 

@@ -121,6 +121,15 @@ def _load_tokenizer(cfg: StudentConfig, src: str, gguf: str | None, kind: str):
     return tok
 
 
+def load_tokenizer(cfg: StudentConfig):
+    """The student's tokenizer alone: data checks run with it before any weights load."""
+    src, gguf = resolve_model(cfg.model, cfg.gguf_file)
+    kind = cfg.kind
+    if kind == "auto":
+        kind = "seq2seq" if getattr(_load_config(cfg, src, gguf), "is_encoder_decoder", False) else "causal"
+    return _load_tokenizer(cfg, src, gguf, kind)
+
+
 def _apply_lora(model, cfg: StudentConfig, kind: str):
     try:
         from peft import LoraConfig, TaskType, get_peft_model

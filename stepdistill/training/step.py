@@ -225,6 +225,10 @@ class Objective(torch.nn.Module):
         is_label = at.task_ids == LABEL_TASK
         unit = {"label": weights.label, "rationale": weights.rationale}
         on_token = torch.where(is_label, weights.label, weights.rationale)  # CE weight  # [n_targets]
+        # Several rationales per example (training/rationales.py): each token also carries its row's weight.
+        on_row = batch.row_weights[at.rows] if batch.row_weights is not None else None  # [n_targets]
+        if on_row is not None:
+            on_token = on_token * on_row
         on_kd = torch.zeros_like(on_token)  # token-level KD weight  # [n_targets]
         kd = None
         if self.kd_term is not None:
@@ -243,6 +247,8 @@ class Objective(torch.nn.Module):
             on_kd = torch.where(own & kd.valid, self.kd_term.cfg.weight * per_sample, on_kd)
         total, per_token, per_kd = self._losses(at, on_token, on_kd, kd)
         ce_rows = per_token if own is None else per_token * ~own  # CE is logged over the data's rows
+        if on_row is not None:  # logged sums weighted like the loss (their normalisers are weighted)
+            ce_rows = ce_rows * on_row
         sums = {
             "label": (ce_rows * is_label).sum(),
             "rationale": (ce_rows * (at.task_ids == RATIONALE_TASK)).sum(),

@@ -191,3 +191,37 @@ def test_smoke_training_cell_end_to_end_on_svamp(shared_data, tiny_causal_dir, t
     # per-example outcomes are kept for paired comparisons (smoke: the first 8 test rows)
     assert len(saved["test_correct"]) == saved["n_test"] == 8
     assert sum(saved["test_correct"].values()) == round(8 * saved["test_accuracy"])
+
+
+def test_demo_study_grid_names_its_annotations_and_settings(tmp_path):
+    """bench/configs/study-demo.yaml: every method on all 100 problems, the gold-label pair on 50 and
+    25; each method trains on the annotation it names, the demo's own validation split, task arith."""
+    from quality import cell_config, data_dir_for
+
+    spec = load_spec("study-demo")
+    cells = grid(spec)
+    assert len(cells) == 3 * (len(spec["methods"]) + 2 * 3)
+    assert {c.method for c in cells if c.fraction == 0.25} == {
+        "standard",
+        "sbs_gold_one",
+        "sbs_gold_agree_k8",
+    }
+    cell = Cell("demo", "sbs_gold_agree_k8", 1, 0.25)
+    assert data_dir_for(spec, cell).name == "study-demo-k8"
+    cfg = cell_config(spec, cell, tmp_path, smoke=False)
+    assert (cfg.task.name, cfg.train.method, cfg.train.label_source) == ("arith", "step_by_step", "gold")
+    assert (cfg.train.rationales, cfg.train.seed, cfg.data.train_fraction) == ("agreeing", 1, 0.25)
+    assert cfg.data.valid == str(tmp_path / "valid.jsonl")
+    assert cell_config(spec, Cell("demo", "distill_k1", 0, 1.0), tmp_path, False).train.rationales == "one"
+    for a, b in spec["pairs"]:
+        assert a in spec["methods"] and b in spec["methods"]
+
+
+def test_a_method_naming_an_unknown_annotation_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "settings: [{task: demo}]\nseeds: [0]\ntrain: {}\ndemo: {annotations: {k1: 1}}\n"
+        "methods: {x: {method: standard, annotation: k9}}\n"
+    )
+    with pytest.raises(ConfigError, match="methods.x.annotation: 'k9' is not in demo.annotations"):
+        load_spec(str(bad))

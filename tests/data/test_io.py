@@ -42,3 +42,21 @@ def test_read_annotations_rejects_a_repeated_id(tmp_path):
         read_annotations(path)
     assert (err.value.line, err.value.field) == (3, "id")
     assert str(err.value) == f"{path}:3: field 'id': duplicate id 'a' (first on line 1)"
+
+
+@pytest.mark.parametrize(
+    "samples,field",
+    [
+        ("abc", "teacher_samples"),
+        (["x"], "teacher_samples[0]"),
+        ([{"rationale": 3}], "teacher_samples[0].rationale"),
+    ],
+)
+def test_read_annotations_names_a_malformed_teacher_sample(tmp_path, samples, field):
+    path = tmp_path / "ann.jsonl"
+    good = Annotation(id="a", fields={"q": "x"}, teacher_samples=[{"label": "1", "rationale": "r"}])
+    bad = {**Annotation(id="b", fields={"q": "x"}).to_dict(), "teacher_samples": samples}
+    path.write_text(json.dumps(good.to_dict()) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError) as err:
+        read_annotations(path)
+    assert (err.value.line, err.value.field) == (2, field)

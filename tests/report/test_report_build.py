@@ -134,3 +134,41 @@ def test_errors_name_the_file_and_field(finished_run, tmp_path):
     log.write_text(log.read_text() + "oops\n")
     with pytest.raises(DataError, match=r"train_log.jsonl:7: not valid JSON"):
         build_report([finished_run])
+
+
+def test_rationales_kept_and_vote_against_samples(finished_run, training_writer):
+    import json
+
+    from stepdistill.data.io import write_json
+
+    summary_path = finished_run / "annotations" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["splits"]["train"]["vote_by_k"] = {
+        "1": {"accuracy": 0.15, "any_correct": 0.15, "n": 40},
+        "8": {"accuracy": 0.25, "any_correct": 0.6, "n": 40},
+    }
+    write_json(summary_path, summary)
+    folder = finished_run / "sbs-agreeing"
+    training_writer(folder, "step_by_step", 1.0, 0, 7)
+    (folder / "config.yaml").write_text("train:\n  rationales: agreeing\n")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["train"].update(
+        rationales_per_example={"0": 16, "1": 14, "2": 10}, rationale_rows=34, rationale_share=0.6,
+        rationale_tokens={"n": 34, "median": 31, "p90": 48, "max": 60}, rationales_over_max_tokens=0,
+        vote_agreement=0.4125,
+    )  # fmt: skip
+    write_json(folder / "metrics.json", metrics)
+    build_report([finished_run])
+    md = (finished_run / "report" / "report.md").read_text()
+    kept = _md_rows(
+        _section(md, "Rationales trained on"), "step_by_step (teacher labels, agreeing rationales)"
+    )
+    assert kept == [
+        ["step_by_step (teacher labels, agreeing rationales)", "0", "0: 16 / 1: 14 / 2: 10", "34", "60.0", "31",
+         "48", "0", "41.2"]
+    ]  # fmt: skip
+    votes = _md_rows(_section(md, "Teacher vote against samples"), "demo")
+    assert votes == [
+        ["demo", "train", "1", "15.0", "15.0", "40"],
+        ["demo", "train", "8", "25.0", "60.0", "40"],
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
@@ -11,6 +13,7 @@ from stepdistill.teachers.config import TeacherConfig
 from stepdistill.teachers.hf_local import (
     PLAIN_PATH,
     PREFIX_PATH,
+    SAMPLES_PATH,
     HFLocalTeacher,
     layout_rows,
     shared_prefix_length,
@@ -79,6 +82,59 @@ def test_prefix_cache_answers_equal_the_plain_path(tiny_teacher):
     # Batches of 2 over 5 prompts: 3 batches, each on its path; the prefix ends where questions begin.
     assert cached.batches == {PREFIX_PATH: 3} and plain.batches == {PLAIN_PATH: 3}
     assert len(cached._prefix[0]) == shared_prefix_length(rows) == len(tok(f"{SHOTS}Q:")["input_ids"])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_samples_of_a_prompt_equal_its_plain_answer_row_for_row(tiny_teacher, shared):
+    """The prompt-once path (each prompt read once, its cache expanded to one row per sample) under
+    greedy decoding gives every row exactly the plain path's answer to that prompt, with or
+    without a cached shared prefix, prompts of different lengths and different sample counts."""
+    model, tok, cfg = tiny_teacher
+    teacher, plain = HFLocalTeacher(model, tok, cfg), HFLocalTeacher(model, tok, cfg, prefix_cache=False)
+    rows = teacher.encode(prompts())
+    want = [c[0].text for c in plain.generate(prompts(), 1, GREEDY)]
+    counts = [3, 1, 2, 4, 1]
+    got = teacher.sample_rows(rows, counts, GREEDY, 0, teacher.prefix_for(rows) if shared else None)
+    assert [len(g) for g in got] == counts
+    assert [[c.text for c in g] for g in got] == [[w] * n for w, n in zip(want, counts)]
+    assert [g[0].prompt_tokens for g in got] == [len(r) for r in rows]
+
+
+def test_k_samples_read_each_prompt_once(tiny_teacher):
+    """annotate.samples: 4 through stream(): one prompt forward per batch over the prompt's own
+    tokens (not 4), 4 completions per prompt that differ, and the same ones again under the seed."""
+    model, tok, cfg = tiny_teacher
+    teacher = HFLocalTeacher(model, tok, cfg.model_copy(update={"batch_size": 8}))
+    rows = teacher.encode(prompts())
+    prefix_len = shared_prefix_length(rows)
+    reads: list[int] = []  # tokens of every forward that reads more than one token
+    forward = model.forward
+
+    @functools.wraps(forward)  # generate inspects the signature of forward
+    def counting(*args, **kwargs):
+        width = kwargs["input_ids"].shape[1]
+        if width > 1:
+            reads.append(kwargs["input_ids"].shape[0] * width)
+        return forward(*args, **kwargs)
+
+    sampling = Sampling(max_tokens=8, temperature=1.0, seed=3)
+    model.forward = counting
+    try:
+        first = teacher.generate(prompts(), 4, sampling)
+    finally:
+        del model.forward
+    # 5 prompts, 8 rows per batch: 2 prompts x 4 samples per batch -> 3 batches; the prefix once.
+    assert teacher.batches == {SAMPLES_PATH: 3}
+    assert reads[0] == prefix_len  # the shared prefix, read once for the whole call
+    own = [len(r) - prefix_len for r in rows]
+    widths = [max(own[0:2]), max(own[2:4]), own[4]]  # each batch pads its prompts to the longest
+    assert reads[1:] == [n * (w - 1) for n, w in zip([2, 2, 1], widths)]  # all but the last token, once
+    assert [len(c) for c in first] == [4] * 5
+    assert all(len({c.text for c in per_prompt}) > 1 for per_prompt in first)  # samples differ
+    again = HFLocalTeacher(model, tok, cfg.model_copy(update={"batch_size": 8})).generate(
+        prompts(), 4, sampling
+    )
+    assert [[c.text for c in g] for g in again] == [[c.text for c in g] for g in first]
 
 
 def test_layout_matters(tiny_teacher):

@@ -192,3 +192,42 @@ def test_rate_limiter_schedule_exact():
     now[0] = 10.0
     lim.pause(2.5)
     assert lim.reserve(1) == 2.5
+
+
+def test_samples_per_request_sends_one_request_with_n(scripted_server):
+    """teacher.samples_per_request: 3 samples of each of 2 prompts go as 2 requests with n = 3; the
+    choices map to the samples in index order, the prompt's tokens are counted once; a server that
+    answers fewer choices than n is retried, then counted as failed for every sample."""
+
+    def answer(body):
+        n = body.get("n", 1)
+        out = ok_body("", body, prompt_tokens=10, completion_tokens=7 * n)
+        out["choices"] = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": f"{body['messages'][-1]['content']} #{i}"},
+            }
+            for i in reversed(range(n))  # out of order: the client sorts by index
+        ]
+        return out
+
+    scripted_server.answer = answer
+    sampling = Sampling(max_tokens=16, temperature=0.7, seed=7)
+    other = Prompt(text="Q: 3+3?\nA:", messages=({"role": "user", "content": "3+3?"},))
+    got = teacher(scripted_server, samples_per_request=True).generate([PROMPT, other], 3, sampling)
+    assert [[c.text for c in per] for per in got] == [
+        [f"{q} #{i}" for i in range(3)] for q in ("2+2?", "3+3?")
+    ]
+    assert sorted((r["body"]["n"], r["body"]["seed"]) for r in scripted_server.requests) == [(3, 7), (3, 7)]
+    assert [c.prompt_tokens for c in got[0]] == [10, 0, 0] and sum(c.completion_tokens for c in got[0]) == 21
+    # greedy (or the option off): one request per sample, as before
+    scripted_server.requests.clear()
+    teacher(scripted_server).generate([PROMPT], 3, sampling)
+    assert len(scripted_server.requests) == 3 and all("n" not in r["body"] for r in scripted_server.requests)
+    # a server that ignores n (one choice back)
+    scripted_server.answer = lambda body: ok_body("only one", body)
+    scripted_server.requests.clear()
+    short = teacher(scripted_server, samples_per_request=True, max_retries=1).generate([PROMPT], 2, sampling)[
+        0
+    ]
+    assert [c.error for c in short] == ["missing_choices"] * 2 and len(scripted_server.requests) == 2

@@ -177,6 +177,27 @@ def test_torchrun_two_processes_equal_one_causal_step_by_step(tmp_path, tiny_cau
     _assert_same_run(one, tmp_path / "runs" / "two")
 
 
+def test_many_rationales_under_two_processes_equal_one(tmp_path, tiny_causal_dir):
+    # train.rationales: agreeing with example weighting: examples carry 1 to 3 rationale rows of
+    # weight 1/n, split over the processes; the step's weighted token counts are the same on both.
+    rows = _annotations(10)
+    for i, ann in enumerate(rows):
+        wrong = LABELS[(i + 1) % 3]
+        ann.teacher_samples = [
+            {"raw": "r", "label": ann.gold, "rationale": ann.teacher_rationale, "parse_error": None},
+            {"raw": "r", "label": wrong, "rationale": "A wrong turn.", "parse_error": None},
+        ] + [{"raw": "r", "label": ann.gold, "rationale": f"Also {j} ways {'x ' * i}", "parse_error": None}
+             for j in range(i % 3)]  # fmt: skip
+    write_jsonl(tmp_path / "data" / "train.jsonl", [a.to_dict() for a in rows])
+    cfg = _write_config(tmp_path, tiny_causal_dir, "two", rationales="agreeing", label_source="gold",
+                        max_tokens_per_pass=60)  # fmt: skip
+    _run(torchrun(2, "train", str(cfg)))
+    one = _in_process(cfg, name="one")
+    _assert_same_run(one, tmp_path / "runs" / "two")
+    counts = json.loads((one / "metrics.json").read_text())["train"]
+    assert counts["rationales_per_example"] == {"1": 4, "2": 3, "3": 3} and counts["rationale_rows"] == 19
+
+
 def test_accelerate_launch_two_processes_equal_one_seq2seq_standard(tmp_path, tiny_seq2seq_dir):
     cfg = _write_config(tmp_path, tiny_seq2seq_dir, "two", method="standard", max_steps=3, eval_every=3)
     done = _run(accelerate_launch(2, "train", str(cfg)))

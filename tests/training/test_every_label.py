@@ -36,7 +36,8 @@ def test_gold_step_by_step_keeps_every_label_and_filters_rationales(toy_task, ma
     ]
     assert rationale_ids == ["toy-0", "toy-3", "toy-5"]
     assert sbs.examples[0][1] == Pair("explain: What colour is a banana?", "A ripe banana is yellow.", 1)
-    assert sbs.counts() == {
+    counts = sbs.counts()
+    assert {k: counts[k] for k in ("label_examples", "rationale_examples", "skipped")} == {
         "label_examples": 6,
         "rationale_examples": 3,
         "skipped": {
@@ -44,6 +45,8 @@ def test_gold_step_by_step_keeps_every_label_and_filters_rationales(toy_task, ma
             "rationale task: no teacher rationale": 1,
         },
     }
+    assert counts["rationales_per_example"] == {"0": 3, "1": 3} and counts["rationale_rows"] == 3
+    assert counts["rationale_share"] == 0.5 and counts["train_rows"] == 6
     # Without the filter every parsed rationale is used; teacher labels lose the unparsed example.
     assert (
         build_pairs(toy_task, rows, TrainConfig(method="step_by_step", label_source="gold")).counts()[
