@@ -1,29 +1,50 @@
-"""Soft-target KD vs hard-label training at equal steps, on the shipped arithmetic demo task.
+"""Distilling a fine-tuned SmolLM2 teacher on the arithmetic demo task: SFT on the teacher's outputs,
+off-policy KD, on-policy KD and mixed, over seeds, to a plateau, at the end and at matched compute.
 
-    make bench-kd                         # = .venv/bin/python bench/kd.py  (~10 min on 2 CPU cores)
-    .venv/bin/python bench/kd.py --smoke  # a few steps each, to check the plumbing (~3 min)
+    make bench-kd                                    # = .venv/bin/python bench/kd.py (3 seeds x 4 variants)
+                                                     #   ~85 min of training a seed on 2 shared CPU cores
+    .venv/bin/python bench/kd.py --seeds 0           # one seed of every variant; later calls add seeds
+    .venv/bin/python bench/kd.py --smoke             # a few steps each, to check the plumbing
+    .venv/bin/python bench/kd.py --report            # rewrite the BENCHMARKS.md section from kd.json
 
 1. Teacher: the embedded SmolLM2-135M-Instruct (all 30 layers), fine-tuned on the demo task's gold
-   equations (method standard) so that its distribution over answers is worth imitating.
-2. Two students cut from that teacher (every other layer: 15 layers, weights copied from it), the
-   same seed, the same data order and the same number of steps:
-     hard  cross-entropy on the gold equations (method standard)
-     kd    0.5 * CE + 0.5 * forward KL to the teacher's token distribution (T = 2), white-box online
-3. Held-out test split: accuracy, agreement of the student's predicted equation with the teacher's,
-   and teacher-forced KL(teacher || student) and top-1 token agreement over the gold targets.
+   equations (method standard), then asked greedily for every training problem (its evaluation of
+   the train split): those answers are the teacher's outputs every student learns from. They are
+   generated once, in the teacher's run folder, and reused by every later call.
+2. Students cut from that teacher (every other layer: 15 of 30, weights copied), trained on the
+   teacher-labelled train split (method distill), selected on the gold validation split, stopped
+   after PATIENCE evaluations without a better validation accuracy (or at the step cap):
+     sft        cross-entropy on the teacher's answers
+     kd         0.5 CE + 0.5 forward KL(teacher || student) along the teacher's answers (T = 2)
+     on_policy  0.5 CE + 0.5 reverse KL on the student's own samples, every step (lmbda 1)
+     mixed      0.5 CE + 0.5 JSD(beta 0.5), on the student's samples on half of the steps (lmbda 0.5)
+   The three KD variants share weight and temperature, so only the divergence and lmbda differ.
+3. Held-out test split: accuracy per seed, paired 95% intervals and McNemar (bench/compare.py) at
+   the end of training; at matched training FLOPs (generation included) on the validation rows'
+   learning curves (stepdistill/report/curves.py); train_flops and wall seconds of each run.
 
-Results go to bench/results/kd.json and to the <!-- bench:kd --> section of BENCHMARKS.md.
+The teacher is fine-tuned on equations only and has never seen a rationale, so there are no
+step-by-step cells: the teacher is asked once with the `explain:` prefix and what it writes is
+recorded, as the evidence.
+
+Results go to bench/results/kd.json (merged: a run already there is not trained again) and to the
+<!-- bench:kd --> section of BENCHMARKS.md, rewritten after every finished run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
+import shutil
+import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +57,41 @@ sleep_idle_cpu_threads()  # before torch loads
 
 import torch  # noqa: E402
 from benchmarks_md import write_section  # noqa: E402
-from compare import interval_cell  # noqa: E402
+from compare import compare_cells, interval_cell  # noqa: E402
 
 from stepdistill.config import config_from_dict  # noqa: E402
-from stepdistill.data.io import iter_jsonl, write_json  # noqa: E402
+from stepdistill.data.io import iter_jsonl, write_json, write_jsonl  # noqa: E402
 from stepdistill.demo_data import generate_demo_data  # noqa: E402
+from stepdistill.report.curves import compare_matched, matched_verdict  # noqa: E402
+from stepdistill.schema import Annotation  # noqa: E402
 
 OUT = ROOT / "runs" / "bench-kd"
-SIZES = {"train": 120, "valid": 20, "test": 60}  # test: the held-out set of every number below
+RESULTS = ROOT / "bench" / "results" / "kd.json"
+# test: the held-out set of every end-of-training number; valid: checkpoint selection, patience and
+# the learning curves of the matched-compute comparisons (40 rows, so that one row is 2.5 points).
+SIZES = {"train": 120, "valid": 40, "test": 60}
 KEEP = list(range(0, 30, 2))  # every other of SmolLM2's 30 decoder layers
-FULL = {"teacher_steps": 60, "student_steps": 60}  # ~4 epochs of 120 problems at batch 8
-SMOKE = {"teacher_steps": 4, "student_steps": 4}
+# Teacher: ~4 epochs of 120 problems at batch 8 (60/60 on the test split of the first version of
+# this bench, which held 20 validation problems; the split below starts 20 problems later).
+# Students: validated every 10 steps (2/3 of an epoch), stopped after 3 evaluations without a better
+# validation accuracy, capped at 150 steps (10 epochs).
+FULL = {"teacher_steps": 60, "eval_every": 10, "patience": 3, "max_steps": 150}
+SMOKE = {"teacher_steps": 4, "eval_every": 2, "patience": 1, "max_steps": 4}
+KD = {"teacher_model": None, "temperature": 2.0, "weight": 0.5}  # shared by the three KD variants
+VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "sft": ("SFT on the teacher's outputs", None),
+    "kd": ("off-policy KD (forward KL)", {"loss": "forward_kl"}),
+    "on_policy": ("on-policy (λ = 1, reverse KL)", {"loss": "reverse_kl", "on_policy": {"lmbda": 1.0}}),
+    "mixed": (
+        "mixed (λ = 0.5, JSD β = 0.5)",
+        {"loss": "jsd", "jsd_beta": 0.5, "on_policy": {"lmbda": 0.5}},
+    ),
+}
+# (A, B) of the paired comparisons: each on-policy variant against both off-policy baselines.
+PAIRS = (("on_policy", "kd"), ("on_policy", "sft"), ("mixed", "kd"), ("mixed", "sft"), ("kd", "sft"))
 
 
-def base_config(name: str, model: str, steps: int, data: dict[str, str], **extra: Any):
+def base_config(name: str, model: str, data: dict[str, str], train: dict[str, Any], **extra: Any):
     raw = {
         "name": name,
         "out_dir": str(OUT),
@@ -60,14 +102,13 @@ def base_config(name: str, model: str, steps: int, data: dict[str, str], **extra
             "method": "standard",
             "batch_size": 8,
             "lr": 3e-4,  # the demo's rate: cut students re-learn their layer links
-            "max_steps": steps,
             "warmup_ratio": 0.05,
-            "eval_every": steps,  # one selection point: both students are scored at the same step
             "log_every": 5,
             "max_input_length": 96,
-            "max_target_length": 24,
+            "max_target_length": 24,  # equations are under 12 tokens; also the samples' cap
             "precision": "fp32",
             "seed": 0,
+            **train,
         },
         "eval": {"batch_size": 32, "max_new_tokens": 16, "splits": ["test"]},
     }
@@ -76,11 +117,116 @@ def base_config(name: str, model: str, steps: int, data: dict[str, str], **extra
 
 
 def timed_train(cfg) -> tuple[Path, float]:
+    """Train (continuing from the run folder's last checkpoint when one is there); run folder, wall s."""
     from stepdistill.train import train
+    from stepdistill.training.checkpoint import latest_checkpoint
 
     start = time.perf_counter()
-    run = train(cfg)
+    run = train(cfg, resume=latest_checkpoint(cfg.run_dir) is not None)
     return run, time.perf_counter() - start
+
+
+def rows_of(run: Path, split: str) -> list[dict[str, Any]]:
+    return [r for _, r in iter_jsonl(run / "predictions" / f"{split}.jsonl")]
+
+
+def teacher_labelled(teacher_run: Path, gold_train: str, out: Path) -> dict[str, int]:
+    """The train split with the teacher's greedy answers as teacher_label (annotated JSONL at `out`);
+    counts of rows, rows without an answer and answers that disagree with gold."""
+    from stepdistill.data.readers import load_examples
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+
+    preds = {r["id"]: r for r in rows_of(teacher_run, "train")}
+    rows = []
+    for ann in load_examples(gold_train, get_task(TaskConfig(name="arith"))):
+        p = preds[ann.id]
+        rows.append(
+            Annotation(
+                ann.id,
+                ann.fields,
+                ann.gold,
+                teacher_label=p["pred"],
+                teacher_raw=p["pred"],
+                teacher_model=str(teacher_run / "best"),
+            )  # fmt: skip
+        )
+    write_jsonl(out, [a.to_dict() for a in rows])
+    return {
+        "rows": len(rows),
+        "no_answer": sum(a.teacher_label is None for a in rows),
+        "wrong": sum(not preds[a.id]["correct"] for a in rows),
+    }
+
+
+@torch.no_grad()
+def explain_probe(teacher_dir: Path, cfg, n: int = 3) -> list[dict[str, str]]:
+    """What the fine-tuned teacher writes when asked for a rationale (`explain:` prefix), on the
+    first `n` test problems: the evidence for whether step-by-step cells can be made from it."""
+    from stepdistill.data.splits import load_splits
+    from stepdistill.evaluate import generate
+    from stepdistill.tasks import get_task
+    from stepdistill.training.formatting import rationale_source
+    from stepdistill.training.models import load_saved_student
+
+    task = get_task(cfg.task)
+    rows = load_splits(cfg.data, task)["test"][:n]
+    teacher = load_saved_student(teacher_dir, kind="causal")
+    asks = [rationale_source(task, a, cfg.train) for a in rows]
+    texts = generate(teacher, asks, cfg.train, cfg.eval, max_new_tokens=48)
+    return [{"input": a, "output": t} for a, t in zip(asks, texts)]
+
+
+def run_teacher(steps: dict[str, int], paths: dict[str, str]) -> dict[str, Any]:
+    """Fine-tune (or reuse) the teacher; its accuracy, its train answers as a labelled split, the probe."""
+    from stepdistill.embedded import smollm2_converted
+
+    smol = str(smollm2_converted())  # one float32 folder the teacher starts from
+    n = steps["teacher_steps"]
+    train = {"max_steps": n, "eval_every": n}  # one selection point
+    cfg = base_config(f"teacher-{n}", smol, paths, train, eval={"batch_size": 32, "max_new_tokens": 16,
+                      "splits": ["test", "train"]})  # fmt: skip
+    done = (cfg.run_dir / "metrics.json").is_file()
+    run = cfg.run_dir if done else timed_train(cfg)[0]
+    m = json.loads((run / "metrics.json").read_text())
+    labelled = OUT / "data" / f"train-teacher-{n}.jsonl"
+    return {
+        "dir": str(run / "best"),
+        "test_accuracy": m["splits"]["test"]["accuracy"],
+        "test_n": m["splits"]["test"]["n"],
+        "train_accuracy": m["splits"]["train"]["accuracy"],
+        "train_wall_s": m["train"]["wall_s"],
+        "test_preds": {r["id"]: r["pred"] for r in rows_of(run, "test")},
+        "labels": teacher_labelled(run, paths["train"], labelled),
+        "labelled_train": str(labelled),
+        "explain_probe": explain_probe(run / "best", cfg),
+    }
+
+
+def make_data() -> dict[str, str]:
+    """The demo task's splits (deterministic from seed 0), written once."""
+    paths = {s: str(OUT / "data" / f"{s}.jsonl") for s in SIZES}
+    if not all(Path(p).is_file() for p in paths.values()):
+        generate_demo_data(paths, SIZES, seed=0)
+    return paths
+
+
+def student_config(variant: str, seed: int, steps: dict[str, int], teacher: dict[str, Any], paths):
+    """The config of one student: the teacher-labelled train split, gold valid and test."""
+    data = {**paths, "train": teacher["labelled_train"]}
+    train = {
+        "method": "distill",  # the teacher's answers are the labels of every variant
+        "max_steps": steps["max_steps"],
+        "eval_every": steps["eval_every"],
+        "patience": steps["patience"],
+        "seed": seed,
+    }
+    kd = VARIANTS[variant][1]
+    extra = {} if kd is None else {"kd": {**KD, "teacher_model": teacher["dir"], **kd}}
+    name = f"{variant}-s{seed}-{steps['max_steps']}"
+    cfg = base_config(name, teacher["dir"], data, train, **extra)
+    cfg.student.keep_layers = KEEP
+    return cfg
 
 
 @torch.no_grad()
@@ -97,10 +243,11 @@ def heldout_kl(teacher_dir: Path, student_dir: Path, cfg) -> dict[str, float]:
 
     task = get_task(cfg.task)
     test = load_splits(cfg.data, task)["test"]
+    tc = cfg.train.model_copy(update={"method": "standard"})  # the gold targets (test has no teacher labels)
     student = load_saved_student(student_dir, kind="causal")
     student.model.eval()
     teacher, kind = load_teacher(str(teacher_dir))
-    enc = encode_examples(student.tokenizer, build_pairs(task, test, cfg.train).examples, cfg.train, kind)
+    enc = encode_examples(student.tokenizer, build_pairs(task, test, tc).examples, tc, kind)
     kl_sum = agree = n = 0.0
     for start in range(0, len(enc), 16):
         batch = collate(enc[start : start + 16], student.tokenizer.pad_token_id, kind)
@@ -109,129 +256,250 @@ def heldout_kl(teacher_dir: Path, student_dir: Path, cfg) -> dict[str, float]:
         kl_sum += float(dense_kd_loss(at.logits, t)) * len(t)
         agree += float((at.logits.argmax(-1) == t.argmax(-1)).sum())
         n += len(t)
-    return {"heldout_kl": kl_sum / n, "token_agreement": agree / n, "target_tokens": int(n)}
+    return {"heldout_kl": kl_sum / n, "token_agreement": agree / n}
 
 
-def predictions(run: Path) -> dict[str, str | None]:
-    return {r["id"]: r.get("pred") for _, r in iter_jsonl(run / "predictions" / "test.jsonl")}
+def run_student(variant: str, seed: int, steps: dict[str, int], teacher: dict[str, Any], paths) -> dict:
+    """Train one student and keep what the comparisons need; its weights are deleted afterwards."""
+    cfg = student_config(variant, seed, steps, teacher, paths)
+    run, wall = timed_train(cfg)
+    m = json.loads((run / "metrics.json").read_text())
+    test = rows_of(run, "test")
+    log = [r for _, r in iter_jsonl(run / "train_log.jsonl")]
+    keys = ("step", "examples_seen", "train_flops", "valid_accuracy", "valid_correct")
+    tr = m["train"]
+    out = {
+        "variant": variant,
+        "seed": seed,
+        "test_accuracy": m["splits"]["test"]["accuracy"],
+        "n_test": m["splits"]["test"]["n"],
+        # per-example outcomes: paired comparisons on the same test rows (bench/compare.py)
+        "test_correct": {r["id"]: int(bool(r["correct"])) for r in test},
+        "agrees_with_teacher": statistics.fmean(
+            r["pred"] == teacher["test_preds"].get(r["id"]) for r in test
+        ),
+        "steps": tr["steps"],
+        "best_step": m["best_step"],
+        "stopped_early": tr["stopped_early"],
+        "train_flops": tr["train_flops"],  # sampling and the sampled rows' training included
+        "train_wall_s": tr["wall_s"],  # the training loop with its validations
+        "wall_s": wall,  # this call: loading, training, test evaluation (a resumed run: since resuming)
+        "on_policy": tr.get("on_policy"),
+        "curve": [{k: r.get(k) for k in keys} for r in log if "valid_accuracy" in r],
+        **heldout_kl(Path(teacher["dir"]), run / "best", cfg),
+    }
+    # ~1 GB of checkpoints per run; the numbers above are all the report reads.
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run / "best", ignore_errors=True)
+    return out
 
 
-def outcomes(run: Path) -> dict[str, int]:
-    """Per test example: 1 when the student's answer is right (for the paired comparison)."""
-    return {r["id"]: int(bool(r.get("correct"))) for _, r in iter_jsonl(run / "predictions" / "test.jsonl")}
+def runs_of(results: dict[str, Any], variant: str) -> list[dict[str, Any]]:
+    return sorted((r for r in results["runs"].values() if r["variant"] == variant), key=lambda r: r["seed"])
 
 
-def run_bench(steps: dict[str, int]) -> dict[str, Any]:
-    paths = {s: str(OUT / "data" / f"{s}.jsonl") for s in SIZES}
-    generate_demo_data(paths, SIZES, seed=0)
-    results: dict[str, Any] = {}
-    tag = f"{steps['teacher_steps']}-{steps['student_steps']}"
-    from stepdistill.embedded import smollm2_converted
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
-    smol = str(smollm2_converted())  # one float32 folder the teacher and both students start from
-    tcfg = base_config(f"teacher-{tag}", smol, steps["teacher_steps"], paths)
-    teacher_run, wall = timed_train(tcfg)
-    teacher_dir = teacher_run / "best"
-    metrics = json.loads((teacher_run / "metrics.json").read_text())
-    results["teacher"] = {"accuracy": metrics["splits"]["test"]["accuracy"], "wall_s": wall}
-    teacher_preds = predictions(teacher_run)
-    student = {"keep_layers": KEEP}
-    kd = {"teacher_model": str(teacher_dir), "loss": "forward_kl", "temperature": 2.0, "weight": 0.5}
-    for name, extra in (("hard", {}), ("kd", {"kd": kd})):
-        cfg = base_config(f"{name}-{tag}", str(teacher_dir), steps["student_steps"], paths, **extra)
-        cfg.student.keep_layers = student["keep_layers"]
-        run, wall = timed_train(cfg)
-        m = json.loads((run / "metrics.json").read_text())
-        preds = predictions(run)
-        same = sum(preds[i] == teacher_preds.get(i) for i in preds)
-        results[name] = {
-            "accuracy": m["splits"]["test"]["accuracy"],
-            "n_test": m["splits"]["test"]["n"],
-            "pred_agreement": same / len(preds),
-            "wall_s": wall,
-            "params": m["student"]["params"],
-            "test_correct": outcomes(run),
-            **heldout_kl(teacher_dir, run / "best", cfg),
-        }
-        print(name, results[name], flush=True)
+
+def variant_row(variant: str, runs: list[dict[str, Any]]) -> str:
+    accs = [100 * r["test_accuracy"] for r in runs]
+    gen = [(r.get("on_policy") or {}).get("generation_flops", 0) / r["train_flops"] for r in runs]
+    at_best = [next(p["train_flops"] for p in r["curve"] if p["step"] == r["best_step"]) / 1e12 for r in runs]
+    return (
+        f"| {VARIANTS[variant][0]} | {' / '.join(f'{a:.1f}' for a in accs)} | {_median(accs):.1f} | "
+        f"{max(accs) - min(accs):.1f} | {_median([100 * r['agrees_with_teacher'] for r in runs]):.1f} | "
+        f"{_median([r['heldout_kl'] for r in runs]):.3f} | "
+        f"{', '.join(str(r['steps']) + ' (' + str(r['best_step']) + ')' for r in runs)} | "
+        f"{', '.join('yes' if r['stopped_early'] else 'no (cap)' for r in runs)} | "
+        f"{_median([r['train_flops'] / 1e12 for r in runs]):.1f} | {_median(at_best):.1f} | {100 * _median(gen):.0f}% | "
+        f"{_median([r['train_wall_s'] for r in runs]):.0f} |"
+    )
+
+
+def _matched_cell(p: dict[str, Any]) -> str:
+    flops = f"{statistics.fmean(p['a_flops']) / 1e12:.1f} / {statistics.fmean(p['b_flops']) / 1e12:.1f}"
+    steps = f"{'/'.join(map(str, p['a_steps']))} vs {'/'.join(map(str, p['b_steps']))}"
+    return f"{flops}: {100 * p['a']:.1f} vs {100 * p['b']:.1f}, {interval_cell(p['ci'])} (steps {steps})"
+
+
+def pair_row(a: str, b: str, results: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """One comparison on the seeds both variants ran: end of training (test) and matched compute
+    (validation curves); the row and the end-of-training statistics."""
+    seeds = {r["seed"] for r in runs_of(results, a)} & {r["seed"] for r in runs_of(results, b)}
+    ra = [r for r in runs_of(results, a) if r["seed"] in seeds]
+    rb = [r for r in runs_of(results, b) if r["seed"] in seeds]
+    if not seeds:
+        return None
+    names = (VARIANTS[a][0], VARIANTS[b][0])
+    end = compare_cells(ra, rb, names)
+    matched = compare_matched([r["curve"] for r in ra], [r["curve"] for r in rb])
+    ratio = _median([r["train_flops"] for r in ra]) / _median([r["train_flops"] for r in rb])
+    words = matched_verdict(*names, matched) if matched else "-"
+    row = (
+        f"| {names[0]} | {names[1]} | {len(seeds)} | {interval_cell(end['ci'])} | {end['mcnemar']} | "
+        f"{end['verdict']} | {ratio:.2f} | {' · '.join(_matched_cell(p) for p in matched) or '-'} | "
+        f"{words} |"
+    )
+    return row, {**end, "names": names, "ratio": ratio, "matched_verdict": words}
+
+
+def reading(stats: list[dict[str, Any]]) -> str:
+    """What the intervals show, in words derived from them (no number typed in): the winners at
+    the end of training and at matched compute, or that there are none."""
+    if not stats:
+        return "Reading: no comparison yet (no pair of variants has run on a common seed)."
+    won = [s for s in stats if s["ci"] is not None and s["ci"].excludes_zero]
+    end = "; ".join(
+        f"{s['verdict']} ({interval_cell(s['ci'])} points; A used {s['ratio']:.2f}x B's train FLOPs)"
+        for s in won
+    )
+    matched = [s["matched_verdict"] for s in stats if " beats " in s["matched_verdict"]]
+    return (
+        f"Reading. End of training: {end or 'no winner, every paired 95% interval includes 0'}"
+        f"{f' (the other {len(stats) - len(won)} include 0)' if won else ''}. At matched compute: "
+        f"{'; '.join(matched) if matched else 'no winner'}."
+    )
+
+
+def ceiling(results: dict[str, Any]) -> str:
+    """A sentence when students reach the teacher's test accuracy: the end-of-training comparison
+    then cannot separate them, whatever the intervals say."""
+    t = results["teacher"]["test_accuracy"]
+    top = [
+        v
+        for v in VARIANTS
+        if runs_of(results, v) and min(r["test_accuracy"] for r in runs_of(results, v)) >= t
+    ]
+    if not top:
+        return ""
+    names = ", ".join(VARIANTS[v][0] for v in top)
+    return (
+        f" Every seed of {names} is at or above the teacher's own test accuracy: at that ceiling the "
+        "test rows cannot tell these variants apart; what separates them is how far each got for the "
+        "same training FLOPs (the matched-compute columns)."
+    )
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    t, s = results["teacher"], results["schedule"]
+    seeds = sorted({r["seed"] for r in results["runs"].values()})
+    rows = [
+        "| variant | test acc % per seed | median | spread (max − min) | agrees with teacher % | "
+        "held-out KL(T‖S) | steps (best at) | stopped by patience | train TFLOPs | TFLOPs to the best | "
+        "of it generation | train wall s |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    rows += [variant_row(v, runs_of(results, v)) for v in VARIANTS if runs_of(results, v)]
+    pairs = [p for p in (pair_row(a, b, results) for a, b in PAIRS) if p is not None]
+    missing = [f"{v} s{seed}" for v in VARIANTS for seed in (0, 1, 2)
+               if f"{v}/{seed}" not in results["runs"]]  # fmt: skip
+    probe = t["explain_probe"][0]
+    lines = [
+        "## Distilling a fine-tuned teacher: SFT, off-policy KD, on-policy KD (`make bench-kd`)",
+        "",
+        f"{results['date']} · {platform.machine()}, {os.cpu_count()} CPU cores (shared with other "
+        f"developers' jobs: wall times are indicative only) · `{command}` · seeds {', '.join(map(str, seeds))}",
+        "",
+        f"Teacher: SmolLM2-135M-Instruct fine-tuned on the demo task's gold equations ({s['teacher_steps']} "
+        f"steps, {t['train_wall_s']:.0f} s): {round(t['test_accuracy'] * t['test_n'])} of {t['test_n']} test "
+        f"problems right ({100 * t['test_accuracy']:.1f}%), train {100 * t['train_accuracy']:.1f}%. Its greedy answers to the {t['labels']['rows']} training "
+        f"problems ({t['labels']['wrong']} wrong, {t['labels']['no_answer']} without an answer) are the "
+        "labels of every student. Students: 15 of its 30 layers, initialised from it, trained on those "
+        f"labels (batch 8, lr 3e-4), validated every {s['eval_every']} steps on {SIZES['valid']} gold "
+        f"problems, stopped after {s['patience']} evaluations without a better validation accuracy or at "
+        f"{s['max_steps']} steps; test accuracy is the checkpoint chosen on validation, on {SIZES['test']} "
+        "unseen problems. KD variants: 0.5 CE on the teacher's answers + 0.5 divergence, T = 2; "
+        "on-policy samples at temperature 1. train FLOPs count the student's sampling and the sampled "
+        "rows' training (not the teacher's scoring, as for off-policy KD).",
+        "",
+        *rows,
+        "",
+        "Paired comparisons on the seeds both ran. End of training: test rows, bootstrap of the "
+        "seed-averaged per-row difference (bench/compare.py), exact McNemar per seed. Matched compute: "
+        "validation rows, each run's last evaluation within the smaller side's final train FLOPs, and "
+        "again at the compute the side evaluated earlier used (report/curves.py); a winner only when both agree.",
+        "",
+        "| A | B | seeds | end: A − B test points [95%] | McNemar per seed (A only / B only right) | "
+        "reading | train FLOPs A / B | matched compute (validation): TFLOPs A / B: A % vs B %, A − B [95%] | "
+        "reading |",
+        "|---|---|---:|---:|---|---|---:|---|---|",
+        *[row for row, _ in pairs],
+        "",
+        reading([st for _, st in pairs]) + ceiling(results),
+        "",
+        "No step-by-step cells: the teacher was fine-tuned on equations alone and writes no rationale. "
+        f"Asked `{probe['input']}` it writes `{probe['output'].strip()}`. Rationale cells need a teacher "
+        "that writes rationales (few-shot chain of thought from a larger model, or one fine-tuned on them).",
+    ]
+    if missing:
+        lines += [
+            "",
+            f"Not run yet: {', '.join(missing)} (`python bench/kd.py --seeds 0 1 2` trains what is missing).",
+        ]
+    return "\n".join(lines)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if "runs" not in results:  # no file, or one from the earlier two-student version of this bench
+        return {"runs": {}, "commands": []}
     return results
 
 
-def accuracy_comparison(hard: dict[str, Any], kd: dict[str, Any]) -> dict[str, Any]:
-    """Soft vs hard targets on the same test rows (bench/compare.py; unpaired for older results)."""
-    from compare import compare_cells
-
-    cells = [
-        {
-            "seed": 0,
-            "test_accuracy": r["accuracy"],
-            "n_test": r["n_test"],
-            "test_correct": r.get("test_correct"),
-        }
-        for r in (kd, hard)
-    ]
-    return compare_cells(cells[:1], cells[1:], ("soft targets", "hard labels"))
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the results file: calls for different seeds may run at once (one
+    thread each on a small machine), and each merges its runs into the file under it."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
-def markdown(results: dict[str, Any], command: str, seconds: float, date: str | None = None) -> str:
-    t, h, k = results["teacher"], results["hard"], results["kd"]
-    rows = [
-        "| student | test acc | agrees with teacher | held-out KL(T‖S) | token top-1 agreement | train wall |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in (("hard labels (CE)", h), ("soft targets (0.5 CE + 0.5 KL, T=2)", k)):
-        rows.append(
-            f"| {name} | {r['accuracy']:.3f} | {r['pred_agreement']:.3f} | {r['heldout_kl']:.3f} | "
-            f"{r['token_agreement']:.3f} | {r['wall_s']:.0f} s |"
-        )
-    better_kl = k["heldout_kl"] < h["heldout_kl"]
-    stats = accuracy_comparison(h, k)
-    verdict = (
-        f"Soft targets {'lower' if better_kl else 'do not lower'} the held-out KL to the teacher "
-        f"({k['heldout_kl']:.3f} vs {h['heldout_kl']:.3f}; one seed, no interval). Test accuracy, soft "
-        f"minus hard targets: {interval_cell(stats['ci'])} points (95% interval; {stats['how']}; "
-        f"McNemar {stats['mcnemar']}): {stats['verdict']}. KD costs a teacher forward pass per step "
-        f"({k['wall_s'] / max(h['wall_s'], 1e-9):.2f}x the hard-label wall time, evaluation included)."
-    )
-    return "\n".join(
-        [
-            "## Soft-target distillation (`make bench-kd`)",
-            "",
-            f"{date or dt.date.today().isoformat()} · {platform.machine()}, {os.cpu_count()} CPU cores (shared) · "
-            f"`{command}` · total {seconds / 60:.1f} min",
-            "",
-            f"Teacher: SmolLM2-135M-Instruct fine-tuned on the arithmetic demo task (test accuracy "
-            f"{t['accuracy']:.3f}). Students: 15 of its 30 layers, initialised from it, same seed and "
-            "steps. Test split of 60 unseen problems.",
-            "",
-            *rows,
-            "",
-            verdict,
-        ]
-    )
+def record(path: Path, key: str, run: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Add one finished run to the results file (call under `locked`); the file's whole content."""
+    results = load_results(path)
+    commands = [c for c in results["commands"] if c not in own["commands"]] + own["commands"]
+    results.update(own, commands=commands, date=dt.date.today().isoformat())
+    results["runs"][key] = run
+    write_json(path, results)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="a few steps each; results not written")
+    p.add_argument("--smoke", action="store_true", help="a few steps each; BENCHMARKS.md not written")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--smoke: 0)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--report", action="store_true", help="rewrite the BENCHMARKS.md section from kd.json")
     args = p.parse_args(argv)
+    path = RESULTS.with_name("kd-smoke.json") if args.smoke else RESULTS
+    steps = SMOKE if args.smoke else FULL
     if args.report:
-        saved = json.loads((ROOT / "bench" / "results" / "kd.json").read_text())
-        write_section("kd", markdown(saved["results"], "make bench-kd", saved["seconds"], saved.get("date")))
+        results = load_results(path)
+        write_section("kd", markdown(results, " ; ".join(results["commands"])))
         return 0
+    if load_results(path).get("schedule", steps) != steps:
+        raise SystemExit(f"{path} holds runs of another schedule; move it away first")
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    command = " ".join([f"{threads}python bench/kd.py", *(argv if argv is not None else sys.argv[1:])])
     torch.manual_seed(0)
-    start = time.perf_counter()
-    results = run_bench(SMOKE if args.smoke else FULL)
-    seconds = time.perf_counter() - start
-    if args.smoke:
-        print(json.dumps(results, indent=2))
-        return 0
-    write_json(
-        ROOT / "bench" / "results" / "kd.json",
-        {"steps": FULL, "results": results, "seconds": seconds, "date": dt.date.today().isoformat()},
-    )
-    write_section("kd", markdown(results, "make bench-kd", seconds))
+    paths = make_data()
+    own = {"schedule": steps, "teacher": run_teacher(steps, paths), "commands": [command]}
+    seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
+    for seed in seeds:  # every variant of a seed before the next seed
+        for variant in args.variants:
+            key = f"{variant}/{seed}"
+            if key in load_results(path)["runs"]:
+                continue
+            run = run_student(variant, seed, steps, own["teacher"], paths)
+            with locked(path):
+                results = record(path, key, run, own)
+                text = markdown(results, " ; ".join(results["commands"]))
+                if args.smoke:
+                    print(text, flush=True)
+                else:
+                    write_section("kd", text)
     return 0
 
 
