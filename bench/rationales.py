@@ -58,8 +58,9 @@ def section(args, times: list[dict], vote: dict | None) -> str:
     for j, v in (vote or {}).items():
         votes.append(f"| {j} | {100 * v['accuracy']:.1f} | {100 * v['any_correct']:.1f} |")
     head = (
-        f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} CPU cores **shared with other "
-        "engineers' jobs while it ran**: absolute seconds are upper bounds and the ratios are rough. Teacher: "
+        f"{date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} CPU cores (load average "
+        f"{os.getloadavg()[0]:.1f} when written: above the core count, other jobs shared the cores and the "
+        "seconds are upper bounds). Teacher: "
         f"configs/demo.yaml (embedded SmolLM2-135M-Instruct, hf_local, batch_size {args.batch_size}, "
         f"max_tokens 64); the first {args.examples} problems of the demo's training split; a fresh cache per row."
     )
