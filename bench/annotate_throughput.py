@@ -48,7 +48,8 @@ from stepdistill.teachers.openai_http import OpenAIHTTPTeacher
 from stepdistill.teachers.prompting import build_prompt, load_prompt_spec
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(threads: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A llama.cpp server on the embedded SmolLM2 GGUF (llama.cpp's own thread count unless `threads`)."""
     from stepdistill.embedded import smollm2_gguf
 
     with socket.socket() as s:
@@ -64,6 +65,8 @@ def start_server() -> tuple[subprocess.Popen, str]:
         "smollm2",
     ]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"]
+    if threads is not None:
+        cmd += ["--n_threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(300):

@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,34 +57,11 @@ def train_demo(run: Path) -> None:
 @contextmanager
 def teacher_server(threads: int) -> Iterator[str]:
     """A llama.cpp server on the demo teacher's GGUF (the embedded SmolLM2); yields its base URL."""
-    import httpx
+    from annotate_throughput import start_server
 
-    from stepdistill.embedded import smollm2_gguf
-
-    with socket.socket() as sock:  # a free port
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(smollm2_gguf()),
-        "--model_alias",
-        "smollm2",
-    ]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads)]
-    server = subprocess.Popen(
-        cmd + ["--verbose", "False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    server, url = start_server(threads)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield url
     finally:
         server.kill()
         server.wait()
