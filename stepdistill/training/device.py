@@ -15,6 +15,7 @@ implementation (`make_adamw`).
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any
@@ -39,10 +40,39 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16 if mixed == "bf16" else torch.float16)
 
 
+def cpu_bf16_note(precision: str) -> str | None:
+    """A warning when bf16 is asked for on an x86 CPU without native bf16 matmuls (AVX-512 BF16 or
+    AMX), where bf16 is emulated and can be slower than fp32; None otherwise (CUDA, ARM, fp32)."""
+    import platform
+
+    if (
+        precision != "bf16"
+        or torch.cuda.is_available()
+        or platform.machine().lower() not in ("x86_64", "amd64")
+    ):
+        return None
+    # torch.cpu's probes are private: where one is missing, no warning rather than a wrong one
+    native = any(
+        getattr(torch.cpu, probe, lambda: True)()
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    if native:
+        return None
+    return (
+        "train.precision bf16: this CPU has no native bf16 matmuls (AVX-512 BF16 or AMX), so bf16 is "
+        "emulated and can be slower than fp32; pass --train.precision fp32 if steps are slow"
+    )
+
+
 def make_accelerator(precision: str, timeout_s: float) -> Any:
     """The run's Accelerator. Without CUDA it is told `cpu=True`, which is what makes accelerate
-    start a gloo process group under torchrun instead of treating each rank as a lone process."""
+    start a gloo process group under torchrun instead of treating each rank as a lone process.
+    Prints `cpu_bf16_note` once (main process) where it applies."""
     from accelerate import Accelerator
+
+    note = cpu_bf16_note(precision)
+    if note and int(os.environ.get("RANK", "0")) == 0:
+        print(f"[train] warning: {note}", flush=True)
     from accelerate.utils import InitProcessGroupKwargs
 
     return Accelerator(

@@ -44,7 +44,7 @@ from stepdistill.training.config import StudentConfig, TrainConfig
 from stepdistill.training.device import gather_objects, make_adamw
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
-from stepdistill.training.models import Student, load_saved_student, load_student
+from stepdistill.training.models import Student, freeze_embeddings, load_saved_student, load_student
 from stepdistill.training.rationales import token_counter
 from stepdistill.training.schedule import alpha_at, eval_steps, patience_exhausted
 from stepdistill.training.step import NO_WEIGHT, Objective, Weights, loss_terms, step_weights
@@ -83,6 +83,7 @@ def fit(
     # kd.on_policy (kd/on_policy.py): the term's sampler lets the student write the KD rows of a step
     sample_step: SampleStep | None = getattr(kd_term, "sample_step", None)
     objective = Objective(student.model, student.kind, kd_term, tc.loss_chunk_tokens)
+    has_valid = bool(splits.get("valid"))
     valid = _encode(student, tc, task, splits.get("valid", []))
     flop_model = FlopModel.from_model(student.model, student.kind)  # learning curves against compute
     optimizer = make_adamw(_param_groups(objective, tc.weight_decay), tc.lr, accelerator.device)
@@ -142,16 +143,16 @@ def fit(
             bar.set_postfix(loss=f"{terms.get('loss', 0):.4f}")
             window = Window()
         if is_eval and not fsdp:
-            _validate(
-                student, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size
-            )
+            _validate(student, objective, accelerator, validate, has_valid, valid, tc, alpha, state, log,
+                      eval_batch_size)  # fmt: skip
         if is_save:
             _checkpoint(accelerator, run_dir, student, objective, optimizer, scheduler, state,
                         is_eval and not fsdp, tc)  # fmt: skip
         if is_eval and fsdp:  # sharded weights cannot generate: validate the checkpoint just written
             saved = load_saved_student(ckpt.checkpoints_dir(run_dir) / f"step-{done}", kind=student.kind)
             saved.model.to(accelerator.device)
-            _validate(saved, objective, accelerator, validate, valid, tc, alpha, state, log, eval_batch_size)
+            _validate(saved, objective, accelerator, validate, has_valid, valid, tc, alpha, state, log,
+                      eval_batch_size)  # fmt: skip
             dist.record_best(accelerator, run_dir, state, tc)
         if stop:
             raise preempt.Preempted(preempt.stopped_message(done, total_steps))
@@ -176,6 +177,8 @@ def _prepare(student_cfg: StudentConfig, tc: TrainConfig, task: Task, train_rows
         ckpt.restore_student(student_cfg, last, tc.seed) if last else load_student(student_cfg, seed=tc.seed)
     )
     student.model.to(accelerator.device)
+    if tc.freeze_embeddings:
+        freeze_embeddings(student.model)
     formatted = build_pairs(task, train_rows, tc, token_counter(student.tokenizer))
     if not formatted.examples:
         reasons = ", ".join(f"{n} {r}" for r, n in formatted.skipped.items()) or "no rows"
@@ -291,14 +294,16 @@ def _log_window(accelerator, window: Window, keys: list[str], tc: TrainConfig, k
     return terms
 
 
-def _validate(student: Student, objective, accelerator, validate: Validate, valid, tc: TrainConfig,
-              alpha: float, state: dict[str, Any], log: TrainLog, batch_size: int) -> None:  # fmt: skip
-    """Validation accuracy (the caller's `validate`) and loss (this step's objective) of `student`;
+def _validate(student: Student, objective, accelerator, validate: Validate, has_rows: bool, valid,
+              tc: TrainConfig, alpha: float, state: dict[str, Any], log: TrainLog, batch_size: int) -> None:  # fmt: skip
+    """Validation accuracy (the caller's `validate`, when the valid split has rows) and loss (this
+    step's objective on `valid`, the split's training pairs, when there are any) of `student`;
     updates the best step and the patience count in `state` and logs the row."""
-    if not valid:
+    if not has_rows:
         result: dict[str, Any] = {"valid_accuracy": None, "valid_n": 0}
     else:
-        result = validate(student)
+        result = validate(student)  # against gold, whatever the training labels
+    if valid:  # rows the method can train on (e.g. teacher labels: only rows the teacher annotated)
         inner = accelerator.unwrap_model(objective)
         kd = inner.kd_term.for_unseen_rows() if inner.kd_term is not None else None
         at_step = Objective(student.model, student.kind, kd, tc.loss_chunk_tokens)

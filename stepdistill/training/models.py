@@ -185,6 +185,18 @@ def load_student(cfg: StudentConfig, seed: int | None = None) -> Student:
     return Student(model=model, tokenizer=tok, kind=kind, n_params=n_params, name=cfg.model)
 
 
+def freeze_embeddings(model) -> int:
+    """Stop training the token embeddings and the output projection (`train.freeze_embeddings`);
+    returns the number of parameters frozen (a tied matrix counts once)."""
+    frozen: dict[int, torch.Tensor] = {}
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        weight = getattr(module, "weight", None)
+        if weight is not None:
+            weight.requires_grad_(False)
+            frozen[id(weight)] = weight
+    return sum(w.numel() for w in frozen.values())
+
+
 def exportable_model(student: Student):
     """The plain transformers model to save: LoRA merged into a copy, or the model itself."""
     if student.is_lora:

@@ -38,3 +38,24 @@ def test_a_checkpoint_of_the_other_implementation_resumes_with_this_devices_one(
     assert state["step"].item() == 1.0 and torch.equal(
         state["exp_avg"], fused.state[fused.param_groups[0]["params"][0]]["exp_avg"]
     )
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
+    import platform
+
+    import torch
+
+    from stepdistill.training.device import cpu_bf16_note
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    note = cpu_bf16_note("bf16")
+    assert note is not None and "--train.precision fp32" in note
+    assert cpu_bf16_note("fp32") is None and cpu_bf16_note("auto") is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert cpu_bf16_note("bf16") is None
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert cpu_bf16_note("bf16") is None

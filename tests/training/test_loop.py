@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -151,3 +152,61 @@ def test_lora_student_trains_and_saves_merged(tmp_path, make_config, make_splits
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
     assert (ckpt.latest_checkpoint(run) / "adapter.safetensors").exists()
     assert AutoModelForCausalLM.from_pretrained(run / "best").config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_frozen_embeddings_keep_their_pretrained_values(
+    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task, monkeypatch, tied
+):
+    """train.freeze_embeddings: the vocabulary matrices (one when tied, two when not) end bit-identical
+    to the start and hold no optimizer state; every other weight trains; a resumed run equals an
+    uninterrupted one."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tiny_causal_dir
+    if not tied:
+        model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir, tie_word_embeddings=False)
+        model.save_pretrained(tmp_path / "untied")
+        AutoTokenizer.from_pretrained(tiny_causal_dir).save_pretrained(tmp_path / "untied")
+        model_dir = tmp_path / "untied"
+    start = load_file(model_dir / "model.safetensors")
+    vocab = {"model.embed_tokens.weight"} | ({"lm_head.weight"} if not tied else set())
+    assert vocab <= start.keys() and ("lm_head.weight" in start) == (not tied)
+
+    cfg = make_config(tmp_path / "run", model_dir, max_steps=4, eval_every=2, lr=5e-2, freeze_embeddings=True)
+    run = train_on(cfg, toy_task, make_splits())
+    best = load_file(run / "best" / "model.safetensors")
+    assert best.keys() == start.keys()
+    assert all(torch.equal(best[k], start[k]) for k in vocab)
+    assert all(not torch.equal(best[k], start[k]) for k in start if k not in vocab and start[k].ndim == 2)
+    state = torch.load(ckpt.latest_checkpoint(run) / "trainer_state.pt", weights_only=True)["optimizer"]
+    trained = sum(v.numel() for k, v in start.items() if k not in vocab)
+    assert sum(s["exp_avg"].numel() for s in state["state"].values()) == trained
+
+    again = make_config(
+        tmp_path / "resumed", model_dir, max_steps=4, eval_every=2, lr=5e-2, freeze_embeddings=True
+    )
+    with monkeypatch.context() as m:
+        _stop_after(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_on(again, toy_task, make_splits())
+    resumed = load_file(train_on(again, toy_task, make_splits(), resume=True) / "best" / "model.safetensors")
+    assert all(torch.equal(resumed[k], best[k]) for k in best)
+
+
+def test_teacher_label_student_validates_on_a_split_the_teacher_did_not_annotate(
+    tmp_path, make_config, make_splits, tiny_causal_dir, toy_task
+):
+    """A valid split read raw (no teacher labels, as in the demo) has no pairs for a teacher-label
+    method's validation loss, but its accuracy against gold is still measured, so patience and model
+    selection work."""
+    splits = make_splits()
+    splits["valid"] = [
+        dataclasses.replace(row, teacher_label=None, teacher_rationale=None, teacher_raw=None)
+        for row in splits["valid"]
+    ]
+    cfg = make_config(tmp_path, tiny_causal_dir, method="distill", max_steps=4, eval_every=2)
+    run = train_on(cfg, toy_task, splits)
+    evals = [r for _, r in iter_jsonl(run / "train_log.jsonl") if "valid_accuracy" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["valid_n"] == 4 and r["valid_accuracy"] is not None and "valid_loss" not in r for r in evals)
