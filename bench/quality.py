@@ -485,6 +485,8 @@ def prepare_demo(spec: dict[str, Any], wanted: set[str] | None = None) -> dict[s
     from stepdistill.teachers.registry import LazyTeacher
 
     cfg = load_config(ROOT / spec[DEMO].get("config", "configs/demo.yaml"))
+    # demo.teacher: fields laid over the demo config's teacher (e.g. the dtype a study was annotated in)
+    cfg.teacher = cfg.teacher.model_copy(update=spec[DEMO].get("teacher", {}))
     task = get_task(cfg.task)
     records = demo_splits(cfg.sweep.demo_data.sizes, cfg.sweep.demo_data.seed)
     rows = {s: [Annotation.from_example(task.example_from_record(r, i)) for i, r in enumerate(recs)]

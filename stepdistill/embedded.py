@@ -6,11 +6,10 @@ student of the quality benchmarks, the local teacher of the demo and the tokeniz
 The package is located without importing it (its __init__ imports an unrelated tool).
 `resolve_model` turns a config's model name into what `from_pretrained` takes.
 
-Reading a GGUF is slow: transformers parses its metadata in Python once for the config, once for
-the tokenizer and once for the weights (~20-60 s on 2 CPU cores, every time a run loads it). So the
-first use converts the file once into a plain transformers folder (float32 safetensors, the same
-dequantised values, ~540 MB) under the cache folder, and every later load reads that folder in about
-a second. The cache is `$STEPDISTILL_CACHE`, else `$XDG_CACHE_HOME/stepdistill`, else
+Reading a GGUF through transformers is slow (~35 s for the weights on 2 CPU cores, every time a run
+loads it). So the first use converts the file once into a plain transformers folder (float32
+safetensors, the same dequantised values, ~540 MB) under the cache folder, the weights read by the
+gguf package (~10 s in all), and every later load reads that folder in about a second. The cache is `$STEPDISTILL_CACHE`, else `$XDG_CACHE_HOME/stepdistill`, else
 `~/.cache/stepdistill`; a folder is written under a temporary name and renamed when complete, so a
 crash or two processes converting at once never leave a half-written model.
 """
@@ -97,23 +96,27 @@ def _bars_held_back() -> Iterator[None]:
 
 def convert_gguf(gguf: Path, out: Path) -> Path:
     """Write `gguf` as a plain transformers causal-LM folder at `out` (float32 safetensors, config,
-    generation config, tokenizer); a no-op when `out` is already complete."""
+    generation config, tokenizer); a no-op when `out` is already complete.
+
+    transformers reads the config and the tokenizer; the weights of a llama-architecture file (the
+    embedded SmolLM2) are read and dequantized by the gguf package directly (gguf_llama.py), which
+    is several times faster than loading the model through transformers; other architectures take
+    that slower path."""
     if (out / "config.json").is_file():
         return out
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     print(f"[model] converting {gguf.name} once to {out} (later loads read that folder)", flush=True)
     with _bars_held_back():
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
-    model = plain_copy(AutoModelForCausalLM, loaded)
+        config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)  # safetensors; config.json is what marks a folder complete
+    if config.model_type == "llama":
+        _write_llama_folder(gguf, config, tmp)
+    else:
+        _write_through_transformers(gguf, tmp)
     tok.save_pretrained(tmp)
     try:
         os.rename(tmp, out)
@@ -122,6 +125,39 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         if not (out / "config.json").is_file():
             raise
     return out
+
+
+def _write_llama_folder(gguf: Path, config, folder: Path) -> None:
+    """config.json, generation_config.json and model.safetensors of a llama-architecture GGUF file,
+    as transformers' save_pretrained writes them (tied output projection stored once)."""
+    from safetensors.numpy import save_file
+    from transformers import GenerationConfig
+
+    from stepdistill.gguf_llama import read_llama_weights
+
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.architectures = ["LlamaForCausalLM"]
+    config.dtype = "float32"
+    n_head = config.num_attention_heads
+    state = read_llama_weights(gguf, n_head, config.num_key_value_heads or n_head)
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    folder.mkdir(parents=True)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    GenerationConfig.from_model_config(config).save_pretrained(folder)
+    config.save_pretrained(folder)  # last: config.json is what marks a folder complete
+
+
+def _write_through_transformers(gguf: Path, folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with _bars_held_back():
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+    plain_copy(AutoModelForCausalLM, loaded).save_pretrained(folder)
 
 
 def smollm2_converted() -> Path:

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stepdistill"
 STAGES: list[tuple[str, set[str]]] = [
     ("shared types and errors", {"__init__", "errors", "schema", "threads"}),
     ("tasks", {"tasks"}),
-    ("data", {"data", "embedded"}),
+    ("data", {"data", "embedded", "gguf_llama"}),
     ("teachers", {"teachers"}),
     ("training", {"training"}),
     ("soft-target distillation", {"kd"}),

@@ -2,7 +2,7 @@
 
     write_gguf(model, tokenizer, Path("student-f16.gguf"), name="demo-standard", extra={...})
 
-This is the inverse of what stepdistill/embedded.py reads: the same `llama` architecture keys, the
+This is the inverse of what stepdistill/embedded.py reads (tensor names in gguf_llama.py): the same `llama` architecture keys, the
 same tensor names (`token_embd`, `blk.N.attn_q`, ...) as the shipped SmolLM2 GGUF, and the tokenizer
 the student trained with (its vocabulary, merges, special tokens, chat template), so that llama.cpp,
 its server and Ollama read the file with nothing else beside it. Matrices are stored in float16 and
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from stepdistill.errors import ConfigError
+from stepdistill.gguf_llama import LAYER_TENSORS, permute_rope
 
 ARCH = "llama"
 SUPPORTED = "Llama-architecture decoders (LlamaForCausalLM: SmolLM2, Llama)"
@@ -34,18 +35,6 @@ PRE_TOKENIZERS = {
     (("ByteLevel", True),): "gpt-2",
     # single digits first, then GPT-2's regex (SmolLM2's original tokenizer.json)
     (("Digits", True), ("ByteLevel", True)): "smollm",
-}
-# Per-layer tensors: transformers name -> GGUF name (llama.cpp's names for the llama architecture).
-LAYER_TENSORS = {
-    "input_layernorm": "attn_norm",
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "post_attention_layernorm": "ffn_norm",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
 }
 TOKEN_NORMAL, TOKEN_UNUSED, TOKEN_CONTROL, TOKEN_USER_DEFINED = 1, 5, 3, 4  # gguf TokenType values
 
@@ -86,13 +75,6 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any]) -> str:
             f"GGUF export can describe to llama.cpp; supported: byte-level BPE as in SmolLM2"
         )
     return name
-
-
-def permute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Reorder the rows of a q or k projection from transformers' rotary layout (the two halves of
-    each head rotate together) to llama.cpp's (neighbouring rows rotate together).
-    w: [n_head * head_dim, hidden]."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def gguf_tensors(state: dict[str, np.ndarray], config: dict[str, Any]) -> list[tuple[str, np.ndarray]]:

@@ -68,6 +68,8 @@ def request_key(cfg: TeacherConfig, prompt: Prompt, sampling: Sampling, sample: 
         },
         "sample": sample,
     }
+    if cfg.dtype != "auto":  # other weights, other answers (auto keeps the keys caches already hold)
+        payload["dtype"] = cfg.dtype
     if cfg.backend == "precomputed":
         payload["id"] = example_id
         payload["path"] = cfg.path

@@ -54,6 +54,9 @@ class TeacherConfig(BaseModel):
     gguf_file: str | None = None  # GGUF file name inside `model` (a folder)
     batch_size: int = Field(8, ge=1)
     device: str = "auto"  # auto: cuda when available, else cpu
+    # Weights' dtype: auto keeps the checkpoint's (float32 for the embedded model). bfloat16 halves
+    # the bytes each generated token reads, which is what bounds generation on a CPU.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
 
     # --- precomputed ---

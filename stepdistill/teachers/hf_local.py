@@ -124,6 +124,8 @@ class HFLocalTeacher(Teacher):
             tok = AutoTokenizer.from_pretrained(src, **kwargs)
             # safetensors only (never unpickle weights); a GGUF file is read by its own loader
             safe = {} if gguf else {"use_safetensors": True}
+            if cfg.dtype != "auto":
+                safe["dtype"] = getattr(torch, cfg.dtype)
             model = AutoModelForCausalLM.from_pretrained(src, **kwargs, **safe)
         except (OSError, ValueError) as err:
             raise TeacherError(f"teacher.model: cannot load '{cfg.model}': {err}") from None

@@ -213,3 +213,15 @@ def test_smollm2_prefix_cache_gives_the_plain_answers():
     finally:
         teacher.close()
     assert got == want and all(got)
+
+
+@pytest.mark.parametrize("dtype, want", [("auto", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_teacher_dtype_sets_the_weights_dtype(tiny_causal_dir, dtype, want):
+    cfg = TeacherConfig(backend="hf_local", model=str(tiny_causal_dir), dtype=dtype, batch_size=2)
+    teacher = HFLocalTeacher.from_config(cfg)
+    try:
+        assert {p.dtype for p in teacher.model.parameters()} == {want}
+        got = teacher.generate(prompts(QUESTIONS[:2]), 1, GREEDY)
+        assert all(c[0].ok for c in got)
+    finally:
+        teacher.close()

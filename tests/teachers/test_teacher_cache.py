@@ -40,6 +40,8 @@ def test_key_ignores_credentials_and_address_but_not_what_changes_answers():
     assert base != request_key(cfg(), PROMPT, Sampling(max_tokens=8, seed=0, temperature=0.5), 0, "a")
     assert base != request_key(cfg(), PROMPT, s, 1, "a")
     assert base != request_key(cfg(endpoint="completions"), PROMPT, s, 0, "a")
+    assert base == request_key(cfg(dtype="auto"), PROMPT, s, 0, "a")  # the keys caches already hold
+    assert base != request_key(cfg(dtype="bfloat16"), PROMPT, s, 0, "a")
     pre = TeacherConfig(backend="precomputed", path="x.jsonl")
     assert request_key(pre, PROMPT, s, 0, "a") != request_key(pre, PROMPT, s, 0, "b")
 
