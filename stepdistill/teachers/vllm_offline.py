@@ -53,7 +53,9 @@ class VLLMTeacher(Teacher):
             ) from None
         src, gguf = resolve_source(cfg)
         model = f"{src}/{gguf}" if gguf else src
-        return cls(LLM(model=model, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype), SamplingParams, cfg)
+        return cls(
+            LLM(model=model, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype), SamplingParams, cfg
+        )
 
     def _params(self, sampling: Sampling, sample: int) -> Any:
         return self.sampling_cls(
