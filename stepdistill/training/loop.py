@@ -41,7 +41,7 @@ from stepdistill.training import distributed as dist
 from stepdistill.training import integrity, preempt, selection
 from stepdistill.training.batching import RankStep, StepCounts, StepStream, encode_examples, step_loader
 from stepdistill.training.config import StudentConfig, TrainConfig
-from stepdistill.training.device import gather_objects, make_adamw
+from stepdistill.training.device import autocast, gather_objects, make_adamw
 from stepdistill.training.flops import FlopModel
 from stepdistill.training.formatting import build_pairs
 from stepdistill.training.models import Student, freeze_embeddings, load_saved_student, load_student
@@ -308,7 +308,8 @@ def _validate(student: Student, objective, accelerator, validate: Validate, has_
         kd = inner.kd_term.for_unseen_rows() if inner.kd_term is not None else None
         at_step = Objective(student.model, student.kind, kd, tc.loss_chunk_tokens)
         pad = student.tokenizer.pad_token_id
-        result["valid_loss"] = selection.valid_loss(at_step, valid, tc.method, alpha, pad, batch_size)
+        with autocast(accelerator.device, tc.precision):  # the training steps' precision
+            result["valid_loss"] = selection.valid_loss(at_step, valid, tc.method, alpha, pad, batch_size)
     selection.record(result, state, tc.patience_metric)
     log.write({"step": state["step"], **result, "examples_seen": state["examples_seen"],
                "train_flops": state["train_flops"]})  # fmt: skip
