@@ -184,15 +184,16 @@ def test_the_report_shows_the_deploy_table_without_torch_or_llama_cpp(trained_ru
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
     section = (tmp_path / "report.md").read_text().split("## Deploy\n")[1].split("\n## ")[0]
     q8 = _format(exported, "q8_0")
-    assert (
-        f"q8_0 keeps accuracy within its interval (+0.0 points [+0.0, +0.0], {q8['changed']} of {N}"
-        in section
-    )
+    # the tiny student's q8_0 file may change a prediction or two; its interval still holds 0
+    assert q8["diff_lo"] <= 0 <= q8["diff_hi"]
+    interval = f"{100 * q8['diff']:+.1f} [{100 * q8['diff_lo']:+.1f}, {100 * q8['diff_hi']:+.1f}]"
+    points = interval.replace(" [", " points [", 1)
+    assert f"q8_0 keeps accuracy within its interval ({points}, {q8['changed']} of {N}" in section
     assert (
         f"| q8_0 GGUF (llama.cpp, {q8['threads']} thread{'s' * (q8['threads'] != 1)}) "
-        f"| {q8['size_bytes'] / 1e6:,.1f} | {100 * q8['accuracy']:.2f} | +0.0 [+0.0, +0.0] | 1 | "
-        f"{q8['changed']} / {N} |"
+        f"| {q8['size_bytes'] / 1e6:,.1f} | {100 * q8['accuracy']:.2f} | {interval} | "
     ) in section
+    assert f"| {q8['changed']} / {N} |" in section
 
 
 # --- refusals: one line, exit 2, nothing half-written -------------------------------------------

@@ -169,17 +169,13 @@ def _in_process(cfg_path: Path, name: str | None = None, **overrides) -> Path:
 
 
 def test_torchrun_two_processes_equal_one_causal_step_by_step(tmp_path, tiny_causal_dir):
-    # 10 examples, batch 4 x accumulation 2: steps of 8 then 2 (one micro-batch of 2: one example
-    # per process), a 40-token budget per pass: ranks plan different numbers of passes.
-    cfg = _write_config(tmp_path, tiny_causal_dir, "two", grad_accum=2, max_tokens_per_pass=40)
-    _run(torchrun(2, "train", str(cfg)))
-    one = _in_process(cfg, name="one")
-    _assert_same_run(one, tmp_path / "runs" / "two")
-
-
-def test_many_rationales_under_two_processes_equal_one(tmp_path, tiny_causal_dir):
-    # train.rationales: agreeing with example weighting: examples carry 1 to 3 rationale rows of
-    # weight 1/n, split over the processes; the step's weighted token counts are the same on both.
+    # One launch for three things that split work over processes. (1) 10 examples, batch 4 x
+    # accumulation 2: steps of 8 then 2 (one micro-batch of 2: one example per process), a 40-token
+    # budget per pass: ranks plan different numbers of passes. (2) train.rationales: agreeing with
+    # example weighting: examples carry 1 to 3 rationale rows of weight 1/n, split over the
+    # processes; the step's weighted token counts are the same on both. (3) eval.label_decoding:
+    # rank shards the (example, candidate) rows over the processes and gathers the scores: the same
+    # validation marks, predictions and checkpoint choice as one process.
     rows = _annotations(10)
     for i, ann in enumerate(rows):
         wrong = LABELS[(i + 1) % 3]
@@ -189,13 +185,16 @@ def test_many_rationales_under_two_processes_equal_one(tmp_path, tiny_causal_dir
         ] + [{"raw": "r", "label": ann.gold, "rationale": f"Also {j} ways {'x ' * i}", "parse_error": None}
              for j in range(i % 3)]  # fmt: skip
     write_jsonl(tmp_path / "data" / "train.jsonl", [a.to_dict() for a in rows])
-    cfg = _write_config(tmp_path, tiny_causal_dir, "two", rationales="agreeing", label_source="gold",
-                        max_tokens_per_pass=60)  # fmt: skip
+    cfg = _write_config(tmp_path, tiny_causal_dir, "two", grad_accum=2, max_tokens_per_pass=40,
+                        rationales="agreeing", label_source="gold",
+                        evaluation={"label_decoding": "rank"})  # fmt: skip
     _run(torchrun(2, "train", str(cfg)))
     one = _in_process(cfg, name="one")
     _assert_same_run(one, tmp_path / "runs" / "two")
     counts = json.loads((one / "metrics.json").read_text())["train"]
     assert counts["rationales_per_example"] == {"1": 4, "2": 3, "3": 3} and counts["rationale_rows"] == 19
+    preds = [r["pred"] for _, r in iter_jsonl(one / "predictions" / "test.jsonl")]
+    assert len(preds) == 10 and set(preds) <= set(LABELS)
 
 
 def test_accelerate_launch_two_processes_equal_one_seq2seq_standard(tmp_path, tiny_seq2seq_dir):
@@ -204,19 +203,6 @@ def test_accelerate_launch_two_processes_equal_one_seq2seq_standard(tmp_path, ti
     assert "2 process(es)" in done.stdout
     one = _in_process(cfg, name="one")
     _assert_same_run(one, tmp_path / "runs" / "two")
-
-
-def test_ranked_labels_under_two_processes_equal_one(tmp_path, tiny_causal_dir):
-    # eval.label_decoding: rank shards the (example, candidate) rows over the processes and gathers
-    # the scores: the same validation marks, predictions and checkpoint choice as one process.
-    cfg = _write_config(
-        tmp_path, tiny_causal_dir, "two", evaluation={"label_decoding": "rank"}, method="distill"
-    )
-    _run(torchrun(2, "train", str(cfg)))
-    one = _in_process(cfg, name="one")
-    _assert_same_run(one, tmp_path / "runs" / "two")
-    preds = [r["pred"] for _, r in iter_jsonl(one / "predictions" / "test.jsonl")]
-    assert len(preds) == 10 and set(preds) <= set(LABELS)
 
 
 def test_batch_size_not_divisible_fails_on_every_rank_before_training(tmp_path, tiny_causal_dir):

@@ -184,4 +184,6 @@ def test_short_run_trains_to_the_recorded_weights(name, tmp_path, tiny_causal_di
     assert len(got["losses"]) == len(want["losses"])
     for g, w in zip(got["losses"], want["losses"]):
         assert g.keys() == w.keys()
-        assert g == pytest.approx(w, rel=1e-6)
+        # the weights hold to 1e-6; a logged KD term sums a log-softmax over the vocabulary, whose
+        # float32 rounding moved by 3e-6 (relative) between transformers/torch releases
+        assert g == pytest.approx(w, rel=1e-5)
