@@ -16,7 +16,7 @@ PIP_INDEX_ARGS ?=
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 # What `make demo` needs: torch, stepdistill, the embedded GGUF.
 STAMP := $(VENV)/.stepdistill-setup
-# + the dev extras of the tests and the linter (peft, datasets, pytest, hypothesis, ruff).
+# + the dev extras of the tests and the linter (peft, datasets, pytest, pytest-xdist, hypothesis, ruff).
 DEV_STAMP := $(VENV)/.stepdistill-dev
 # + the llama.cpp server of the teacher integration tests (compiled: ~7-12 min on two cores).
 SERVER_STAMP := $(VENV)/.stepdistill-server
@@ -62,8 +62,10 @@ format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format stepdistill tests bench
 	$(VENV)/bin/ruff check --fix stepdistill tests bench
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them.
+TEST_WORKERS ?= 2
 test: lint $(SERVER_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: $(STAMP)
 	$(PY) -m stepdistill.cli run configs/demo.yaml

@@ -19,6 +19,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    """Every test process computes on one torch thread: the tests' models are tiny (threads only
+    add contention), `make test` runs two test processes on two cores, and a result never depends
+    on which tests ran before in the same process."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The reference data with PaLM 540B outputs (../shared/data); tests skip where it is absent."""

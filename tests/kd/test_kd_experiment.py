@@ -57,7 +57,6 @@ def test_soft_targets_beat_hard_labels_on_heldout_kl(smol_tokenizer, make_llama_
     # Teacher and students share one architecture (the tests' tiny Llama); untied output layers so
     # that rescaling the teacher's lm_head leaves its input embeddings alone.
     config = make_llama_config(vocab, max_position_embeddings=64, tie_word_embeddings=False)
-    torch.set_num_threads(1)  # tiny matrices: threads only add contention on a shared CPU
     inputs = torch.arange(1000, 1032)  # 32 ordinary SmolLM2 tokens as the input alphabet
     outputs = torch.arange(2000, 2032)
     g = torch.Generator().manual_seed(0)
