@@ -85,7 +85,6 @@ def make_accelerator(precision: str, timeout_s: float) -> Any:
 def join_launcher(timeout_s: float = 600.0) -> None:
     """Join the launcher's process group when started by one (for the work around the trainings:
     `stepdistill run`, `evaluate`, `predict`)."""
-    import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _initialized():
         from accelerate import PartialState
@@ -127,8 +126,6 @@ def device_of(accelerator_device: Any = None) -> torch.device:
     if accelerator_device is not None:
         return torch.device(accelerator_device)
     if torch.cuda.is_available():
-        import os
-
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
