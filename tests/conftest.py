@@ -28,6 +28,14 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked `slow` run first, each group in collection order: `make test` hands tests
+    one at a time to whichever of its processes is free (pytest-xdist's loadgroup), so the long
+    tests spread over both and the many short ones fill in at the end; no process is left alone
+    with a long test while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The reference data with PaLM 540B outputs (../shared/data); tests skip where it is absent."""

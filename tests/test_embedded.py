@@ -3,6 +3,7 @@ named); other names pass through. The converted folder holds exactly the GGUF's 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from stepdistill.embedded import (
@@ -24,6 +25,7 @@ def test_embedded_name_resolves_to_the_converted_folder():
     assert not any(name.endswith((".bin", ".gguf")) for name in files)
 
 
+@pytest.mark.slow
 def test_converted_folder_is_the_gguf_model_and_tokenizer():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

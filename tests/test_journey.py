@@ -72,6 +72,7 @@ def journey(tmp_path, tiny_causal_dir, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_annotate_train_evaluate_predict_report_on_one_config(journey, capsys):
     assert main(["annotate", "sentiment-run.yaml"]) == 0
     assert last_line(capsys) == (

@@ -84,6 +84,7 @@ def counters(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_run_end_to_end_then_reuse(tmp_path, tiny_causal_dir, counters):
     _teacher_file(tmp_path / "teacher.jsonl")
     cfg = _config(tmp_path, tiny_causal_dir)
@@ -244,6 +245,7 @@ def test_measure_teacher_warms_up_then_times_all_examples(tmp_path, monkeypatch)
     assert timing["params"] == 540e9 and timing["teacher_model"] == "fake:teacher"
 
 
+@pytest.mark.slow
 def test_student_size_sweep_with_tiny_students(tmp_path, tiny_causal_dir, tiny_seq2seq_dir):
     """sweep.students: the tiny decoder cut to 1 of its 2 layers, the whole decoder, and a T5 by path;
     every method trains on each, and the report plots accuracy against size and latency."""
@@ -305,6 +307,7 @@ def _parallel_config(tmp_path: Path, model_dir: Path, name: str, workers: int | 
     return config_from_dict(raw)
 
 
+@pytest.mark.slow
 def test_concurrent_trainings_give_the_weights_and_metrics_of_trainings_in_turn(
     tmp_path, tiny_causal_dir, monkeypatch, capfd
 ):
@@ -355,6 +358,7 @@ def _log(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_failed_concurrent_training_is_named_with_its_exit_code(tmp_path, tiny_causal_dir, monkeypatch):
     from stepdistill import runlock
     from stepdistill.run_parallel import TrainingFailed

@@ -9,6 +9,9 @@ import json
 
 import pytest
 
+# The module's two reports (one per model kind) are built once, in one test process.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train_speed")]
+
 
 @pytest.fixture(scope="module", params=["causal", "seq2seq"])
 def report(request, tiny_causal_dir, tiny_seq2seq_dir, tmp_path_factory):

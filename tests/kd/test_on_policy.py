@@ -306,6 +306,7 @@ def test_on_policy_lmbda_is_the_share_of_steps_decided_per_step():
 # --- training runs ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_on_policy_lmbda_zero_reproduces_off_policy_kd(tmp_path, tiny_causal_dir, teacher_dir):
     off = train(config_from_dict(_raw(tmp_path, tiny_causal_dir, _kd(teacher_dir), name="off")))
     zero = train(config_from_dict(_raw(tmp_path, tiny_causal_dir, _kd(teacher_dir, lmbda=0.0), name="zero")))
@@ -323,6 +324,7 @@ def test_on_policy_lmbda_zero_reproduces_off_policy_kd(tmp_path, tiny_causal_dir
     assert _train_metrics(zero)["on_policy"] == {}  # no step sampled
 
 
+@pytest.mark.slow
 def test_on_policy_run_charges_sampling_and_resumes_bit_identical(
     tmp_path, tiny_causal_dir, teacher_dir, monkeypatch
 ):
@@ -370,6 +372,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_on_policy_torchrun_two_processes_equal_one(tmp_path, tiny_causal_dir, teacher_dir):
     # 6 examples, batch 4: steps of 4 then 2; each process samples its own rows.
     raw = _raw(tmp_path, tiny_causal_dir, _kd(teacher_dir, lmbda=1.0), name="two", batch_size=4, max_steps=3,

@@ -26,11 +26,13 @@ from stepdistill.config import config_from_dict
 from stepdistill.data.io import iter_jsonl, write_jsonl
 from stepdistill.schema import Annotation
 from stepdistill.train import train
+from stepdistill.training.integrity import PAUSE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["yes", "no", "maybe"]
 TASK = {"name": "generic", "input_template": "Q: {text}", "label_field": "label", "labels": LABELS}
 TIMING = {"tokens_per_s", "examples_per_s", "elapsed_s"}
+pytestmark = pytest.mark.slow  # launches processes
 
 
 def _annotations(n: int) -> list[Annotation]:
@@ -242,10 +244,13 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
 def test_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path, tiny_causal_dir):
     """SIGKILL of rank 1 after a checkpoint: torchrun exits non-zero within the bound; --resume (on
     ONE process: the number of processes may change) ends with the weights of an uninterrupted run."""
-    train_cfg = dict(max_steps=60, eval_every=60, save_every=3, keep_checkpoints=1, log_every=3, lr=2e-3)
+    train_cfg = dict(max_steps=12, eval_every=12, save_every=3, keep_checkpoints=1, log_every=3, lr=2e-3)
     cfg = _write_config(tmp_path, tiny_causal_dir, "killed", **train_cfg)
     run = tmp_path / "runs" / "killed"
-    launcher = subprocess.Popen(torchrun(2, "train", str(cfg)), env=_env(), cwd=ROOT,
+    # Every checkpoint write pauses 2 s: after the first checkpoint the job runs for 6 s or more,
+    # time to find rank 1 and kill it on any machine, with only 12 steps to train.
+    env = {**_env(), PAUSE_ENV: "2"}
+    launcher = subprocess.Popen(torchrun(2, "train", str(cfg)), env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 240

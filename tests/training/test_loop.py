@@ -100,6 +100,7 @@ def _stop_after(monkeypatch, step: int) -> None:
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [None, 40])
 def test_resume_equals_uninterrupted_run(
     tmp_path, make_config, make_splits, tiny_causal_dir, toy_task, monkeypatch, budget

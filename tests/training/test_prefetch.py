@@ -105,6 +105,7 @@ def test_pinned_steps_equal_the_plain_ones():
     assert all(b.input_ids.is_pinned() for passes in pinned.micro for b, _ in passes)
 
 
+@pytest.mark.slow
 def test_fit_with_prefetch_equals_fit_without(tmp_path, make_config, make_splits, tiny_causal_dir, toy_task):
     # Dropout on, accumulation and a token budget (several passes per step), two epochs.
     train = dict(max_steps=4, eval_every=4, log_every=1, grad_accum=2, lr=5e-3, max_tokens_per_pass=40)

@@ -259,6 +259,7 @@ def _weights(run):
     return load_file(run / "best" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_one_ignores_samples_and_a_single_agreeing_sample_is_todays_training(
     tmp_path, make_config, make_splits, tiny_causal_dir, toy_task
 ):
