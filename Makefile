@@ -62,11 +62,11 @@ format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format stepdistill tests bench
 	$(VENV)/bin/ruff check --fix stepdistill tests bench
 
-# The suite in TEST_WORKERS processes (pytest-xdist): tests handed out one at a time, those marked
-# slow first (tests/conftest.py); a file whose tests share one costly fixture names an xdist_group.
+# The suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them; the files
+# with a slow-marked test are handed out first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: lint $(SERVER_STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 demo: $(STAMP)
 	$(PY) -m stepdistill.cli run configs/demo.yaml

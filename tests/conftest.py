@@ -29,11 +29,14 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests marked `slow` run first, each group in collection order: `make test` hands tests
-    one at a time to whichever of its processes is free (pytest-xdist's loadgroup), so the long
-    tests spread over both and the many short ones fill in at the end; no process is left alone
-    with a long test while the other idles."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The files with a test marked `slow` run first, in collection order, then the others: `make
+    test` gives each file whole to whichever of its two processes is free (pytest-xdist's loadfile,
+    files in this order), so the long files spread over both and the many short ones fill in at the
+    end; no process is left alone with a long file while the other idles. A file stays whole in one
+    process because its tests share module and session fixtures (a trained and exported student, a
+    llama.cpp server)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

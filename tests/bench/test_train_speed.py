@@ -9,8 +9,7 @@ import json
 
 import pytest
 
-# The module's two reports (one per model kind) are built once, in one test process.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train_speed")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["causal", "seq2seq"])

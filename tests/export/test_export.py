@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exportkit import N_TRAIN, NEEDS_LLAMA, write_run_config  # noqa: E402
 from test_llama_server import free_port, start_llama  # noqa: E402
 
-# One test process trains and exports the session's student (conftest.py) for all of them.
-pytestmark = [pytest.mark.slow, NEEDS_LLAMA, pytest.mark.xdist_group("export")]
+pytestmark = [pytest.mark.slow, NEEDS_LLAMA]
 N = N_TRAIN  # test rows: half of the training problems and as many new ones
 
 

@@ -29,7 +29,6 @@ from test_llama_server import HAVE_LLAMA, free_port, start_llama  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("llama_server"),  # one test process starts the module's server, once
     pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python[server] not installed"),
 ]
 
