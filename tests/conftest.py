@@ -30,11 +30,11 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """The files with a test marked `slow` run first, in collection order, then the others: `make
-    test` gives each file whole to whichever of its two processes is free (pytest-xdist's loadfile,
-    files in this order), so the long files spread over both and the many short ones fill in at the
-    end; no process is left alone with a long file while the other idles. A file stays whole in one
-    process because its tests share module and session fixtures (a trained and exported student, a
-    llama.cpp server)."""
+    test` gives each file whole to whichever test process is free (pytest-xdist's loadfile, files in
+    this order), so the long files start early and the many short ones fill in at the end, rather
+    than a long file starting last while the other process has nothing left. A file stays whole in
+    one process because its tests share module and session fixtures (a trained and exported
+    student, a llama.cpp server)."""
     slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.path not in slow)
 
