@@ -1,9 +1,12 @@
 """Distilling a fine-tuned SmolLM2 teacher on the arithmetic demo task: SFT on the teacher's outputs,
-off-policy KD, on-policy KD and mixed, over seeds, to a plateau, at the end and at matched compute.
+off-policy KD, on-policy KD and mixed, each with and without step-by-step rationales, over seeds, to a
+plateau, at the end and at matched compute.
 
-    make bench-kd                                    # = .venv/bin/python bench/kd.py (3 seeds x 4 variants)
-                                                     #   ~85 min of training a seed on 2 shared CPU cores
+    make bench-kd                                    # = .venv/bin/python bench/kd.py (3 seeds x 8 variants)
+                                                     #   label-only: ~45 min of training a seed on one core;
+                                                     #   step-by-step: several times that (longer targets)
     .venv/bin/python bench/kd.py --seeds 0           # one seed of every variant; later calls add seeds
+    .venv/bin/python bench/kd.py --variants sbs_kd sbs_on_policy   # some variants only
     .venv/bin/python bench/kd.py --smoke             # a few steps each, to check the plumbing
     .venv/bin/python bench/kd.py --report            # rewrite the BENCHMARKS.md section from kd.json
 
@@ -19,13 +22,16 @@ off-policy KD, on-policy KD and mixed, over seeds, to a plateau, at the end and 
      on_policy  0.5 CE + 0.5 reverse KL on the student's own samples, every step (lmbda 1)
      mixed      0.5 CE + 0.5 JSD(beta 0.5), on the student's samples on half of the steps (lmbda 0.5)
    The three KD variants share weight and temperature, so only the divergence and lmbda differ.
+   sbs_*: the same four with method step_by_step (alpha 0.5) on a second teacher, fine-tuned on the
+   gold equations and the demo's reference explanations (method step_by_step, twice the steps): its
+   greedy labels and rationales are the targets, the KD term covers both tasks, and on-policy rows
+   are the student's own `explain:` rationales and `predict:` labels, scored by that teacher.
 3. Held-out test split: accuracy per seed, paired 95% intervals and McNemar (bench/compare.py) at
    the end of training; at matched training FLOPs (generation included) on the validation rows'
    learning curves (stepdistill/report/curves.py); train_flops and wall seconds of each run.
 
-The teacher is fine-tuned on equations only and has never seen a rationale, so there are no
-step-by-step cells: the teacher is asked once with the `explain:` prefix and what it writes is
-recorded, as the evidence.
+The label-only teacher has never seen a rationale; what it writes when asked with the `explain:`
+prefix is recorded, as the evidence that step-by-step cells need the second teacher.
 
 Results go to bench/results/kd.json (merged: a run already there is not trained again) and to the
 <!-- bench:kd --> section of BENCHMARKS.md, rewritten after every finished run.
@@ -78,7 +84,7 @@ KEEP = list(range(0, 30, 2))  # every other of SmolLM2's 30 decoder layers
 FULL = {"teacher_steps": 60, "eval_every": 10, "patience": 3, "max_steps": 150}
 SMOKE = {"teacher_steps": 4, "eval_every": 2, "patience": 1, "max_steps": 4}
 KD = {"teacher_model": None, "temperature": 2.0, "weight": 0.5}  # shared by the three KD variants
-VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
+LABEL_ONLY: dict[str, tuple[str, dict[str, Any] | None]] = {
     "sft": ("SFT on the teacher's outputs", None),
     "kd": ("off-policy KD (forward KL)", {"loss": "forward_kl"}),
     "on_policy": ("on-policy (λ = 1, reverse KL)", {"loss": "reverse_kl", "on_policy": {"lmbda": 1.0}}),
@@ -87,8 +93,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
         {"loss": "jsd", "jsd_beta": 0.5, "on_policy": {"lmbda": 0.5}},
     ),
 }
-# (A, B) of the paired comparisons: each on-policy variant against both off-policy baselines.
-PAIRS = (("on_policy", "kd"), ("on_policy", "sft"), ("mixed", "kd"), ("mixed", "sft"), ("kd", "sft"))
+# The same four on the rationale teacher's labels and rationales (method step_by_step, alpha 0.5):
+# the KD term on both tasks, so on-policy rows are the student's own rationales (`explain:` rows)
+# and labels (`predict:` rows), each scored by the teacher.
+STEP_BY_STEP = {
+    f"sbs_{v}": (f"step-by-step, {name}", None if kd is None else {**kd, "tasks": ["label", "rationale"]})
+    for v, (name, kd) in LABEL_ONLY.items()
+}
+VARIANTS = {**LABEL_ONLY, **STEP_BY_STEP}
+# (A, B) of the paired comparisons: each on-policy variant against both off-policy baselines, in
+# both settings, and each step-by-step variant against its label-only twin.
+_P = (("on_policy", "kd"), ("on_policy", "sft"), ("mixed", "kd"), ("mixed", "sft"), ("kd", "sft"))
+PAIRS = _P + tuple((f"sbs_{a}", f"sbs_{b}") for a, b in _P) + tuple((f"sbs_{v}", v) for v in LABEL_ONLY)
+# Rationales are ~25-35 tokens (the demo's reference explanations); the sampled ones share the cap.
+SBS_TARGET_TOKENS = 64
 
 
 def base_config(name: str, model: str, data: dict[str, str], train: dict[str, Any], **extra: Any):
@@ -130,9 +148,12 @@ def rows_of(run: Path, split: str) -> list[dict[str, Any]]:
     return [r for _, r in iter_jsonl(run / "predictions" / f"{split}.jsonl")]
 
 
-def teacher_labelled(teacher_run: Path, gold_train: str, out: Path) -> dict[str, int]:
-    """The train split with the teacher's greedy answers as teacher_label (annotated JSONL at `out`);
-    counts of rows, rows without an answer and answers that disagree with gold."""
+def teacher_labelled(
+    teacher_run: Path, gold_train: str, out: Path, rationales: dict[str, str] | None = None
+) -> dict[str, int]:
+    """The train split with the teacher's greedy answers as teacher_label (and, from a rationale
+    teacher, its greedy rationales by id) as annotated JSONL at `out`; counts of rows, rows without
+    an answer and answers that disagree with gold."""
     from stepdistill.data.readers import load_examples
     from stepdistill.tasks import get_task
     from stepdistill.tasks.config import TaskConfig
@@ -148,6 +169,7 @@ def teacher_labelled(teacher_run: Path, gold_train: str, out: Path) -> dict[str,
                 ann.gold,
                 teacher_label=p["pred"],
                 teacher_raw=p["pred"],
+                teacher_rationale=None if rationales is None else rationales[ann.id],
                 teacher_model=str(teacher_run / "best"),
             )  # fmt: skip
         )
@@ -177,19 +199,60 @@ def explain_probe(teacher_dir: Path, cfg, n: int = 3) -> list[dict[str, str]]:
     return [{"input": a, "output": t} for a, t in zip(asks, texts)]
 
 
-def run_teacher(steps: dict[str, int], paths: dict[str, str]) -> dict[str, Any]:
-    """Fine-tune (or reuse) the teacher; its accuracy, its train answers as a labelled split, the probe."""
+@torch.no_grad()
+def teacher_rationales(teacher_dir: Path, cfg) -> dict[str, str]:
+    """The rationale teacher's greedy rationale (`explain:` prefix) for every training problem, by id."""
+    from stepdistill.data.splits import load_splits
+    from stepdistill.evaluate import generate
+    from stepdistill.tasks import get_task
+    from stepdistill.training.formatting import rationale_source
+    from stepdistill.training.models import load_saved_student
+
+    task = get_task(cfg.task)
+    rows = load_splits(cfg.data, task)["train"]
+    teacher = load_saved_student(teacher_dir, kind="causal")
+    texts = generate(teacher, [rationale_source(task, a, cfg.train) for a in rows], cfg.train, cfg.eval,
+                     max_new_tokens=SBS_TARGET_TOKENS)  # fmt: skip
+    return {a.id: t.strip() for a, t in zip(rows, texts)}
+
+
+def gold_rationale_split(gold_train: str, out: Path) -> str:
+    """The train split annotated with the gold equation as label and the demo's reference explanation
+    as rationale: what the rationale teacher is fine-tuned on."""
+    from stepdistill.data.readers import load_examples
+    from stepdistill.tasks import get_task
+    from stepdistill.tasks.config import TaskConfig
+
+    why = {r["id"]: r["explanation"] for _, r in iter_jsonl(gold_train)}
+    rows = [
+        Annotation(a.id, a.fields, a.gold, teacher_label=a.gold, teacher_rationale=why[a.id])
+        for a in load_examples(gold_train, get_task(TaskConfig(name="arith")))
+    ]
+    write_jsonl(out, [a.to_dict() for a in rows])
+    return str(out)
+
+
+def run_teacher(steps: dict[str, int], paths: dict[str, str], rationales: bool = False) -> dict[str, Any]:
+    """Fine-tune (or reuse) a teacher; its accuracy, its train answers as a labelled split, the probe.
+    `rationales`: the step-by-step teacher, fine-tuned on the gold equations and reference
+    explanations (twice the steps: two rows per problem), whose labelled split carries its rationales."""
     from stepdistill.embedded import smollm2_converted
 
     smol = str(smollm2_converted())  # one float32 folder the teacher starts from
-    n = steps["teacher_steps"]
-    train = {"max_steps": n, "eval_every": n}  # one selection point
-    cfg = base_config(f"teacher-{n}", smol, paths, train, eval={"batch_size": 32, "max_new_tokens": 16,
+    n = steps["teacher_steps"] * (2 if rationales else 1)
+    train: dict[str, Any] = {"max_steps": n, "eval_every": n}  # one selection point
+    data, name = paths, f"teacher-{n}"
+    if rationales:
+        gold = gold_rationale_split(paths["train"], OUT / "data" / "train-gold-rationales.jsonl")
+        data, name = {**paths, "train": gold}, f"teacher-sbs-{n}"
+        train.update(method="step_by_step", label_source="gold", max_target_length=SBS_TARGET_TOKENS)
+    cfg = base_config(name, smol, data, train, eval={"batch_size": 32, "max_new_tokens": 16,
                       "splits": ["test", "train"]})  # fmt: skip
     done = (cfg.run_dir / "metrics.json").is_file()
     run = cfg.run_dir if done else timed_train(cfg)[0]
     m = json.loads((run / "metrics.json").read_text())
-    labelled = OUT / "data" / f"train-teacher-{n}.jsonl"
+    labelled = OUT / "data" / f"train-{name}.jsonl"
+    why = teacher_rationales(run / "best", cfg) if rationales else None
     return {
         "dir": str(run / "best"),
         "test_accuracy": m["splits"]["test"]["accuracy"],
@@ -197,8 +260,9 @@ def run_teacher(steps: dict[str, int], paths: dict[str, str]) -> dict[str, Any]:
         "train_accuracy": m["splits"]["train"]["accuracy"],
         "train_wall_s": m["train"]["wall_s"],
         "test_preds": {r["id"]: r["pred"] for r in rows_of(run, "test")},
-        "labels": teacher_labelled(run, paths["train"], labelled),
+        "labels": teacher_labelled(run, paths["train"], labelled, why),
         "labelled_train": str(labelled),
+        "rationale_words": None if why is None else _median([len(t.split()) for t in why.values()]),
         "explain_probe": explain_probe(run / "best", cfg),
     }
 
@@ -211,11 +275,19 @@ def make_data() -> dict[str, str]:
     return paths
 
 
+def teacher_of(variant: str) -> str:
+    """The results key of the teacher a variant learns from."""
+    return "teacher_sbs" if variant in STEP_BY_STEP else "teacher"
+
+
 def student_config(variant: str, seed: int, steps: dict[str, int], teacher: dict[str, Any], paths):
     """The config of one student: the teacher-labelled train split, gold valid and test."""
     data = {**paths, "train": teacher["labelled_train"]}
+    sbs = variant in STEP_BY_STEP
     train = {
-        "method": "distill",  # the teacher's answers are the labels of every variant
+        # the teacher's answers are the labels of every variant (and its rationales, step by step)
+        "method": "step_by_step" if sbs else "distill",
+        **({"max_target_length": SBS_TARGET_TOKENS} if sbs else {}),
         "max_steps": steps["max_steps"],
         "eval_every": steps["eval_every"],
         "patience": steps["patience"],
@@ -365,19 +437,36 @@ def reading(stats: list[dict[str, Any]]) -> str:
 def ceiling(results: dict[str, Any]) -> str:
     """A sentence when students reach the teacher's test accuracy: the end-of-training comparison
     then cannot separate them, whatever the intervals say."""
-    t = results["teacher"]["test_accuracy"]
     top = [
         v
         for v in VARIANTS
-        if runs_of(results, v) and min(r["test_accuracy"] for r in runs_of(results, v)) >= t
+        if runs_of(results, v)
+        and min(r["test_accuracy"] for r in runs_of(results, v)) >= results[teacher_of(v)]["test_accuracy"]
     ]
     if not top:
         return ""
     names = ", ".join(VARIANTS[v][0] for v in top)
     return (
-        f" Every seed of {names} is at or above the teacher's own test accuracy: at that ceiling the "
+        f" Every seed of {names} is at or above its teacher's own test accuracy: at that ceiling the "
         "test rows cannot tell these variants apart; what separates them is how far each got for the "
         "same training FLOPs (the matched-compute columns)."
+    )
+
+
+def sbs_teacher(t: dict[str, Any] | None, s: dict[str, int]) -> str:
+    """The paragraph on the rationale teacher of the step-by-step variants ('' before it exists)."""
+    if t is None:
+        return ""
+    probe = t["explain_probe"][0]
+    return (
+        "Step-by-step variants learn from a second teacher: SmolLM2-135M-Instruct fine-tuned with "
+        f"method step_by_step on the gold equations and the demo's reference explanations "
+        f"({2 * s['teacher_steps']} steps, {t['train_wall_s']:.0f} s): {round(t['test_accuracy'] * t['test_n'])} "
+        f"of {t['test_n']} test problems right ({100 * t['test_accuracy']:.1f}%); its greedy labels "
+        f"({t['labels']['wrong']} of {t['labels']['rows']} wrong) and rationales (median "
+        f"{t['rationale_words']:.0f} words; asked `{probe['input']}` it writes `{probe['output'].strip()}`) "
+        "are the students' targets, the KD term on both tasks. A step-by-step variant against its "
+        "label-only twin compares two recipes, teacher included (their teachers' labels differ)."
     )
 
 
@@ -428,9 +517,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         reading([st for _, st in pairs]) + ceiling(results),
         "",
-        "No step-by-step cells: the teacher was fine-tuned on equations alone and writes no rationale. "
-        f"Asked `{probe['input']}` it writes `{probe['output'].strip()}`. Rationale cells need a teacher "
-        "that writes rationales (few-shot chain of thought from a larger model, or one fine-tuned on them).",
+        sbs_teacher(results.get("teacher_sbs"), s)
+        or "No step-by-step cells yet: the teacher above was fine-tuned on equations alone and writes no "
+        f"rationale (asked `{probe['input']}` it writes `{probe['output'].strip()}`). The step-by-step "
+        "variants learn from a second teacher fine-tuned on rationales (`--variants sbs_sft sbs_kd ...`).",
     ]
     if missing:
         lines += [
@@ -485,14 +575,20 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([f"{threads}python bench/kd.py", *(argv if argv is not None else sys.argv[1:])])
     torch.manual_seed(0)
     paths = make_data()
-    own = {"schedule": steps, "teacher": run_teacher(steps, paths), "commands": [command]}
+    own: dict[str, Any] = {"schedule": steps, "commands": [command]}
+    for key in sorted({"teacher"} | {teacher_of(v) for v in args.variants}):  # the report needs "teacher"
+        own[key] = run_teacher(steps, paths, rationales=key == "teacher_sbs")
+        before = load_results(path).get(key)
+        if before and any(before[k] != own[key][k] for k in ("test_preds", "labels")):
+            # a teacher retrained in a fresh run folder must answer as the one the recorded runs learnt from
+            raise SystemExit(f"the {key} of {path} answered differently; move the file away to start over")
     seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
     for seed in seeds:  # every variant of a seed before the next seed
         for variant in args.variants:
             key = f"{variant}/{seed}"
             if key in load_results(path)["runs"]:
                 continue
-            run = run_student(variant, seed, steps, own["teacher"], paths)
+            run = run_student(variant, seed, steps, own[teacher_of(variant)], paths)
             with locked(path):
                 results = record(path, key, run, own)
                 text = markdown(results, " ; ".join(results["commands"]))
