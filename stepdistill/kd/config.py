@@ -40,6 +40,10 @@ class ServerTeacherConfig(BaseModel):
 
     base_url: str  # e.g. http://127.0.0.1:8080/v1 (llama.cpp's server, or vLLM's)
     model: str  # the model name the server knows
+    # How the server returns a prompt's log-probabilities (kd/server.py):
+    #   llama.cpp: /v1/completions with echo and logprobs on the prompt's text (llama-cpp-python)
+    #   vllm: /v1/completions with vLLM's prompt_logprobs on the student's token ids
+    api: Literal["llama.cpp", "vllm"] = "llama.cpp"
     api_key_env: str | None = None  # NAME of the environment variable holding the key (never the key)
     timeout_s: float = Field(120.0, gt=0)  # per scoring request
 

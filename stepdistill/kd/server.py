@@ -6,10 +6,14 @@ POST /v1/completions {"prompt": text, "echo": true, "logprobs": k, "max_tokens":
 choices[0].logprobs.tokens / top_logprobs (token text -> log-prob) for every prompt token. Measured on
 llama-cpp-python 0.3.36: top_logprobs[i] is the distribution AFTER prompt token i (it predicts token
 i + 1), and token_logprobs[i] is token i's log-prob under that later distribution; so the targets of
-token i are read from top_logprobs[i - 1] and token_logprobs is not used. (vLLM's `prompt_logprobs`,
-keyed by token id, is not wired here.)
+token i are read from top_logprobs[i - 1] and token_logprobs is not used.
 
-The server takes text, not token ids, and tokenises it again. The student's tokens are therefore
+vLLM (kd.server.api: vllm) takes the student's token ids as the prompt and answers its
+`prompt_logprobs` extension: choices[0].prompt_logprobs[i] is the distribution predicting token i
+({token id: {"logprob", "rank", "decoded_token"}}: the top-k plus token i itself; None for token 0).
+Token ids in, token ids out: nothing is re-tokenised, and every sampled token is scored.
+
+llama.cpp's server takes text, not token ids, and tokenises it again. The student's tokens are therefore
 matched to the server's one by one by their text (special tokens read "" on the server, partial UTF-8
 characters lose their bytes); from the first token the server splits differently -- a student that
 sampled a non-canonical split -- the rest of the row has no teacher targets (`valid` False, logged).
@@ -70,11 +74,16 @@ class ServerTeacher:
         self.id_of = {t: ids[0] for t, ids in owners.items() if len(ids) == 1 and t}
         self.texts = texts
 
-    def _post(self, ids: list[int]) -> dict[str, Any]:
+    def _body(self, ids: list[int]) -> dict[str, Any]:
+        scoring = {"model": self.cfg.model, "max_tokens": 1, "temperature": 0.0}
+        if self.cfg.api == "vllm":
+            return {**scoring, "prompt": ids, "prompt_logprobs": self.k}
         # Special tokens are sent as their text (eos as "<|im_end|>"): llama.cpp parses them back.
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
-        body = {"model": self.cfg.model, "prompt": text, "max_tokens": 1, "temperature": 0.0,
-                "echo": True, "logprobs": self.k}  # fmt: skip
+        return {**scoring, "prompt": text, "echo": True, "logprobs": self.k}
+
+    def _post(self, ids: list[int]) -> dict[str, Any]:
+        body = self._body(ids)
         for attempt in range(ATTEMPTS):
             try:
                 response = self.client.post("/completions", json=body)
@@ -111,7 +120,13 @@ class ServerTeacher:
     def prompt_rows(self, answer: dict[str, Any], ids: list[int]) -> list[dict[int, float] | None] | None:
         """Per prompt token i: the teacher's top-k {student id: log-prob} at the position predicting
         it (None from the first token the server reads differently, and for token 0); None when the
-        answer holds no prompt log-probabilities.
+        answer holds no prompt log-probabilities."""
+        if self.cfg.api == "vllm":
+            return _vllm_rows(answer, len(ids))
+        return self._echo_rows(answer, ids)
+
+    def _echo_rows(self, answer: dict[str, Any], ids: list[int]) -> list[dict[int, float] | None] | None:
+        """prompt_rows from llama-cpp-python's echo answer.
 
         llama-cpp-python pairs prompt token i with the distribution AFTER it: top_logprobs[i] predicts
         token i + 1 (and token_logprobs[i] is token i's log-prob under that later distribution, so it
@@ -139,13 +154,17 @@ class ServerTeacher:
             answer = self._post(ids)
         except TeacherError as err:
             raise ConfigError(f"kd.server: the scoring probe failed: {err}") from None
-        if self.prompt_rows(answer, ids) is None:
+        rows = self.prompt_rows(answer, ids)
+        if rows is None:
+            how = "prompt_logprobs" if self.cfg.api == "vllm" else "echo and logprobs"
             raise ConfigError(
                 f"kd.server {self.cfg.base_url} (model {self.cfg.model!r}) cannot return prompt "
-                "log-probabilities (/v1/completions with echo and logprobs), which "
+                f"log-probabilities (/v1/completions with {how}, kd.server.api {self.cfg.api}), which "
                 f"on-policy scoring needs; it answered: {_quote(str(answer))}"
             )
-        rows = self.prompt_rows(answer, ids)
+        if self.cfg.api == "vllm":
+            self._check_vllm_vocabulary(answer, ids, student_name)
+            return
         found = [ids[i] in rows[i] for i in range(1, len(ids)) if rows[i] is not None]
         if len(found) < len(ids) // 2 or sum(found) < 0.5 * len(found):
             raise ConfigError(
@@ -163,6 +182,34 @@ class ServerTeacher:
                     f"token {pos} of the probe, id {tid}, reads {text!r} for the teacher and {mine!r} "
                     "for the student; on-policy scoring needs one tokenizer"
                 )
+
+    def _check_vllm_vocabulary(self, answer: dict[str, Any], ids: list[int], student_name: str) -> None:
+        """The text vLLM decodes for each probe token id must be the student's text of that id."""
+        entries = answer["choices"][0]["prompt_logprobs"]
+        for pos in range(1, len(ids)):
+            tid = ids[pos]
+            mine = self.texts[tid]
+            theirs = ((entries[pos] or {}).get(str(tid)) or {}).get("decoded_token")
+            if PARTIAL in mine or theirs in (mine, self.tokenizer.decode([tid], skip_special_tokens=False)):
+                continue
+            raise ConfigError(
+                f"kd.server: the teacher's vocabulary ({self.cfg.model!r} at {self.cfg.base_url}) "
+                f"differs from the student vocabulary '{student_name}' ({len(self.tokenizer)} tokens): "
+                f"token {pos} of the probe, id {tid}, reads {theirs!r} for the teacher and {mine!r} "
+                "for the student; on-policy scoring needs one tokenizer"
+            )
+
+
+def _vllm_rows(answer: dict[str, Any], n: int) -> list[dict[int, float] | None] | None:
+    """prompt_rows from vLLM's answer: prompt_logprobs[i] predicts token i, keyed by token id."""
+    entries = ((answer.get("choices") or [{}])[0]).get("prompt_logprobs")
+    if not isinstance(entries, list) or len(entries) != n or not any(entries[1:]):
+        return None
+    out: list[dict[int, float] | None] = [None]
+    for entry in entries[1:]:
+        row = {int(t): float(v["logprob"]) for t, v in (entry or {}).items()}
+        out.append(row or None)
+    return out
 
 
 def _sparse(rows: list[dict[int, float]]) -> SparseTargets:
