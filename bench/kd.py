@@ -107,6 +107,8 @@ _P = (("on_policy", "kd"), ("on_policy", "sft"), ("mixed", "kd"), ("mixed", "sft
 PAIRS = _P + tuple((f"sbs_{a}", f"sbs_{b}") for a, b in _P) + tuple((f"sbs_{v}", v) for v in LABEL_ONLY)
 # Rationales are ~25-35 tokens (the demo's reference explanations); the sampled ones share the cap.
 SBS_TARGET_TOKENS = 64
+# The rationale teacher trains this many times the label teacher's steps (two rows a problem).
+SBS_TEACHER_STEPS = 2
 
 
 def base_config(name: str, model: str, data: dict[str, str], train: dict[str, Any], **extra: Any):
@@ -182,9 +184,11 @@ def teacher_labelled(
 
 
 @torch.no_grad()
-def explain_probe(teacher_dir: Path, cfg, n: int = 3) -> list[dict[str, str]]:
-    """What the fine-tuned teacher writes when asked for a rationale (`explain:` prefix), on the
-    first `n` test problems: the evidence for whether step-by-step cells can be made from it."""
+def explain(
+    teacher_dir: Path, cfg, split: str, max_new_tokens: int, n: int | None = None
+) -> list[tuple[str, str, str]]:
+    """What a fine-tuned teacher writes when asked for a rationale (`explain:` prefix) on the first
+    `n` rows of `split` (all when None): (id, input, output) per row."""
     from stepdistill.data.splits import load_splits
     from stepdistill.evaluate import generate
     from stepdistill.tasks import get_task
@@ -192,28 +196,27 @@ def explain_probe(teacher_dir: Path, cfg, n: int = 3) -> list[dict[str, str]]:
     from stepdistill.training.models import load_saved_student
 
     task = get_task(cfg.task)
-    rows = load_splits(cfg.data, task)["test"][:n]
+    rows = load_splits(cfg.data, task)[split][:n]
     teacher = load_saved_student(teacher_dir, kind="causal")
     asks = [rationale_source(task, a, cfg.train) for a in rows]
-    texts = generate(teacher, asks, cfg.train, cfg.eval, max_new_tokens=48)
-    return [{"input": a, "output": t} for a, t in zip(asks, texts)]
+    texts = generate(teacher, asks, cfg.train, cfg.eval, max_new_tokens=max_new_tokens)
+    return [(a.id, ask, text) for a, ask, text in zip(rows, asks, texts)]
 
 
-@torch.no_grad()
-def teacher_rationales(teacher_dir: Path, cfg) -> dict[str, str]:
-    """The rationale teacher's greedy rationale (`explain:` prefix) for every training problem, by id."""
-    from stepdistill.data.splits import load_splits
-    from stepdistill.evaluate import generate
-    from stepdistill.tasks import get_task
-    from stepdistill.training.formatting import rationale_source
-    from stepdistill.training.models import load_saved_student
+def explain_probe(teacher_dir: Path, cfg, n: int = 3) -> list[dict[str, str]]:
+    """The teacher's rationales for the first `n` test problems: the evidence for whether
+    step-by-step cells can be made from it."""
+    return [{"input": ask, "output": text} for _, ask, text in explain(teacher_dir, cfg, "test", 48, n)]
 
-    task = get_task(cfg.task)
-    rows = load_splits(cfg.data, task)["train"]
-    teacher = load_saved_student(teacher_dir, kind="causal")
-    texts = generate(teacher, [rationale_source(task, a, cfg.train) for a in rows], cfg.train, cfg.eval,
-                     max_new_tokens=SBS_TARGET_TOKENS)  # fmt: skip
-    return {a.id: t.strip() for a, t in zip(rows, texts)}
+
+def teacher_rationales(teacher_run: Path, cfg) -> dict[str, str]:
+    """The rationale teacher's greedy rationale for every training problem, by id: generated once, in
+    its run folder, and read back by every later call."""
+    path = teacher_run / "rationales-train.json"
+    if not path.is_file():
+        rows = explain(teacher_run / "best", cfg, "train", SBS_TARGET_TOKENS)
+        write_json(path, {i: text.strip() for i, _, text in rows})
+    return json.loads(path.read_text())
 
 
 def gold_rationale_split(gold_train: str, out: Path) -> str:
@@ -235,11 +238,11 @@ def gold_rationale_split(gold_train: str, out: Path) -> str:
 def run_teacher(steps: dict[str, int], paths: dict[str, str], rationales: bool = False) -> dict[str, Any]:
     """Fine-tune (or reuse) a teacher; its accuracy, its train answers as a labelled split, the probe.
     `rationales`: the step-by-step teacher, fine-tuned on the gold equations and reference
-    explanations (twice the steps: two rows per problem), whose labelled split carries its rationales."""
+    explanations (SBS_TEACHER_STEPS times the steps), whose labelled split carries its rationales."""
     from stepdistill.embedded import smollm2_converted
 
     smol = str(smollm2_converted())  # one float32 folder the teacher starts from
-    n = steps["teacher_steps"] * (2 if rationales else 1)
+    n = steps["teacher_steps"] * (SBS_TEACHER_STEPS if rationales else 1)
     train: dict[str, Any] = {"max_steps": n, "eval_every": n}  # one selection point
     data, name = paths, f"teacher-{n}"
     if rationales:
@@ -252,7 +255,7 @@ def run_teacher(steps: dict[str, int], paths: dict[str, str], rationales: bool =
     run = cfg.run_dir if done else timed_train(cfg)[0]
     m = json.loads((run / "metrics.json").read_text())
     labelled = OUT / "data" / f"train-{name}.jsonl"
-    why = teacher_rationales(run / "best", cfg) if rationales else None
+    why = teacher_rationales(run, cfg) if rationales else None
     return {
         "dir": str(run / "best"),
         "test_accuracy": m["splits"]["test"]["accuracy"],
@@ -461,7 +464,7 @@ def sbs_teacher(t: dict[str, Any] | None, s: dict[str, int]) -> str:
     return (
         "Step-by-step variants learn from a second teacher: SmolLM2-135M-Instruct fine-tuned with "
         f"method step_by_step on the gold equations and the demo's reference explanations "
-        f"({2 * s['teacher_steps']} steps, {t['train_wall_s']:.0f} s): {round(t['test_accuracy'] * t['test_n'])} "
+        f"({SBS_TEACHER_STEPS * s['teacher_steps']} steps, {t['train_wall_s']:.0f} s): {round(t['test_accuracy'] * t['test_n'])} "
         f"of {t['test_n']} test problems right ({100 * t['test_accuracy']:.1f}%); its greedy labels "
         f"({t['labels']['wrong']} of {t['labels']['rows']} wrong) and rationales (median "
         f"{t['rationale_words']:.0f} words; asked `{probe['input']}` it writes `{probe['output'].strip()}`) "
