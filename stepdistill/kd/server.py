@@ -174,14 +174,8 @@ class ServerTeacher:
             )
         tokens = answer["choices"][0]["logprobs"]["tokens"]
         for pos, (tid, text) in enumerate(zip(ids, tokens + [None] * (len(ids) - len(tokens)))):
-            mine = self.texts[tid]
             if text is None or not self._reads_as(text, tid):
-                raise ConfigError(
-                    f"kd.server: the teacher's vocabulary ({self.cfg.model!r} at {self.cfg.base_url}) "
-                    f"differs from the student vocabulary '{student_name}' ({len(self.tokenizer)} tokens): "
-                    f"token {pos} of the probe, id {tid}, reads {text!r} for the teacher and {mine!r} "
-                    "for the student; on-policy scoring needs one tokenizer"
-                )
+                raise self._vocabulary_error(pos, tid, text, student_name)
 
     def _check_vllm_vocabulary(self, answer: dict[str, Any], ids: list[int], student_name: str) -> None:
         """The text vLLM decodes for each probe token id must be the student's text of that id."""
@@ -190,14 +184,20 @@ class ServerTeacher:
             tid = ids[pos]
             mine = self.texts[tid]
             theirs = ((entries[pos] or {}).get(str(tid)) or {}).get("decoded_token")
-            if PARTIAL in mine or theirs in (mine, self.tokenizer.decode([tid], skip_special_tokens=False)):
-                continue
-            raise ConfigError(
-                f"kd.server: the teacher's vocabulary ({self.cfg.model!r} at {self.cfg.base_url}) "
-                f"differs from the student vocabulary '{student_name}' ({len(self.tokenizer)} tokens): "
-                f"token {pos} of the probe, id {tid}, reads {theirs!r} for the teacher and {mine!r} "
-                "for the student; on-policy scoring needs one tokenizer"
-            )
+            if PARTIAL not in mine and theirs not in (
+                mine,
+                self.tokenizer.decode([tid], skip_special_tokens=False),
+            ):
+                raise self._vocabulary_error(pos, tid, theirs, student_name)
+
+    def _vocabulary_error(self, pos: int, tid: int, theirs: str | None, student_name: str) -> ConfigError:
+        """Probe token `pos` (id `tid`) reads `theirs` on the server, not the student's text."""
+        return ConfigError(
+            f"kd.server: the teacher's vocabulary ({self.cfg.model!r} at {self.cfg.base_url}) "
+            f"differs from the student vocabulary '{student_name}' ({len(self.tokenizer)} tokens): "
+            f"token {pos} of the probe, id {tid}, reads {theirs!r} for the teacher and {self.texts[tid]!r} "
+            "for the student; on-policy scoring needs one tokenizer"
+        )
 
 
 def _vllm_rows(answer: dict[str, Any], n: int) -> list[dict[int, float] | None] | None:

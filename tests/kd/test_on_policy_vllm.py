@@ -4,7 +4,8 @@ The server here answers /v1/completions in vLLM's documented format (choices[0].
 prompt token, None for the first, then {token id: {"logprob", "rank", "decoded_token"}} holding the
 top-k and the prompt token itself), computed by the tiny teacher model in float32; the white-box path
 runs the same model. Token ids go to the server as they are, so every sampled token is scored, the
-non-canonical split included, and both paths agree to float precision.
+non-canonical split included, and both paths agree to float precision. The refusal of another
+vocabulary is also checked on llama.cpp's echo answers.
 """
 
 from __future__ import annotations
@@ -122,3 +123,29 @@ def test_a_server_without_prompt_logprobs_fails_the_preflight_quoting_it(tiny_ca
     finally:
         server.close()
     assert server.requests[0]["body"]["prompt_logprobs"] == K
+
+
+def test_llama_cpp_echo_reading_a_token_as_other_text_is_refused_naming_both(tiny_causal_dir):
+    """The same refusal on llama.cpp's echo answers: every probe token but the last reads as the
+    student's text (and its log-probs as the distribution before it), the last as other text."""
+    from stepdistill.kd.preflight import PROBE
+
+    student = load_student(StudentConfig(model=str(tiny_causal_dir)))
+    tok = student.tokenizer
+    ids = tok(PROBE, add_special_tokens=False)["input_ids"]
+    texts = [tok.decode([i]) for i in ids]
+
+    def echo(body: dict) -> dict:
+        top = [{texts[i + 1]: -0.5} for i in range(len(ids) - 1)] + [{"x": -1.0}]
+        logprobs = {"tokens": texts[:-1] + ["another text"], "top_logprobs": top}
+        return {"id": "cmpl-1", "choices": [{"index": 0, "text": "", "logprobs": logprobs}]}
+
+    server = ScriptedServer(echo)
+    cfg = KDConfig(source="server", server={"base_url": server.url, "model": "m"}, topk=K, on_policy={})
+    try:
+        with pytest.raises(
+            ConfigError, match=rf"token {len(ids) - 1} of the probe, id {ids[-1]}, reads 'another text'"
+        ):
+            _term(cfg, student)
+    finally:
+        server.close()
